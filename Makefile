@@ -1,0 +1,39 @@
+# stockctl — the two commands of the README, and the rest of the developer loop.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: run test lint services bench install clean
+
+$(STAMP): pyproject.toml scripts/venv.sh
+	PYTHON=$(PYTHON) scripts/venv.sh $(VENV)
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## make run: the whole system on the embedded default (SQLite file, no Redis)
+run: install
+	$(BIN)/stockctl init
+	$(BIN)/stockctl seed --if-empty --products 200 --warehouses 5
+	$(BIN)/stockctl overview
+
+## make test: lint, make sure PostgreSQL and Redis answer, run every test
+test: install lint services
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+services:
+	scripts/services.sh
+
+lint: install
+	$(BIN)/ruff check stockctl tests bench
+	$(BIN)/ruff format --check stockctl tests bench
+	$(BIN)/mypy
+
+bench: install services
+	$(BIN)/python bench/run_all.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,135 @@
+"""What every command shares: lazy settings and wiring, error handling, and output."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
+
+import typer
+
+from stockctl.errors import StockctlError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
+    from stockctl.bootstrap import App
+    from stockctl.settings import Settings
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class Output(StrEnum):
+    table = "table"
+    json = "json"
+
+
+OutputOpt = Annotated[
+    Output, typer.Option("--output", "-o", help="table for people, json for scripts")
+]
+
+
+@dataclass
+class State:
+    """Global options, resolved into settings and adapters only when a command needs them."""
+
+    config_file: Path | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+    _app: App | None = None
+
+    def settings(self) -> Settings:
+        from stockctl.settings import load_settings
+
+        return load_settings(self.config_file, **self.overrides)
+
+    def app(self) -> App:
+        if self._app is None:
+            from stockctl.bootstrap import bootstrap
+
+            self._app = bootstrap(self.settings())
+        return self._app
+
+    def close(self) -> None:
+        if self._app is not None:
+            self._app.close()
+            self._app = None
+
+
+def state(ctx: typer.Context) -> State:
+    root = ctx.find_root()
+    if not isinstance(root.obj, State):
+        root.obj = State()
+    return root.obj
+
+
+def handled(fn: Callable[P, R]) -> Callable[P, R]:
+    """Library errors become one line on stderr and the error's exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except StockctlError as exc:
+            raise fail(exc) from None
+        finally:
+            for value in [*args, *kwargs.values()]:
+                if isinstance(value, typer.Context):
+                    state(value).close()
+
+    return wrapper
+
+
+def fail(exc: StockctlError) -> typer.Exit:
+    """Print the one-line error; the caller raises the returned exit."""
+    print(f"error: {exc.message}", file=sys.stderr)  # noqa: T201 - the CLI's one-line error
+    return typer.Exit(code=exc.exit_code)
+
+
+def console() -> Console:
+    from rich.console import Console
+
+    return Console()
+
+
+def new_table(title: str, *columns: str) -> Table:
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for col in columns:
+        numeric = col.lower() in _NUMERIC
+        table.add_column(col, justify="right" if numeric else "left")
+    return table
+
+
+_NUMERIC = {
+    "available",
+    "reserved",
+    "sellable",
+    "threshold",
+    "version",
+    "qty",
+    "Δ available",
+    "Δ reserved",
+    "products",
+    "out",
+    "low",
+    "priority",
+    "rows",
+    "count",
+    "id",
+}
+
+
+def emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def when(value: Any) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value is not None else "-"

@@ -1,0 +1,306 @@
+"""``stockctl stock ...``: show, receive, set, adjust, transfer, history, overview."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from stockctl.commands._common import (
+    Output,
+    OutputOpt,
+    console,
+    emit_json,
+    handled,
+    new_table,
+    state,
+    when,
+)
+
+if TYPE_CHECKING:
+    from stockctl.core.model import Inventory, Movement, StockSummary
+
+app = typer.Typer(help="Show and change stock per product and warehouse.", no_args_is_help=True)
+
+Product = Annotated[str, typer.Argument(help="product id", show_default=False)]
+WarehouseArg = Annotated[str, typer.Argument(help="warehouse id", show_default=False)]
+Reason = Annotated[str | None, typer.Option(help="why (kept in the ledger and the event)")]
+Reference = Annotated[str | None, typer.Option(help="reference such as an order or PO id")]
+IdemKey = Annotated[
+    str | None,
+    typer.Option("--idempotency-key", help="same key + same request = the first result (24 h)"),
+]
+
+
+def row_data(row: Inventory) -> dict[str, Any]:
+    return {
+        "product_id": row.product_id,
+        "warehouse_id": row.warehouse_id,
+        "quantity_available": row.quantity_available,
+        "quantity_reserved": row.quantity_reserved,
+        "sellable": row.sellable,
+        "low_stock_threshold": row.low_stock_threshold,
+        "status": row.status.value,
+        "version": row.version,
+        "last_movement_at": row.last_movement_at,
+    }
+
+
+def summary_data(summary: StockSummary) -> dict[str, Any]:
+    return {
+        "product_id": summary.product_id,
+        "warehouses": [row_data(r) for r in summary.rows],
+        "total_available": summary.total_available,
+        "total_reserved": summary.total_reserved,
+        "total_sellable": summary.total_sellable,
+    }
+
+
+def show_rows(title: str, rows: list[Inventory], output: Output, totals: bool = False) -> None:
+    if output is Output.json:
+        emit_json(
+            row_data(rows[0]) if len(rows) == 1 and not totals else [row_data(r) for r in rows]
+        )
+        return
+    table = new_table(
+        title,
+        "product",
+        "warehouse",
+        "available",
+        "reserved",
+        "sellable",
+        "threshold",
+        "status",
+        "version",
+        "last movement",
+    )
+    for r in rows:
+        table.add_row(
+            r.product_id,
+            r.warehouse_id,
+            str(r.quantity_available),
+            str(r.quantity_reserved),
+            str(r.sellable),
+            str(r.low_stock_threshold),
+            r.status.value,
+            str(r.version),
+            when(r.last_movement_at),
+        )
+    if totals and len(rows) > 1:
+        table.add_section()
+        table.add_row(
+            "total",
+            f"{len(rows)} warehouses",
+            str(sum(r.quantity_available for r in rows)),
+            str(sum(r.quantity_reserved for r in rows)),
+            str(sum(max(r.sellable, 0) for r in rows)),
+            "",
+            "",
+            "",
+            "",
+        )
+    console().print(table)
+
+
+@app.command("show")
+@handled
+def show(
+    ctx: typer.Context,
+    product: Product,
+    warehouse: Annotated[
+        str | None, typer.Option("--warehouse", "-w", help="one warehouse")
+    ] = None,
+    output: OutputOpt = Output.table,
+) -> None:
+    """Stock of a product per warehouse, with totals."""
+    from stockctl.core import inventory
+
+    summary = inventory.stock(state(ctx).app().ctx, product, warehouse)
+    if output is Output.json:
+        emit_json(summary_data(summary))
+        return
+    show_rows(f"Stock of {product}", summary.rows, output, totals=True)
+
+
+@app.command("receive")
+@handled
+def receive(
+    ctx: typer.Context,
+    product: Product,
+    warehouse: WarehouseArg,
+    quantity: Annotated[int, typer.Argument(help="units received (> 0)")],
+    reason: Reason = None,
+    reference: Reference = None,
+    idempotency_key: IdemKey = None,
+    output: OutputOpt = Output.table,
+) -> None:
+    """Book received units into a warehouse (creates the stock row if needed)."""
+    from stockctl.core import inventory
+
+    row = inventory.receive(
+        state(ctx).app().ctx,
+        product,
+        warehouse,
+        quantity,
+        reason=reason,
+        reference=reference,
+        idempotency_key=idempotency_key,
+    )
+    show_rows("Received", [row], output)
+
+
+@app.command("set")
+@handled
+def set_(
+    ctx: typer.Context,
+    product: Product,
+    warehouse: WarehouseArg,
+    quantity: Annotated[int, typer.Argument(help="new quantity_available (>= 0)")],
+    expect_version: Annotated[
+        int | None, typer.Option(help="refuse unless the row is at this version")
+    ] = None,
+    threshold: Annotated[int | None, typer.Option(help="new low-stock threshold")] = None,
+    reason: Reason = None,
+    idempotency_key: IdemKey = None,
+    output: OutputOpt = Output.table,
+) -> None:
+    """Set the available count (a stock take); optionally compare-and-set on the version."""
+    from stockctl.core import inventory
+
+    row = inventory.set_stock(
+        state(ctx).app().ctx,
+        product,
+        warehouse,
+        quantity,
+        expect_version=expect_version,
+        low_stock_threshold=threshold,
+        reason=reason,
+        idempotency_key=idempotency_key,
+    )
+    show_rows("Set", [row], output)
+
+
+@app.command("adjust", context_settings={"ignore_unknown_options": True})
+@handled
+def adjust(
+    ctx: typer.Context,
+    product: Product,
+    warehouse: WarehouseArg,
+    delta: Annotated[int, typer.Argument(help="signed change, e.g. -5 or 12")],
+    reason: Annotated[str, typer.Option(help="why (required): damage, recount, found, ...")],
+    reference: Reference = None,
+    idempotency_key: IdemKey = None,
+    output: OutputOpt = Output.table,
+) -> None:
+    """Correct available by a signed delta, with a required reason."""
+    from stockctl.core import inventory
+
+    row = inventory.adjust(
+        state(ctx).app().ctx,
+        product,
+        warehouse,
+        delta,
+        reason=reason,
+        reference=reference,
+        idempotency_key=idempotency_key,
+    )
+    show_rows("Adjusted", [row], output)
+
+
+@app.command("transfer")
+@handled
+def transfer(
+    ctx: typer.Context,
+    product: Product,
+    from_warehouse: Annotated[str, typer.Argument(help="source warehouse id")],
+    to_warehouse: Annotated[str, typer.Argument(help="destination warehouse id")],
+    quantity: Annotated[int, typer.Argument(help="units to move (> 0)")],
+    reason: Reason = None,
+    reference: Reference = None,
+    idempotency_key: IdemKey = None,
+    output: OutputOpt = Output.table,
+) -> None:
+    """Move sellable units between two warehouses, atomically."""
+    from stockctl.core import inventory
+
+    src, dst = inventory.transfer(
+        state(ctx).app().ctx,
+        product,
+        from_warehouse,
+        to_warehouse,
+        quantity,
+        reason=reason,
+        reference=reference,
+        idempotency_key=idempotency_key,
+    )
+    show_rows("Transferred", [src, dst], output, totals=output is Output.json)
+
+
+@app.command("history")
+@handled
+def history(
+    ctx: typer.Context,
+    product: Product,
+    warehouse: Annotated[
+        str | None, typer.Option("--warehouse", "-w", help="one warehouse")
+    ] = None,
+    limit: Annotated[int, typer.Option(help="newest N movements (1-10000)")] = 50,
+    output: OutputOpt = Output.table,
+) -> None:
+    """The ledger of a product: every movement, newest first."""
+    from stockctl.core import inventory
+
+    moves = inventory.history(state(ctx).app().ctx, product, warehouse, limit)
+    if output is Output.json:
+        emit_json([movement_data(m) for m in moves])
+        return
+    table = new_table(
+        f"History of {product}",
+        "id",
+        "time",
+        "warehouse",
+        "kind",
+        "Δ available",
+        "Δ reserved",
+        "available",
+        "reserved",
+        "version",
+        "reason",
+        "reference",
+        "actor",
+    )
+    for m in moves:
+        table.add_row(
+            str(m.id),
+            when(m.created_at),
+            m.warehouse_id,
+            m.kind.value,
+            f"{m.delta_available:+d}",
+            f"{m.delta_reserved:+d}",
+            str(m.quantity_available),
+            str(m.quantity_reserved),
+            str(m.version),
+            m.reason or "",
+            m.reference or m.reservation_id or "",
+            m.actor or "",
+        )
+    console().print(table)
+
+
+def movement_data(m: Movement) -> dict[str, Any]:
+    return {
+        "id": m.id,
+        "created_at": m.created_at,
+        "product_id": m.product_id,
+        "warehouse_id": m.warehouse_id,
+        "kind": m.kind.value,
+        "delta_available": m.delta_available,
+        "delta_reserved": m.delta_reserved,
+        "quantity_available": m.quantity_available,
+        "quantity_reserved": m.quantity_reserved,
+        "version": m.version,
+        "reason": m.reason,
+        "reference": m.reference,
+        "reservation_id": m.reservation_id,
+        "actor": m.actor,
+    }

@@ -1,0 +1,124 @@
+"""What every use case needs besides its arguments, and the write path they all share."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from stockctl.core.events import change_events
+from stockctl.core.model import Inventory, Movement, MovementKind, utcnow
+from stockctl.core.ports import Store, StoreTx
+from stockctl.errors import IdempotencyConflict, InvalidInput
+
+T = TypeVar("T")
+
+MAX_IDEMPOTENCY_KEY = 200
+
+
+@dataclass(frozen=True)
+class Context:
+    store: Store
+    source: str = "stockctl/warehouse"
+    actor: str = "stockctl"
+    reservation_ttl: timedelta = timedelta(minutes=15)
+    idempotency_window: timedelta = timedelta(hours=24)
+    allocation_strategy: str = "priority"
+    clock: Callable[[], datetime] = field(default=utcnow)
+
+
+def check_idempotency_key(key: str | None) -> str | None:
+    if key is None:
+        return None
+    if not key.strip() or len(key) > MAX_IDEMPOTENCY_KEY or not key.isprintable():
+        raise InvalidInput(f"idempotency key must be 1-{MAX_IDEMPOTENCY_KEY} printable characters")
+    return key
+
+
+def request_hash(operation: str, request: dict[str, Any]) -> str:
+    canonical = json.dumps([operation, request], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def write(
+    ctx: Context,
+    operation: str,
+    request: dict[str, Any],
+    idempotency_key: str | None,
+    apply: Callable[[StoreTx, datetime], T],
+    encode: Callable[[T], Any],
+    decode: Callable[[Any], T],
+) -> T:
+    """Run ``apply`` in one transaction, once per idempotency key.
+
+    The key is claimed first inside the same transaction, so a concurrent duplicate waits for
+    this one to commit and then returns its result; a rolled-back attempt frees the key.
+    """
+    now = ctx.clock()
+    with ctx.store.transaction() as tx:
+        if idempotency_key is None:
+            return apply(tx, now)
+        digest = request_hash(operation, request)
+        cutoff = now - ctx.idempotency_window
+        earlier = tx.claim_idempotency_key(idempotency_key, operation, digest, now, cutoff)
+        if earlier is None:
+            result = apply(tx, now)
+            tx.store_idempotent_response(idempotency_key, json.dumps(encode(result)))
+            return result
+    if earlier.operation != operation or earlier.request_hash != digest:
+        raise IdempotencyConflict(
+            f"idempotency key {idempotency_key!r} was used for a different request "
+            f"({earlier.operation} at {earlier.created_at:%Y-%m-%d %H:%M:%S}Z)"
+        )
+    if earlier.response is None:
+        raise IdempotencyConflict(f"request with idempotency key {idempotency_key!r} is in flight")
+    return decode(json.loads(earlier.response))
+
+
+def record_change(
+    ctx: Context,
+    tx: StoreTx,
+    before: Inventory,
+    after: Inventory,
+    *,
+    kind: MovementKind,
+    event_type: str,
+    created: bool = False,
+    reason: str | None = None,
+    reference: str | None = None,
+    reservation_id: str | None = None,
+    **event_context: Any,
+) -> None:
+    """Persist one row change with its ledger line and its events, in ``tx``."""
+    if created:
+        tx.insert_inventory(after)
+    else:
+        tx.update_inventory(after)
+    tx.add_movements(
+        [
+            Movement.between(
+                before,
+                after,
+                kind,
+                reason=reason,
+                reference=reference,
+                reservation_id=reservation_id,
+                actor=ctx.actor,
+            )
+        ]
+    )
+    tx.add_events(
+        change_events(
+            event_type,
+            before,
+            after,
+            ctx.source,
+            reason=reason or kind.value,
+            reference=reference,
+            reservation_id=reservation_id,
+            **event_context,
+        )
+    )

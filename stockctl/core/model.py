@@ -1,0 +1,246 @@
+"""The domain: inventory rows, movements, reservations and the rules on them.
+
+Pure standard library. Changes to a row are computed here as new immutable values; the store
+only persists what the core decided.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from stockctl.errors import BelowReserved, InvalidInput, StockRuleViolation
+
+MAX_QUANTITY = 2**31 - 1
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def check_id(value: str, what: str) -> str:
+    """Product and warehouse ids: 1-64 letters, digits, ``_ . -``; no ``:`` (cache keys)."""
+    if not isinstance(value, str) or not _ID_RE.match(value):
+        raise InvalidInput(
+            f"malformed {what} id {value!r}: use 1-64 letters, digits, '_', '.' or '-'",
+            field=what,
+        )
+    return value
+
+
+def check_quantity(value: int, what: str = "quantity", *, allow_zero: bool = False) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput(f"{what} must be a whole number", field=what)
+    low = 0 if allow_zero else 1
+    if value < low or value > MAX_QUANTITY:
+        raise InvalidInput(f"{what} must be between {low} and {MAX_QUANTITY}, got {value}")
+    return value
+
+
+def check_delta(value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput("delta must be a whole number", field="delta")
+    if value == 0 or abs(value) > MAX_QUANTITY:
+        raise InvalidInput(f"delta must be non-zero and within ±{MAX_QUANTITY}, got {value}")
+    return value
+
+
+def check_reason(value: str | None, *, required: bool) -> str | None:
+    if value is None or not value.strip():
+        if required:
+            raise InvalidInput("a reason is required (--reason)", field="reason")
+        return None
+    if len(value) > 200:
+        raise InvalidInput("reason is longer than 200 characters", field="reason")
+    return value.strip()
+
+
+class MovementKind(StrEnum):
+    RECEIVE = "receive"
+    SET = "set"
+    ADJUST = "adjust"
+    TRANSFER_OUT = "transfer_out"
+    TRANSFER_IN = "transfer_in"
+    RESERVE = "reserve"
+    RELEASE = "release"
+    EXPIRE = "expire"
+    FULFIL = "fulfil"
+
+
+class ReservationStatus(StrEnum):
+    ACTIVE = "ACTIVE"
+    CONFIRMED = "CONFIRMED"
+    FULFILLED = "FULFILLED"
+    RELEASED = "RELEASED"
+    EXPIRED = "EXPIRED"
+
+    @property
+    def holds_stock(self) -> bool:
+        return self in (ReservationStatus.ACTIVE, ReservationStatus.CONFIRMED)
+
+
+class StockStatus(StrEnum):
+    IN_STOCK = "in_stock"
+    LOW_STOCK = "low_stock"
+    OUT_OF_STOCK = "out_of_stock"
+
+
+@dataclass(frozen=True, slots=True)
+class Product:
+    id: str
+    name: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Warehouse:
+    id: str
+    name: str
+    priority: int
+    active: bool
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Inventory:
+    product_id: str
+    warehouse_id: str
+    quantity_available: int
+    quantity_reserved: int
+    low_stock_threshold: int
+    version: int
+    last_movement_at: datetime | None
+
+    @property
+    def sellable(self) -> int:
+        return self.quantity_available - self.quantity_reserved
+
+    @property
+    def status(self) -> StockStatus:
+        return stock_status(self.sellable, self.low_stock_threshold)
+
+    def with_quantities(
+        self,
+        available: int,
+        reserved: int,
+        at: datetime,
+        short: type[StockRuleViolation] = BelowReserved,
+    ) -> Inventory:
+        """The row after a change; enforces ``0 <= reserved <= available <= MAX``.
+
+        ``short`` is the refusal raised when available would fall below reserved: a plain
+        ``BelowReserved`` for a count correction, ``InsufficientStock`` when units are taken.
+        """
+        where = f"{self.product_id}@{self.warehouse_id}"
+        if available > MAX_QUANTITY:
+            raise InvalidInput(f"{where}: available would exceed {MAX_QUANTITY}")
+        if reserved < 0:
+            raise BelowReserved(f"{where}: reserved would go below 0")
+        if available < reserved:
+            raise short(
+                f"{where}: needs {reserved - available} more unit(s) "
+                f"(available {self.quantity_available}, reserved {self.quantity_reserved}, "
+                f"sellable {self.sellable})",
+                available=self.quantity_available,
+                reserved=self.quantity_reserved,
+            )
+        return replace(
+            self,
+            quantity_available=available,
+            quantity_reserved=reserved,
+            version=self.version + 1,
+            last_movement_at=at,
+        )
+
+
+def stock_status(sellable: int, threshold: int) -> StockStatus:
+    if sellable <= 0:
+        return StockStatus.OUT_OF_STOCK
+    if sellable <= threshold:
+        return StockStatus.LOW_STOCK
+    return StockStatus.IN_STOCK
+
+
+@dataclass(frozen=True, slots=True)
+class Movement:
+    """One ledger line: what changed on a row, why, and who did it."""
+
+    product_id: str
+    warehouse_id: str
+    kind: MovementKind
+    delta_available: int
+    delta_reserved: int
+    quantity_available: int
+    quantity_reserved: int
+    version: int
+    created_at: datetime
+    reason: str | None = None
+    reference: str | None = None
+    reservation_id: str | None = None
+    actor: str | None = None
+    id: int | None = None
+
+    @classmethod
+    def between(
+        cls,
+        before: Inventory,
+        after: Inventory,
+        kind: MovementKind,
+        *,
+        reason: str | None = None,
+        reference: str | None = None,
+        reservation_id: str | None = None,
+        actor: str | None = None,
+    ) -> Movement:
+        assert after.last_movement_at is not None
+        return cls(
+            product_id=after.product_id,
+            warehouse_id=after.warehouse_id,
+            kind=kind,
+            delta_available=after.quantity_available - before.quantity_available,
+            delta_reserved=after.quantity_reserved - before.quantity_reserved,
+            quantity_available=after.quantity_available,
+            quantity_reserved=after.quantity_reserved,
+            version=after.version,
+            created_at=after.last_movement_at,
+            reason=reason,
+            reference=reference,
+            reservation_id=reservation_id,
+            actor=actor,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    id: str
+    product_id: str
+    warehouse_id: str
+    quantity: int
+    status: ReservationStatus
+    created_at: datetime
+    expires_at: datetime
+    updated_at: datetime
+    order_id: str | None = None
+
+
+@dataclass(slots=True)
+class StockSummary:
+    """A product across warehouses: the rows and their totals."""
+
+    product_id: str
+    rows: list[Inventory] = field(default_factory=list)
+
+    @property
+    def total_available(self) -> int:
+        return sum(r.quantity_available for r in self.rows)
+
+    @property
+    def total_reserved(self) -> int:
+        return sum(r.quantity_reserved for r in self.rows)
+
+    @property
+    def total_sellable(self) -> int:
+        return sum(max(r.sellable, 0) for r in self.rows)

@@ -1,0 +1,131 @@
+"""Ports the core talks to. Adapters in ``stockctl.store`` and ``stockctl.clients`` implement them.
+
+A ``Store`` hands out units of work (``StoreTx``): everything done through one commits together
+or not at all, and rolls back unless the block ends normally.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from stockctl.core.events import CloudEvent
+from stockctl.core.model import Inventory, Movement, Product, Reservation, Warehouse
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyRecord:
+    key: str
+    operation: str
+    request_hash: str
+    response: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    id: int
+    event_id: str
+    topic: str
+    payload: str
+    created_at: datetime
+    published_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class WarehouseTotals:
+    warehouse_id: str
+    name: str
+    priority: int
+    active: bool
+    products: int
+    quantity_available: int
+    quantity_reserved: int
+    out_of_stock: int
+    low_stock: int
+
+
+class StoreTx(Protocol):
+    """One unit of work. Reads of inventory rows through it lock them until commit."""
+
+    def get_product(self, product_id: str) -> Product | None: ...
+
+    def get_warehouse(self, warehouse_id: str) -> Warehouse | None: ...
+
+    def add_product(self, product: Product) -> bool: ...
+
+    def add_warehouse(self, warehouse: Warehouse) -> bool: ...
+
+    def lock_inventory(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Inventory]:
+        """Lock rows in the given (product, warehouse) order; missing rows are absent."""
+        ...
+
+    def insert_inventory(self, row: Inventory) -> None: ...
+
+    def update_inventory(self, row: Inventory) -> None: ...
+
+    def add_movements(self, movements: Sequence[Movement]) -> None: ...
+
+    def add_events(self, events: Sequence[CloudEvent]) -> None: ...
+
+    def add_reservations(self, reservations: Sequence[Reservation]) -> None: ...
+
+    def claim_idempotency_key(
+        self, key: str, operation: str, request_hash: str, now: datetime, cutoff: datetime
+    ) -> IdempotencyRecord | None:
+        """Claim ``key`` for this transaction; if taken (and newer than cutoff), the record.
+
+        A concurrent claim of the same key waits for this transaction to end.
+        """
+        ...
+
+    def store_idempotent_response(self, key: str, response: str) -> None: ...
+
+
+class Store(Protocol):
+    @property
+    def backend(self) -> str: ...
+
+    def transaction(self) -> AbstractContextManager[StoreTx]: ...
+
+    # Read-only queries; they may go to a replica.
+    def list_products(self, limit: int, offset: int = 0) -> list[Product]: ...
+
+    def list_warehouses(self) -> list[Warehouse]: ...
+
+    def get_product(self, product_id: str) -> Product | None: ...
+
+    def get_warehouse(self, warehouse_id: str) -> Warehouse | None: ...
+
+    def product_inventory(self, product_id: str) -> list[Inventory]: ...
+
+    def inventory_overview(self, limit: int) -> list[Inventory]: ...
+
+    def count_rows(self) -> dict[str, int]: ...
+
+    def warehouse_totals(self) -> list[WarehouseTotals]: ...
+
+    def low_stock(self, limit: int) -> list[Inventory]: ...
+
+    def bulk_load(
+        self,
+        product_rows: Sequence[Product],
+        warehouse_rows: Sequence[Warehouse],
+        inventory_rows: Iterator[Inventory],
+        movements: Iterator[Movement],
+    ) -> None: ...
+
+    def history(self, product_id: str, warehouse_id: str | None, limit: int) -> list[Movement]: ...
+
+    def outbox_for(self, product_id: str, limit: int) -> list[OutboxEntry]: ...
+
+    def iter_inventory(self, batch: int) -> Iterator[Inventory]: ...
+
+    def purge_idempotency_keys(self, cutoff: datetime) -> int: ...
+
+    def ping(self) -> None: ...
+
+    def close(self) -> None: ...

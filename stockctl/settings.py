@@ -1,0 +1,158 @@
+"""Settings: environment ``STOCKCTL_*``, an optional YAML file, and explicit overrides on top.
+
+Precedence, highest first: keyword overrides (CLI flags, ``connect(...)`` arguments), environment
+variables, the YAML file (``--config PATH``, ``STOCKCTL_CONFIG``, or ``config/stockctl.yaml`` when
+it exists), then the defaults below. Defaults follow the seed document (pool, worker, TTLs).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+DEFAULT_CONFIG_FILE = Path("config/stockctl.yaml")
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "stockctl"
+
+
+def default_database_url() -> str:
+    return f"sqlite:///{default_data_dir() / 'stockctl.db'}"
+
+
+class Settings(BaseSettings):
+    """Effective configuration. Every field is documented in ``config/stockctl.example.yaml``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="STOCKCTL_",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    # database
+    database_url: SecretStr = Field(default_factory=lambda: SecretStr(default_database_url()))
+    database_replica_url: SecretStr | None = None
+    db_pool_max_open: int = Field(100, ge=1, le=10_000)
+    db_pool_max_idle: int = Field(20, ge=0, le=10_000)
+    db_pool_max_lifetime_seconds: int = Field(1800, ge=1)
+    db_pool_max_idle_time_seconds: int = Field(300, ge=1)
+    db_connect_timeout_seconds: int = Field(5, ge=1, le=300)
+    db_statement_timeout_ms: int = Field(30_000, ge=0)
+
+    # redis (absent = embedded default: outbox as the log, cache in the database)
+    redis_url: SecretStr | None = None
+
+    # reservations, cache, idempotency, bulk
+    reservation_ttl_seconds: int = Field(900, ge=1, le=7 * 86400)
+    allocation_strategy: Literal["priority", "most_stock"] = "priority"
+    cache_ttl_seconds: int = Field(300, ge=0)
+    idempotency_window_seconds: int = Field(86_400, ge=60)
+    bulk_limit: int = Field(1000, ge=1, le=10_000)
+
+    # events and worker
+    event_source: str = "stockctl/warehouse"
+    app_id: str = "catalog"
+    pubsub_name: str = "pubsub-redis"
+    worker_count: int = Field(10, ge=1, le=1000)
+    worker_batch_size: int = Field(100, ge=1, le=100_000)
+    worker_batch_timeout_ms: int = Field(100, ge=1, le=60_000)
+    worker_queue_size: int = Field(1000, ge=1, le=1_000_000)
+    worker_max_deliveries: int = Field(5, ge=1, le=1000)
+
+    # who is acting, recorded in the ledger
+    actor: str = Field(default_factory=lambda: os.environ.get("USER") or "stockctl")
+
+    @field_validator("database_url", "database_replica_url", "redis_url", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("db_pool_max_idle")
+    @classmethod
+    def _idle_within_open(cls, value: int, info: Any) -> int:
+        max_open = info.data.get("db_pool_max_open")
+        if max_open is not None and value > max_open:
+            raise ValueError("db_pool_max_idle cannot exceed db_pool_max_open")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = _config_file()
+        if config_file is not None:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
+        return tuple(sources)
+
+    @property
+    def is_embedded(self) -> bool:
+        return self.database_url.get_secret_value().startswith("sqlite")
+
+    def masked(self) -> dict[str, Any]:
+        """Effective settings as plain data, passwords and tokens masked."""
+        from stockctl.store.engine import mask_url
+
+        out: dict[str, Any] = {}
+        for name, value in self.model_dump().items():
+            if isinstance(value, SecretStr):
+                out[name] = mask_url(value.get_secret_value())
+            else:
+                out[name] = value
+        return out
+
+
+_config_override: Path | None = None
+
+
+def _config_file() -> Path | None:
+    if _config_override is not None:
+        return _config_override
+    env = os.environ.get("STOCKCTL_CONFIG")
+    if env:
+        return Path(env)
+    return DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.is_file() else None
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build settings; ``overrides`` with value None are ignored (unset CLI flags)."""
+    from stockctl.errors import InvalidInput
+
+    global _config_override
+    if config_file is not None and not config_file.is_file():
+        raise InvalidInput(f"config file not found: {config_file}")
+    given = {k: v for k, v in overrides.items() if v is not None}
+    previous, _config_override = _config_override, config_file
+    try:
+        return Settings(**given)
+    except ValueError as exc:
+        raise InvalidInput(f"invalid settings: {_first_error(exc)}") from None
+    finally:
+        _config_override = previous
+
+
+def _first_error(exc: ValueError) -> str:
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        first = errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ())) or "settings"
+        return f"{where}: {first.get('msg', 'invalid')}"
+    return str(exc).splitlines()[0]

@@ -1,0 +1,118 @@
+"""Engines from settings: URL normalisation, the seed's pool knobs, SQLite pragmas, masking."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from stockctl.errors import InvalidInput
+from stockctl.settings import Settings
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password replaced by ``***``; anything unparsable is masked whole."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return "***" if "@" in url else url
+    if parsed.password is None:
+        return url
+    return parsed.render_as_string(hide_password=True)
+
+
+def normalise_url(url: str) -> str:
+    """``postgres://`` and ``postgresql://`` use psycopg 3; other URLs pass unchanged."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise InvalidInput(f"malformed database URL: {mask_url(url)}") from None
+    if parsed.drivername in ("postgres", "postgresql"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() not in ("postgresql", "sqlite"):
+        raise InvalidInput(
+            f"unsupported database {parsed.get_backend_name()!r}: use postgresql:// or sqlite://"
+        )
+    return parsed.render_as_string(hide_password=False)
+
+
+def describe_target(url: str) -> str:
+    """Where a URL points, for messages: ``host:port/db`` or the SQLite file."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return f"sqlite file {parsed.database or ':memory:'}"
+    return f"{parsed.host or 'localhost'}:{parsed.port or 5432}/{parsed.database or ''}"
+
+
+def create_store_engine(url: str, settings: Settings) -> Engine:
+    url = normalise_url(url)
+    if make_url(url).get_backend_name() == "sqlite":
+        return _sqlite_engine(url)
+    return _postgres_engine(url, settings)
+
+
+def _postgres_engine(url: str, settings: Settings) -> Engine:
+    # Seed pool knobs on SQLAlchemy's QueuePool: idle conns kept = pool_size, the rest overflow.
+    engine = create_engine(
+        url,
+        pool_size=settings.db_pool_max_idle,
+        max_overflow=settings.db_pool_max_open - settings.db_pool_max_idle,
+        pool_recycle=settings.db_pool_max_lifetime_seconds,
+        pool_pre_ping=False,
+        pool_timeout=settings.db_connect_timeout_seconds,
+        connect_args={
+            "connect_timeout": settings.db_connect_timeout_seconds,
+            "application_name": "stockctl",
+            "options": f"-c statement_timeout={settings.db_statement_timeout_ms}",
+        },
+    )
+    _close_idle_connections(engine, settings.db_pool_max_idle_time_seconds)
+    return engine
+
+
+def _close_idle_connections(engine: Engine, max_idle_seconds: int) -> None:
+    """``conn_max_idle_time``: a pooled connection idle longer than this is reopened."""
+
+    @event.listens_for(engine, "checkin")
+    def _checkin(dbapi_conn: DBAPIConnection, record: ConnectionPoolEntry) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checkout(dbapi_conn: DBAPIConnection, record: ConnectionPoolEntry, proxy: Any) -> None:
+        since = record.info.get("idle_since")
+        if since is not None and time.monotonic() - since > max_idle_seconds:
+            from sqlalchemy.exc import DisconnectionError
+
+            raise DisconnectionError("connection idle too long")  # the pool reconnects
+
+
+def _sqlite_engine(url: str) -> Engine:
+    database = make_url(url).database
+    if database and database != ":memory:":
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn: Any, record: ConnectionPoolEntry) -> None:
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (IMMEDIATE for writes)
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Any) -> None:
+        # One writer at a time, taken up front: no lock upgrades, no SQLITE_BUSY mid-transaction.
+        # Reads (execution option stockctl_read) take no write lock; WAL gives them a snapshot.
+        read = conn.get_execution_options().get("stockctl_read", False)
+        conn.exec_driver_sql("BEGIN" if read else "BEGIN IMMEDIATE")
+
+    return engine

@@ -1,0 +1,466 @@
+"""The SQL store: every statement stockctl runs, on PostgreSQL and SQLite alike."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Row, delete, func, insert, select, tuple_, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+
+from stockctl.core.events import CloudEvent
+from stockctl.core.model import (
+    Inventory,
+    Movement,
+    MovementKind,
+    Product,
+    Reservation,
+    ReservationStatus,
+    Warehouse,
+)
+from stockctl.core.ports import IdempotencyRecord, OutboxEntry, WarehouseTotals
+from stockctl.errors import DatabaseNotInitialised, DatabaseUnavailable
+from stockctl.store.engine import describe_target
+from stockctl.store.tables import (
+    idempotency_keys,
+    inventory,
+    outbox,
+    products,
+    reservations,
+    stock_movements,
+    warehouses,
+)
+
+OUTBOX_CHANNEL = "stockctl_outbox"
+
+
+def _product(r: Row[Any]) -> Product:
+    return Product(id=r.id, name=r.name, created_at=r.created_at)
+
+
+def _warehouse(r: Row[Any]) -> Warehouse:
+    return Warehouse(
+        id=r.id, name=r.name, priority=r.priority, active=bool(r.active), created_at=r.created_at
+    )
+
+
+def _inventory(r: Row[Any]) -> Inventory:
+    return Inventory(
+        product_id=r.product_id,
+        warehouse_id=r.warehouse_id,
+        quantity_available=r.quantity_available,
+        quantity_reserved=r.quantity_reserved,
+        low_stock_threshold=r.low_stock_threshold,
+        version=r.version,
+        last_movement_at=r.last_movement_at,
+    )
+
+
+def _movement(r: Row[Any]) -> Movement:
+    return Movement(
+        id=r.id,
+        product_id=r.product_id,
+        warehouse_id=r.warehouse_id,
+        kind=MovementKind(r.kind),
+        delta_available=r.delta_available,
+        delta_reserved=r.delta_reserved,
+        quantity_available=r.quantity_available,
+        quantity_reserved=r.quantity_reserved,
+        version=r.version,
+        reason=r.reason,
+        reference=r.reference,
+        reservation_id=r.reservation_id,
+        actor=r.actor,
+        created_at=r.created_at,
+    )
+
+
+def reservation_from_row(r: Row[Any]) -> Reservation:
+    return Reservation(
+        id=r.id,
+        product_id=r.product_id,
+        warehouse_id=r.warehouse_id,
+        quantity=r.quantity,
+        status=ReservationStatus(r.status),
+        order_id=r.order_id,
+        created_at=r.created_at,
+        expires_at=r.expires_at,
+        updated_at=r.updated_at,
+    )
+
+
+def movement_values(m: Movement) -> dict[str, Any]:
+    return {
+        "product_id": m.product_id,
+        "warehouse_id": m.warehouse_id,
+        "kind": m.kind.value,
+        "delta_available": m.delta_available,
+        "delta_reserved": m.delta_reserved,
+        "quantity_available": m.quantity_available,
+        "quantity_reserved": m.quantity_reserved,
+        "version": m.version,
+        "reason": m.reason,
+        "reference": m.reference,
+        "reservation_id": m.reservation_id,
+        "actor": m.actor,
+        "created_at": m.created_at,
+    }
+
+
+def event_values(e: CloudEvent) -> dict[str, Any]:
+    return {
+        "event_id": e.id,
+        "topic": e.topic,
+        "subject": e.subject,
+        "payload": e.to_json(),
+        "created_at": e.time,
+    }
+
+
+def reservation_values(r: Reservation) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "product_id": r.product_id,
+        "warehouse_id": r.warehouse_id,
+        "quantity": r.quantity,
+        "status": r.status.value,
+        "order_id": r.order_id,
+        "created_at": r.created_at,
+        "expires_at": r.expires_at,
+        "updated_at": r.updated_at,
+    }
+
+
+class SqlTx:
+    """A unit of work on one connection inside one transaction."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.dialect = conn.dialect.name
+        self._notified = False
+
+    def get_product(self, product_id: str) -> Product | None:
+        r = self.conn.execute(select(products).where(products.c.id == product_id)).first()
+        return _product(r) if r else None
+
+    def get_warehouse(self, warehouse_id: str) -> Warehouse | None:
+        r = self.conn.execute(select(warehouses).where(warehouses.c.id == warehouse_id)).first()
+        return _warehouse(r) if r else None
+
+    def add_product(self, product: Product) -> bool:
+        stmt = self._insert(products).on_conflict_do_nothing().returning(products.c.id)
+        values = {"id": product.id, "name": product.name, "created_at": product.created_at}
+        return self.conn.execute(stmt, values).first() is not None
+
+    def add_warehouse(self, warehouse: Warehouse) -> bool:
+        stmt = self._insert(warehouses).on_conflict_do_nothing().returning(warehouses.c.id)
+        values = {
+            "id": warehouse.id,
+            "name": warehouse.name,
+            "priority": warehouse.priority,
+            "active": warehouse.active,
+            "created_at": warehouse.created_at,
+        }
+        return self.conn.execute(stmt, values).first() is not None
+
+    def lock_inventory(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Inventory]:
+        if not keys:
+            return {}
+        key_col = tuple_(inventory.c.product_id, inventory.c.warehouse_id)
+        stmt = (
+            select(inventory)
+            .where(key_col.in_(sorted(set(keys))))
+            .order_by(inventory.c.product_id, inventory.c.warehouse_id)
+            .with_for_update()
+        )
+        rows = (_inventory(r) for r in self.conn.execute(stmt))
+        return {(r.product_id, r.warehouse_id): r for r in rows}
+
+    def insert_inventory(self, row: Inventory) -> None:
+        self.conn.execute(
+            insert(inventory),
+            {
+                "product_id": row.product_id,
+                "warehouse_id": row.warehouse_id,
+                "quantity_available": row.quantity_available,
+                "quantity_reserved": row.quantity_reserved,
+                "low_stock_threshold": row.low_stock_threshold,
+                "version": row.version,
+                "last_movement_at": row.last_movement_at,
+            },
+        )
+
+    def update_inventory(self, row: Inventory) -> None:
+        result = self.conn.execute(
+            update(inventory)
+            .where(
+                inventory.c.product_id == row.product_id,
+                inventory.c.warehouse_id == row.warehouse_id,
+                inventory.c.version == row.version - 1,
+            )
+            .values(
+                quantity_available=row.quantity_available,
+                quantity_reserved=row.quantity_reserved,
+                low_stock_threshold=row.low_stock_threshold,
+                version=row.version,
+                last_movement_at=row.last_movement_at,
+            )
+        )
+        if result.rowcount != 1:  # the row was locked: anything else is a bug, not a race
+            raise RuntimeError(f"inventory {row.product_id}@{row.warehouse_id} changed under lock")
+
+    def add_movements(self, movements: Sequence[Movement]) -> None:
+        if movements:
+            self.conn.execute(insert(stock_movements), [movement_values(m) for m in movements])
+
+    def add_events(self, events: Sequence[CloudEvent]) -> None:
+        if not events:
+            return
+        self.conn.execute(insert(outbox), [event_values(e) for e in events])
+        if self.dialect == "postgresql" and not self._notified:
+            self.conn.exec_driver_sql(f"NOTIFY {OUTBOX_CHANNEL}")  # delivered at commit
+            self._notified = True
+
+    def add_reservations(self, items: Sequence[Reservation]) -> None:
+        if items:
+            self.conn.execute(insert(reservations), [reservation_values(r) for r in items])
+
+    def claim_idempotency_key(
+        self, key: str, operation: str, request_hash: str, now: datetime, cutoff: datetime
+    ) -> IdempotencyRecord | None:
+        t = idempotency_keys
+        self.conn.execute(delete(t).where(t.c.key == key, t.c.created_at < cutoff))
+        claim = self._insert(t).on_conflict_do_nothing().returning(t.c.key)
+        values = {
+            "key": key,
+            "operation": operation,
+            "request_hash": request_hash,
+            "created_at": now,
+        }
+        if self.conn.execute(claim, values).first() is not None:
+            return None
+        r = self.conn.execute(select(t).where(t.c.key == key)).one()
+        return IdempotencyRecord(r.key, r.operation, r.request_hash, r.response, r.created_at)
+
+    def store_idempotent_response(self, key: str, response: str) -> None:
+        t = idempotency_keys
+        self.conn.execute(update(t).where(t.c.key == key).values(response=response))
+
+    def _insert(self, table: Any) -> Any:
+        return (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
+
+
+class SqlStore:
+    """Store over a primary engine and an optional read replica."""
+
+    def __init__(self, engine: Engine, replica: Engine | None = None) -> None:
+        self.engine = engine
+        self.replica = replica or engine
+
+    @property
+    def backend(self) -> str:
+        return self.engine.dialect.name
+
+    @contextmanager
+    def transaction(self) -> Iterator[SqlTx]:
+        with self._guard(self.engine), self.engine.begin() as conn:
+            yield SqlTx(conn)
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        with self._guard(self.replica), self.replica.connect() as conn:
+            conn = conn.execution_options(stockctl_read=True)
+            yield conn
+
+    @contextmanager
+    def _guard(self, engine: Engine) -> Iterator[None]:
+        """Connection failures become ``DatabaseUnavailable`` naming the host, not the password."""
+        try:
+            yield
+        except IntegrityError:
+            raise
+        except (OperationalError, DBAPIError) as exc:
+            target = describe_target(engine.url.render_as_string(hide_password=True))
+            detail = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+            if _is_missing_schema(detail):
+                raise DatabaseNotInitialised(
+                    f"database at {target} has no stockctl schema: run `stockctl init`"
+                ) from None
+            if exc.connection_invalidated or _is_connect_error(detail):
+                raise DatabaseUnavailable(
+                    f"database unavailable at {target}: {_scrub(detail, engine)}"
+                ) from None
+            raise
+
+    def list_products(self, limit: int, offset: int = 0) -> list[Product]:
+        stmt = select(products).order_by(products.c.id).limit(limit).offset(offset)
+        with self.read() as conn:
+            return [_product(r) for r in conn.execute(stmt)]
+
+    def list_warehouses(self) -> list[Warehouse]:
+        stmt = select(warehouses).order_by(warehouses.c.priority, warehouses.c.id)
+        with self.read() as conn:
+            return [_warehouse(r) for r in conn.execute(stmt)]
+
+    def get_product(self, product_id: str) -> Product | None:
+        with self.read() as conn:
+            r = conn.execute(select(products).where(products.c.id == product_id)).first()
+            return _product(r) if r else None
+
+    def get_warehouse(self, warehouse_id: str) -> Warehouse | None:
+        with self.read() as conn:
+            r = conn.execute(select(warehouses).where(warehouses.c.id == warehouse_id)).first()
+            return _warehouse(r) if r else None
+
+    def product_inventory(self, product_id: str) -> list[Inventory]:
+        stmt = (
+            select(inventory)
+            .where(inventory.c.product_id == product_id)
+            .order_by(inventory.c.warehouse_id)
+        )
+        with self.read() as conn:
+            return [_inventory(r) for r in conn.execute(stmt)]
+
+    def inventory_overview(self, limit: int) -> list[Inventory]:
+        stmt = (
+            select(inventory)
+            .order_by(inventory.c.product_id, inventory.c.warehouse_id)
+            .limit(limit)
+        )
+        with self.read() as conn:
+            return [_inventory(r) for r in conn.execute(stmt)]
+
+    def count_rows(self) -> dict[str, int]:
+        tables = {
+            "products": products,
+            "warehouses": warehouses,
+            "inventory": inventory,
+            "reservations": reservations,
+            "stock_movements": stock_movements,
+            "outbox": outbox,
+        }
+        with self.read() as conn:
+            return {
+                name: int(conn.execute(select(func.count()).select_from(t)).scalar_one())
+                for name, t in tables.items()
+            }
+
+    def warehouse_totals(self) -> list[WarehouseTotals]:
+        i = inventory
+        sellable = i.c.quantity_available - i.c.quantity_reserved
+        stmt = (
+            select(
+                warehouses.c.id,
+                warehouses.c.name,
+                warehouses.c.priority,
+                warehouses.c.active,
+                func.count(i.c.product_id),
+                func.coalesce(func.sum(i.c.quantity_available), 0),
+                func.coalesce(func.sum(i.c.quantity_reserved), 0),
+                func.count(i.c.product_id).filter(sellable <= 0),
+                func.count(i.c.product_id).filter(
+                    sellable > 0, sellable <= i.c.low_stock_threshold
+                ),
+            )
+            .select_from(warehouses.outerjoin(i, i.c.warehouse_id == warehouses.c.id))
+            .group_by(
+                warehouses.c.id, warehouses.c.name, warehouses.c.priority, warehouses.c.active
+            )
+            .order_by(warehouses.c.priority, warehouses.c.id)
+        )
+        with self.read() as conn:
+            return [WarehouseTotals(*r) for r in conn.execute(stmt)]
+
+    def low_stock(self, limit: int) -> list[Inventory]:
+        i = inventory
+        sellable = i.c.quantity_available - i.c.quantity_reserved
+        stmt = (
+            select(i)
+            .where(sellable <= i.c.low_stock_threshold)
+            .order_by(sellable, i.c.product_id, i.c.warehouse_id)
+            .limit(limit)
+        )
+        with self.read() as conn:
+            return [_inventory(r) for r in conn.execute(stmt)]
+
+    def bulk_load(
+        self,
+        product_rows: Sequence[Product],
+        warehouse_rows: Sequence[Warehouse],
+        inventory_rows: Iterator[Inventory],
+        movements: Iterator[Movement],
+    ) -> None:
+        from stockctl.store import bulk
+
+        with self.transaction() as tx:
+            bulk.load(tx.conn, product_rows, warehouse_rows, inventory_rows, movements)
+
+    def history(self, product_id: str, warehouse_id: str | None, limit: int) -> list[Movement]:
+        m = stock_movements
+        stmt = select(m).where(m.c.product_id == product_id)
+        if warehouse_id is not None:
+            stmt = stmt.where(m.c.warehouse_id == warehouse_id)
+        stmt = stmt.order_by(m.c.id.desc()).limit(limit)
+        with self.read() as conn:
+            return [_movement(r) for r in conn.execute(stmt)]
+
+    def outbox_for(self, product_id: str, limit: int) -> list[OutboxEntry]:
+        stmt = (
+            select(outbox).where(outbox.c.subject == product_id).order_by(outbox.c.id.desc())
+        ).limit(limit)
+        with self.read() as conn:
+            return [
+                OutboxEntry(r.id, r.event_id, r.topic, r.payload, r.created_at, r.published_at)
+                for r in conn.execute(stmt)
+            ]
+
+    def iter_inventory(self, batch: int) -> Iterator[Inventory]:
+        """Every row ordered by product, streamed with a server-side cursor."""
+        stmt = select(inventory).order_by(inventory.c.product_id, inventory.c.warehouse_id)
+        with self.read() as conn:
+            result = conn.execution_options(yield_per=batch).execute(stmt)
+            for r in result:
+                yield _inventory(r)
+
+    def purge_idempotency_keys(self, cutoff: datetime) -> int:
+        with self.transaction() as tx:
+            t = idempotency_keys
+            return int(tx.conn.execute(delete(t).where(t.c.created_at < cutoff)).rowcount)
+
+    def ping(self) -> None:
+        with self.read() as conn:
+            conn.exec_driver_sql("SELECT 1")
+
+    def close(self) -> None:
+        self.engine.dispose()
+        if self.replica is not self.engine:
+            self.replica.dispose()
+
+
+def _is_missing_schema(detail: str) -> bool:
+    text = detail.lower()
+    return "no such table" in text or ("relation" in text and "does not exist" in text)
+
+
+def _is_connect_error(detail: str) -> bool:
+    text = detail.lower()
+    needles = (
+        "connection",
+        "connect",
+        "password authentication",
+        "database",
+        "unable to open",
+        "timeout",
+        "timed out",
+        "name or service not known",
+        "server closed",
+    )
+    return any(n in text for n in needles)
+
+
+def _scrub(text: str, engine: Engine) -> str:
+    password = engine.url.password
+    return text.replace(str(password), "***") if password else text
