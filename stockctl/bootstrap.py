@@ -36,6 +36,7 @@ def bootstrap(settings: Settings) -> App:
         source=settings.event_source,
         actor=settings.actor,
         reservation_ttl=timedelta(seconds=settings.reservation_ttl_seconds),
+        reservation_max_ttl=timedelta(seconds=settings.reservation_max_ttl_seconds),
         idempotency_window=timedelta(seconds=settings.idempotency_window_seconds),
         allocation_strategy=settings.allocation_strategy,
     )

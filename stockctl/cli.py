@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from stockctl.__about__ import __version__
-from stockctl.commands import admin, catalog, stock
+from stockctl.commands import admin, catalog, reservations, stock
 from stockctl.commands._common import state
 
 app = typer.Typer(
@@ -53,6 +53,14 @@ def root(
 app.command("init")(admin.init)
 app.command("seed")(admin.seed)
 app.command("overview")(admin.overview)
+app.command("reserve")(reservations.reserve)
+app.command("checkout")(reservations.checkout)
+app.command("confirm")(reservations.confirm)
+app.command("release")(reservations.release)
+app.command("extend")(reservations.extend)
+app.command("fulfil")(reservations.fulfil)
+app.add_typer(reservations.app, name="reservations")
+stock.app.command("verify")(reservations.verify)
 app.add_typer(admin.db, name="db")
 app.add_typer(admin.config, name="config")
 app.add_typer(catalog.products, name="product")

@@ -20,6 +20,7 @@
     └── DependencyUnavailable            exit 3, HTTP 503
         ├── DatabaseUnavailable          database unreachable or refused the login
         ├── DatabaseNotInitialised       reachable, but no schema: run `stockctl init`
+        ├── RetryableConflict            deadlock / serialization failure, retries exhausted
         ├── CacheUnavailable             Redis unreachable
         └── WarehouseUnavailable         remote warehouse API down / circuit open
 
@@ -120,6 +121,10 @@ class DatabaseUnavailable(DependencyUnavailable):
 
 class DatabaseNotInitialised(DependencyUnavailable):
     slug = "database-not-initialised"
+
+
+class RetryableConflict(DependencyUnavailable):
+    slug = "retryable-conflict"
 
 
 class CacheUnavailable(DependencyUnavailable):

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from stockctl.bootstrap import App, bootstrap
-from stockctl.core import inventory
-from stockctl.core.model import Inventory, Movement, Product, StockSummary, Warehouse
+from stockctl.core import consistency, inventory, lifecycle, reservations
+from stockctl.core.consistency import DriftResult
+from stockctl.core.model import (
+    Inventory,
+    Movement,
+    Product,
+    Reservation,
+    StockSummary,
+    Warehouse,
+)
+from stockctl.core.reservations import Line
+from stockctl.errors import ReservationNotFound
 from stockctl.settings import load_settings
 from stockctl.store import migrate
 
@@ -36,22 +48,92 @@ class Stockctl:
     ) -> Warehouse:
         return inventory.add_warehouse(self._ctx, warehouse_id, name, priority, active)
 
-    def receive(self, product_id: str, warehouse_id: str, quantity: int, **kw: Any) -> Inventory:
-        return inventory.receive(self._ctx, product_id, warehouse_id, quantity, **kw)
+    def receive(
+        self,
+        product_id: str,
+        warehouse_id: str,
+        quantity: int,
+        *,
+        reason: str | None = None,
+        reference: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Inventory:
+        """Book received units; creates the (product, warehouse) row on first receipt."""
+        return inventory.receive(
+            self._ctx,
+            product_id,
+            warehouse_id,
+            quantity,
+            reason=reason,
+            reference=reference,
+            idempotency_key=idempotency_key,
+        )
 
-    def set_stock(self, product_id: str, warehouse_id: str, quantity: int, **kw: Any) -> Inventory:
-        return inventory.set_stock(self._ctx, product_id, warehouse_id, quantity, **kw)
+    def set_stock(
+        self,
+        product_id: str,
+        warehouse_id: str,
+        quantity: int,
+        *,
+        expect_version: int | None = None,
+        low_stock_threshold: int | None = None,
+        reason: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Inventory:
+        """Set available to an absolute count; ``expect_version`` makes it compare-and-set."""
+        return inventory.set_stock(
+            self._ctx,
+            product_id,
+            warehouse_id,
+            quantity,
+            expect_version=expect_version,
+            low_stock_threshold=low_stock_threshold,
+            reason=reason,
+            idempotency_key=idempotency_key,
+        )
 
     def adjust(
-        self, product_id: str, warehouse_id: str, delta: int, *, reason: str, **kw: Any
+        self,
+        product_id: str,
+        warehouse_id: str,
+        delta: int,
+        *,
+        reason: str,
+        reference: str | None = None,
+        idempotency_key: str | None = None,
     ) -> Inventory:
-        return inventory.adjust(self._ctx, product_id, warehouse_id, delta, reason=reason, **kw)
+        """Correct available by a signed delta; the reason is required."""
+        return inventory.adjust(
+            self._ctx,
+            product_id,
+            warehouse_id,
+            delta,
+            reason=reason,
+            reference=reference,
+            idempotency_key=idempotency_key,
+        )
 
     def transfer(
-        self, product_id: str, from_warehouse: str, to_warehouse: str, quantity: int, **kw: Any
+        self,
+        product_id: str,
+        from_warehouse: str,
+        to_warehouse: str,
+        quantity: int,
+        *,
+        reason: str | None = None,
+        reference: str | None = None,
+        idempotency_key: str | None = None,
     ) -> tuple[Inventory, Inventory]:
+        """Move units between two warehouses atomically; returns (source, destination)."""
         return inventory.transfer(
-            self._ctx, product_id, from_warehouse, to_warehouse, quantity, **kw
+            self._ctx,
+            product_id,
+            from_warehouse,
+            to_warehouse,
+            quantity,
+            reason=reason,
+            reference=reference,
+            idempotency_key=idempotency_key,
         )
 
     def stock(self, product_id: str, warehouse_id: str | None = None) -> StockSummary:
@@ -61,6 +143,76 @@ class Stockctl:
         self, product_id: str, warehouse_id: str | None = None, limit: int = 50
     ) -> list[Movement]:
         return inventory.history(self._ctx, product_id, warehouse_id, limit)
+
+    # reservations
+
+    def reserve(
+        self,
+        product_id: str,
+        warehouse_id: str | None,
+        quantity: int,
+        *,
+        ttl: timedelta | None = None,
+        order_id: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Reservation:
+        """Hold units in one warehouse (None: the allocation strategy chooses)."""
+        return reservations.reserve(
+            self._ctx,
+            product_id,
+            warehouse_id,
+            quantity,
+            ttl=ttl,
+            order_id=order_id,
+            idempotency_key=idempotency_key,
+        )
+
+    def checkout(
+        self,
+        lines: Sequence[Line | tuple[str, str | None, int]],
+        *,
+        ttl: timedelta | None = None,
+        order_id: str | None = None,
+        allow_split: bool = False,
+        idempotency_key: str | None = None,
+    ) -> list[Reservation]:
+        """Reserve every line or none; a line is a ``Line`` or (product, warehouse, qty)."""
+        parsed = [x if isinstance(x, Line) else Line(x[0], x[2], x[1]) for x in lines]
+        return reservations.checkout(
+            self._ctx,
+            parsed,
+            ttl=ttl,
+            order_id=order_id,
+            allow_split=allow_split,
+            idempotency_key=idempotency_key,
+        )
+
+    def confirm(self, reservation_id: str) -> Reservation:
+        return lifecycle.confirm(self._ctx, reservation_id)
+
+    def release(self, reservation_id: str, reason: str = "released") -> Reservation:
+        return lifecycle.release(self._ctx, reservation_id, reason)
+
+    def release_order(self, order_id: str, reason: str = "order_cancelled") -> list[Reservation]:
+        return lifecycle.release_order(self._ctx, order_id, reason)
+
+    def extend(self, reservation_id: str, ttl: timedelta) -> Reservation:
+        return lifecycle.extend(self._ctx, reservation_id, ttl)
+
+    def fulfil(self, reservation_id: str) -> Reservation:
+        return lifecycle.fulfil(self._ctx, reservation_id)
+
+    def expire_due(self, now: datetime | None = None, limit: int = 1000) -> int:
+        return lifecycle.expire_due(self._ctx, now, limit)
+
+    def get_reservation(self, reservation_id: str) -> Reservation:
+        found = self._app.store.get_reservation(lifecycle.check_reservation_id(reservation_id))
+        if found is None:
+            raise ReservationNotFound(f"no reservation {reservation_id}")
+        return found
+
+    def verify_reserved(self, *, repair: bool = False, limit: int = 1000) -> list[DriftResult]:
+        return consistency.verify_reserved(self._ctx, repair=repair, limit=limit)
 
     def close(self) -> None:
         self._app.close()

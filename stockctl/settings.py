@@ -55,6 +55,7 @@ class Settings(BaseSettings):
 
     # reservations, cache, idempotency, bulk
     reservation_ttl_seconds: int = Field(900, ge=1, le=7 * 86400)
+    reservation_max_ttl_seconds: int = Field(86_400, ge=1, le=30 * 86400)
     allocation_strategy: Literal["priority", "most_stock"] = "priority"
     cache_ttl_seconds: int = Field(300, ge=0)
     idempotency_window_seconds: int = Field(86_400, ge=60)
@@ -73,7 +74,14 @@ class Settings(BaseSettings):
     # who is acting, recorded in the ledger
     actor: str = Field(default_factory=lambda: os.environ.get("USER") or "stockctl")
 
-    @field_validator("database_url", "database_replica_url", "redis_url", mode="before")
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _empty_is_default(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return default_database_url()
+        return value
+
+    @field_validator("database_replica_url", "redis_url", mode="before")
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         if isinstance(value, str) and not value.strip():
@@ -137,8 +145,9 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     from stockctl.errors import InvalidInput
 
     global _config_override
-    if config_file is not None and not config_file.is_file():
-        raise InvalidInput(f"config file not found: {config_file}")
+    config_file = config_file if config_file is not None else _config_file()
+    if config_file is not None:
+        _check_config_file(config_file)
     given = {k: v for k, v in overrides.items() if v is not None}
     previous, _config_override = _config_override, config_file
     try:
@@ -147,6 +156,23 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         raise InvalidInput(f"invalid settings: {_first_error(exc)}") from None
     finally:
         _config_override = previous
+
+
+def _check_config_file(path: Path) -> None:
+    """A missing file, bad YAML or YAML that is not a mapping is bad input, not a crash."""
+    import yaml
+
+    from stockctl.errors import InvalidInput
+
+    if not path.is_file():
+        raise InvalidInput(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InvalidInput(f"config file {path} is not valid YAML: {first}") from None
+    if data is not None and not isinstance(data, dict):
+        raise InvalidInput(f"config file {path} must hold a mapping of settings")
 
 
 def _first_error(exc: ValueError) -> str:

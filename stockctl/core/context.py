@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -12,11 +14,12 @@ from typing import Any, TypeVar
 from stockctl.core.events import change_events
 from stockctl.core.model import Inventory, Movement, MovementKind, utcnow
 from stockctl.core.ports import Store, StoreTx
-from stockctl.errors import IdempotencyConflict, InvalidInput
+from stockctl.errors import IdempotencyConflict, InvalidInput, RetryableConflict
 
 T = TypeVar("T")
 
 MAX_IDEMPOTENCY_KEY = 200
+MAX_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,7 @@ class Context:
     source: str = "stockctl/warehouse"
     actor: str = "stockctl"
     reservation_ttl: timedelta = timedelta(minutes=15)
+    reservation_max_ttl: timedelta = timedelta(days=1)
     idempotency_window: timedelta = timedelta(hours=24)
     allocation_strategy: str = "priority"
     clock: Callable[[], datetime] = field(default=utcnow)
@@ -56,7 +60,27 @@ def write(
 
     The key is claimed first inside the same transaction, so a concurrent duplicate waits for
     this one to commit and then returns its result; a rolled-back attempt frees the key.
+    A deadlock or serialization failure reruns the whole transaction, a bounded number of times.
     """
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        try:
+            return _write_once(ctx, operation, request, idempotency_key, apply, encode, decode)
+        except RetryableConflict:
+            if attempt == MAX_ATTEMPTS:
+                raise
+            time.sleep(random.uniform(0, 0.005 * 2**attempt))  # jittered backoff
+    raise AssertionError("unreachable")
+
+
+def _write_once(
+    ctx: Context,
+    operation: str,
+    request: dict[str, Any],
+    idempotency_key: str | None,
+    apply: Callable[[StoreTx, datetime], T],
+    encode: Callable[[T], Any],
+    decode: Callable[[Any], T],
+) -> T:
     now = ctx.clock()
     with ctx.store.transaction() as tx:
         if idempotency_key is None:

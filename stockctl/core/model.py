@@ -23,7 +23,7 @@ def utcnow() -> datetime:
 
 def check_id(value: str, what: str) -> str:
     """Product and warehouse ids: 1-64 letters, digits, ``_ . -``; no ``:`` (cache keys)."""
-    if not isinstance(value, str) or not _ID_RE.match(value):
+    if not isinstance(value, str) or not _ID_RE.fullmatch(value):
         raise InvalidInput(
             f"malformed {what} id {value!r}: use 1-64 letters, digits, '_', '.' or '-'",
             field=what,
@@ -68,6 +68,7 @@ class MovementKind(StrEnum):
     RELEASE = "release"
     EXPIRE = "expire"
     FULFIL = "fulfil"
+    REPAIR = "repair"
 
 
 class ReservationStatus(StrEnum):

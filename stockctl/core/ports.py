@@ -48,6 +48,17 @@ class WarehouseTotals:
     low_stock: int
 
 
+@dataclass(frozen=True, slots=True)
+class ReservedDrift:
+    """A row whose reserved counter differs from the sum of its ACTIVE and CONFIRMED holds."""
+
+    product_id: str
+    warehouse_id: str
+    quantity_available: int
+    quantity_reserved: int
+    expected_reserved: int
+
+
 class StoreTx(Protocol):
     """One unit of work. Reads of inventory rows through it lock them until commit."""
 
@@ -83,6 +94,26 @@ class StoreTx(Protocol):
         ...
 
     def store_idempotent_response(self, key: str, response: str) -> None: ...
+
+    def product_warehouses(self, product_ids: list[str]) -> dict[str, list[Warehouse]]:
+        """Active warehouses holding a row of each product, best priority first."""
+        ...
+
+    def lock_reservation(self, reservation_id: str) -> Reservation | None: ...
+
+    def lock_order_reservations(self, order_id: str) -> list[Reservation]: ...
+
+    def lock_overdue_for_row(
+        self, product_id: str, warehouse_id: str, now: datetime
+    ) -> list[Reservation]:
+        """Overdue ACTIVE holds of a row, skipping any another transaction has locked."""
+        ...
+
+    def claim_due_reservations(self, now: datetime, limit: int) -> list[Reservation]: ...
+
+    def update_reservation(self, r: Reservation) -> None: ...
+
+    def held_quantity(self, product_id: str, warehouse_id: str) -> int: ...
 
 
 class Store(Protocol):
@@ -125,6 +156,33 @@ class Store(Protocol):
     def iter_inventory(self, batch: int) -> Iterator[Inventory]: ...
 
     def purge_idempotency_keys(self, cutoff: datetime) -> int: ...
+
+    def reserve_fast(
+        self,
+        reservation: Reservation,
+        actor: str,
+        reserved: CloudEvent,
+        out_of_stock: CloudEvent,
+        low_stock: CloudEvent,
+    ) -> bool:
+        """Reserve in one step if the store can and the row has the stock; else do nothing."""
+        ...
+
+    def get_reservation(self, reservation_id: str) -> Reservation | None: ...
+
+    def list_reservations(
+        self,
+        *,
+        status: str | None = None,
+        product_id: str | None = None,
+        order_id: str | None = None,
+        overdue_at: datetime | None = None,
+        limit: int = 100,
+    ) -> list[Reservation]: ...
+
+    def reservation_stats(self, now: datetime, soon: datetime) -> dict[str, int]: ...
+
+    def reserved_drift(self, limit: int) -> list[ReservedDrift]: ...
 
     def ping(self) -> None: ...
 

@@ -18,12 +18,18 @@ from stockctl.core.model import (
     MovementKind,
     Product,
     Reservation,
-    ReservationStatus,
     Warehouse,
 )
-from stockctl.core.ports import IdempotencyRecord, OutboxEntry, WarehouseTotals
-from stockctl.errors import DatabaseNotInitialised, DatabaseUnavailable
+from stockctl.core.ports import IdempotencyRecord, OutboxEntry, ReservedDrift, WarehouseTotals
+from stockctl.errors import DatabaseNotInitialised, DatabaseUnavailable, RetryableConflict
 from stockctl.store.engine import describe_target
+from stockctl.store.reservation_sql import (
+    HOLDING,
+    ReservationTx,
+    fast_reserve,
+    reservation_from_row,
+    reserved_drift,
+)
 from stockctl.store.tables import (
     idempotency_keys,
     inventory,
@@ -35,6 +41,7 @@ from stockctl.store.tables import (
 )
 
 OUTBOX_CHANNEL = "stockctl_outbox"
+RETRYABLE_SQLSTATES = ("40P01", "40001")  # deadlock detected, serialization failure
 
 
 def _product(r: Row[Any]) -> Product:
@@ -75,20 +82,6 @@ def _movement(r: Row[Any]) -> Movement:
         reservation_id=r.reservation_id,
         actor=r.actor,
         created_at=r.created_at,
-    )
-
-
-def reservation_from_row(r: Row[Any]) -> Reservation:
-    return Reservation(
-        id=r.id,
-        product_id=r.product_id,
-        warehouse_id=r.warehouse_id,
-        quantity=r.quantity,
-        status=ReservationStatus(r.status),
-        order_id=r.order_id,
-        created_at=r.created_at,
-        expires_at=r.expires_at,
-        updated_at=r.updated_at,
     )
 
 
@@ -134,7 +127,7 @@ def reservation_values(r: Reservation) -> dict[str, Any]:
     }
 
 
-class SqlTx:
+class SqlTx(ReservationTx):
     """A unit of work on one connection inside one transaction."""
 
     def __init__(self, conn: Connection) -> None:
@@ -283,6 +276,10 @@ class SqlStore:
         except IntegrityError:
             raise
         except (OperationalError, DBAPIError) as exc:
+            if getattr(exc.orig, "sqlstate", None) in RETRYABLE_SQLSTATES:
+                raise RetryableConflict(
+                    f"transaction aborted by the database: {exc.orig}"
+                ) from None
             target = describe_target(engine.url.render_as_string(hide_password=True))
             detail = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
             if _is_missing_schema(detail):
@@ -429,6 +426,66 @@ class SqlStore:
         with self.transaction() as tx:
             t = idempotency_keys
             return int(tx.conn.execute(delete(t).where(t.c.created_at < cutoff)).rowcount)
+
+    def reserve_fast(
+        self,
+        reservation: Reservation,
+        actor: str,
+        reserved: CloudEvent,
+        out_of_stock: CloudEvent,
+        low_stock: CloudEvent,
+    ) -> bool:
+        """PostgreSQL's one-round-trip reserve; False (nothing done) elsewhere or when short."""
+        if self.backend != "postgresql":
+            return False
+        with self._guard(self.engine):
+            return fast_reserve(self.engine, reservation, actor, reserved, out_of_stock, low_stock)
+
+    def get_reservation(self, reservation_id: str) -> Reservation | None:
+        stmt = select(reservations).where(reservations.c.id == reservation_id)
+        with self.read() as conn:
+            r = conn.execute(stmt).first()
+            return reservation_from_row(r) if r else None
+
+    def list_reservations(
+        self,
+        *,
+        status: str | None = None,
+        product_id: str | None = None,
+        order_id: str | None = None,
+        overdue_at: datetime | None = None,
+        limit: int = 100,
+    ) -> list[Reservation]:
+        t = reservations
+        stmt = select(t)
+        if status is not None:
+            stmt = stmt.where(t.c.status == status)
+        if product_id is not None:
+            stmt = stmt.where(t.c.product_id == product_id)
+        if order_id is not None:
+            stmt = stmt.where(t.c.order_id == order_id)
+        if overdue_at is not None:
+            stmt = stmt.where(t.c.status == "ACTIVE", t.c.expires_at <= overdue_at)
+        stmt = stmt.order_by(t.c.created_at.desc(), t.c.id).limit(limit)
+        with self.read() as conn:
+            return [reservation_from_row(r) for r in conn.execute(stmt)]
+
+    def reservation_stats(self, now: datetime, soon: datetime) -> dict[str, int]:
+        t = reservations
+        stmt = select(
+            func.count().filter(t.c.status.in_(HOLDING)),
+            func.count().filter(t.c.status == "ACTIVE", t.c.expires_at <= now),
+            func.count().filter(
+                t.c.status == "ACTIVE", t.c.expires_at > now, t.c.expires_at <= soon
+            ),
+        )
+        with self.read() as conn:
+            holding, overdue, expiring = conn.execute(stmt).one()
+        return {"holding": holding, "overdue": overdue, "expiring_soon": expiring}
+
+    def reserved_drift(self, limit: int) -> list[ReservedDrift]:
+        with self.read() as conn:
+            return reserved_drift(conn, limit)
 
     def ping(self) -> None:
         with self.read() as conn:

@@ -1,0 +1,210 @@
+"""After a hold: confirm, release, extend, fulfil, expire, and release every hold of an order.
+
+Lifecycle (DESIGN.md): ACTIVE -> CONFIRMED -> FULFILLED; ACTIVE -> RELEASED | EXPIRED;
+CONFIRMED -> RELEASED. Releasing a released or expired hold is a no-op; confirming an expired
+one is ``ReservationExpired``; confirming a confirmed one is a no-op.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+from stockctl.core import events as ev
+from stockctl.core.context import Context, record_change
+from stockctl.core.model import Inventory, MovementKind, Reservation, ReservationStatus
+from stockctl.core.ports import StoreTx
+from stockctl.core.reservations import check_order_id, check_ttl
+from stockctl.errors import InvalidInput, InvalidTransition, ReservationExpired, ReservationNotFound
+
+S = ReservationStatus
+
+
+def check_reservation_id(reservation_id: str) -> str:
+    try:
+        return str(uuid.UUID(reservation_id))
+    except (ValueError, AttributeError, TypeError):
+        raise InvalidInput(
+            f"malformed reservation id {reservation_id!r}: expected a UUID"
+        ) from None
+
+
+def end_reservation(
+    ctx: Context,
+    tx: StoreTx,
+    row: Inventory,
+    r: Reservation,
+    status: ReservationStatus,
+    now: datetime,
+    reason: str,
+) -> Inventory:
+    """Release or expire a hold that holds stock: its units go back to sellable."""
+    after = row.with_quantities(row.quantity_available, row.quantity_reserved - r.quantity, now)
+    kind = MovementKind.EXPIRE if status is S.EXPIRED else MovementKind.RELEASE
+    record_change(
+        ctx,
+        tx,
+        row,
+        after,
+        kind=kind,
+        event_type=ev.STOCK_RELEASED,
+        reason=reason,
+        reference=r.order_id,
+        reservation_id=r.id,
+        order_id=r.order_id,
+        quantity=r.quantity,
+    )
+    tx.update_reservation(replace(r, status=status, updated_at=now))
+    return after
+
+
+def _locked(tx: StoreTx, reservation_id: str) -> tuple[Reservation, Inventory]:
+    r = tx.lock_reservation(reservation_id)
+    if r is None:
+        raise ReservationNotFound(f"no reservation {reservation_id}")
+    row = tx.lock_inventory([(r.product_id, r.warehouse_id)])[(r.product_id, r.warehouse_id)]
+    return r, row
+
+
+def _overdue(r: Reservation, now: datetime) -> bool:
+    return r.status is S.ACTIVE and r.expires_at <= now
+
+
+Step = Callable[[StoreTx, Reservation, Inventory, datetime], Reservation]
+
+
+def _run(
+    ctx: Context, reservation_id: str, step: Step, on_expired: Callable[[Reservation], Reservation]
+) -> Reservation:
+    """Lock the hold and apply ``step``. An overdue ACTIVE hold is expired first, and that
+    expiry commits even though the operation then answers as for an expired hold."""
+    reservation_id = check_reservation_id(reservation_id)
+    now = ctx.clock()
+    with ctx.store.transaction() as tx:
+        r, row = _locked(tx, reservation_id)
+        if r.status is S.EXPIRED:
+            expired = r
+        elif not _overdue(r, now):
+            return step(tx, r, row, now)
+        else:
+            end_reservation(ctx, tx, row, r, S.EXPIRED, now, "expired")
+            expired = replace(r, status=S.EXPIRED, updated_at=now)
+    return on_expired(expired)
+
+
+def _expired_error(action: str) -> Callable[[Reservation], Reservation]:
+    def refuse(r: Reservation) -> Reservation:
+        raise ReservationExpired(
+            f"reservation {r.id} expired at {r.expires_at:%Y-%m-%d %H:%M:%S}Z; {action}"
+        )
+
+    return refuse
+
+
+def confirm(ctx: Context, reservation_id: str) -> Reservation:
+    """The order committed: the hold no longer expires."""
+
+    def step(tx: StoreTx, r: Reservation, row: Inventory, now: datetime) -> Reservation:
+        if r.status is S.RELEASED:
+            raise InvalidTransition(f"reservation {r.id} was released; reserve again")
+        if r.status in (S.CONFIRMED, S.FULFILLED):
+            return r
+        confirmed = replace(r, status=S.CONFIRMED, updated_at=now)
+        tx.update_reservation(confirmed)
+        return confirmed
+
+    return _run(ctx, reservation_id, step, _expired_error("reserve again"))
+
+
+def release(ctx: Context, reservation_id: str, reason: str = "released") -> Reservation:
+    """Give the units back (cancel, payment failure). Safe to retry."""
+
+    def step(tx: StoreTx, r: Reservation, row: Inventory, now: datetime) -> Reservation:
+        if r.status is S.RELEASED:
+            return r
+        if r.status is S.FULFILLED:
+            raise InvalidTransition(f"reservation {r.id} was fulfilled (shipped); adjust instead")
+        end_reservation(ctx, tx, row, r, S.RELEASED, now, reason)
+        return replace(r, status=S.RELEASED, updated_at=now)
+
+    return _run(ctx, reservation_id, step, lambda r: r)
+
+
+def extend(ctx: Context, reservation_id: str, ttl: timedelta) -> Reservation:
+    """Push an ACTIVE hold's expiry to now + ttl."""
+    hold = check_ttl(ctx, ttl)
+
+    def step(tx: StoreTx, r: Reservation, row: Inventory, now: datetime) -> Reservation:
+        if r.status is not S.ACTIVE:
+            raise InvalidTransition(f"reservation {r.id} is {r.status.value}; only ACTIVE extends")
+        extended = replace(r, expires_at=now + hold, updated_at=now)
+        tx.update_reservation(extended)
+        return extended
+
+    return _run(ctx, reservation_id, step, _expired_error("reserve again"))
+
+
+def fulfil(ctx: Context, reservation_id: str) -> Reservation:
+    """Shipped: available and reserved both drop by the held quantity."""
+
+    def step(tx: StoreTx, r: Reservation, row: Inventory, now: datetime) -> Reservation:
+        if r.status is S.FULFILLED:
+            return r
+        if r.status is not S.CONFIRMED:
+            raise InvalidTransition(f"reservation {r.id} is {r.status.value}; confirm it first")
+        after = row.with_quantities(
+            row.quantity_available - r.quantity, row.quantity_reserved - r.quantity, now
+        )
+        record_change(
+            ctx,
+            tx,
+            row,
+            after,
+            kind=MovementKind.FULFIL,
+            event_type=ev.STOCK_UPDATED,
+            reason="fulfilled",
+            reference=r.order_id,
+            reservation_id=r.id,
+            order_id=r.order_id,
+        )
+        done = replace(r, status=S.FULFILLED, updated_at=now)
+        tx.update_reservation(done)
+        return done
+
+    return _run(ctx, reservation_id, step, _expired_error("nothing to ship"))
+
+
+def release_order(
+    ctx: Context, order_id: str, reason: str = "order_cancelled"
+) -> list[Reservation]:
+    """Release every ACTIVE or CONFIRMED hold of an order; returns those released."""
+    check_order_id(order_id)
+    now = ctx.clock()
+    with ctx.store.transaction() as tx:
+        held = tx.lock_order_reservations(order_id)
+        rows = tx.lock_inventory(sorted({(r.product_id, r.warehouse_id) for r in held}))
+        released = []
+        for r in held:
+            key = (r.product_id, r.warehouse_id)
+            status = S.EXPIRED if _overdue(r, now) else S.RELEASED
+            rows[key] = end_reservation(
+                ctx, tx, rows[key], r, status, now, "expired" if status is S.EXPIRED else reason
+            )
+            released.append(replace(r, status=status, updated_at=now))
+        return released
+
+
+def expire_due(ctx: Context, now: datetime | None = None, limit: int = 1000) -> int:
+    """Expire up to ``limit`` overdue ACTIVE holds; concurrent sweepers take disjoint rows."""
+    if not 1 <= limit <= 100_000:
+        raise InvalidInput("limit must be between 1 and 100000")
+    at = now or ctx.clock()
+    with ctx.store.transaction() as tx:
+        due = tx.claim_due_reservations(at, limit)
+        rows = tx.lock_inventory(sorted({(r.product_id, r.warehouse_id) for r in due}))
+        for r in due:
+            key = (r.product_id, r.warehouse_id)
+            rows[key] = end_reservation(ctx, tx, rows[key], r, S.EXPIRED, at, "expired")
+        return len(due)

@@ -1,0 +1,407 @@
+"""Reserve and checkout: hold units for an order, all lines or none, never more than sellable.
+
+Rows are locked in (product, warehouse) order, so two checkouts over the same rows cannot
+deadlock; a row short of stock first gives back its overdue holds, then is tried once more.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from stockctl.core import events as ev
+from stockctl.core.context import Context, check_idempotency_key, record_change, write
+from stockctl.core.model import (
+    Inventory,
+    MovementKind,
+    Reservation,
+    ReservationStatus,
+    check_id,
+    check_quantity,
+)
+from stockctl.core.ports import StoreTx
+from stockctl.errors import (
+    InsufficientStock,
+    InvalidInput,
+    InventoryNotFound,
+    ProductNotFound,
+    WarehouseNotFound,
+)
+
+MAX_CHECKOUT_LINES = 1000
+MAX_ORDER_ID = 128
+STRATEGIES = ("priority", "most_stock")
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """One line of a checkout: a warehouse, or None to let the allocation strategy choose."""
+
+    product_id: str
+    quantity: int
+    warehouse_id: str | None = None
+
+    @classmethod
+    def parse(cls, spec: str) -> Line:
+        """``PRODUCT:QTY`` or ``PRODUCT:WAREHOUSE:QTY``."""
+        parts = spec.split(":")
+        if len(parts) not in (2, 3) or not parts[-1].strip().lstrip("-").isdigit():
+            raise InvalidInput(f"malformed item {spec!r}: use PRODUCT:QTY or PRODUCT:WAREHOUSE:QTY")
+        warehouse = parts[1] if len(parts) == 3 else None
+        return cls(parts[0], int(parts[-1]), warehouse).checked()
+
+    def checked(self) -> Line:
+        check_id(self.product_id, "product")
+        if self.warehouse_id is not None:
+            check_id(self.warehouse_id, "warehouse")
+        check_quantity(self.quantity)
+        return self
+
+
+def check_ttl(ctx: Context, ttl: timedelta | None) -> timedelta:
+    if ttl is None:
+        return ctx.reservation_ttl
+    if not isinstance(ttl, timedelta) or ttl <= timedelta(0) or ttl > ctx.reservation_max_ttl:
+        most = int(ctx.reservation_max_ttl.total_seconds())
+        raise InvalidInput(f"ttl must be more than 0 s and at most {most} s")
+    return ttl
+
+
+def check_order_id(order_id: str | None) -> str | None:
+    if order_id is not None and (
+        not order_id.strip() or len(order_id) > MAX_ORDER_ID or not order_id.isprintable()
+    ):
+        raise InvalidInput(f"order id must be 1-{MAX_ORDER_ID} printable characters")
+    return order_id
+
+
+def merge_lines(lines: Sequence[Line]) -> list[Line]:
+    """Sum lines for the same (product, warehouse); keep first-seen order."""
+    if not lines:
+        raise InvalidInput("a checkout needs at least one item")
+    if len(lines) > MAX_CHECKOUT_LINES:
+        raise InvalidInput(f"a checkout takes at most {MAX_CHECKOUT_LINES} items")
+    totals: dict[tuple[str, str | None], int] = {}
+    for line in lines:
+        line.checked()
+        key = (line.product_id, line.warehouse_id)
+        totals[key] = totals.get(key, 0) + line.quantity
+    merged = [Line(p, q, w) for (p, w), q in totals.items()]
+    for line in merged:
+        check_quantity(line.quantity)
+    return merged
+
+
+def encode_reservation(r: Reservation) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "product_id": r.product_id,
+        "warehouse_id": r.warehouse_id,
+        "quantity": r.quantity,
+        "status": r.status.value,
+        "order_id": r.order_id,
+        "created_at": r.created_at.isoformat(),
+        "expires_at": r.expires_at.isoformat(),
+        "updated_at": r.updated_at.isoformat(),
+    }
+
+
+def decode_reservation(d: dict[str, Any]) -> Reservation:
+    return Reservation(
+        id=d["id"],
+        product_id=d["product_id"],
+        warehouse_id=d["warehouse_id"],
+        quantity=d["quantity"],
+        status=ReservationStatus(d["status"]),
+        order_id=d["order_id"],
+        created_at=datetime.fromisoformat(d["created_at"]),
+        expires_at=datetime.fromisoformat(d["expires_at"]),
+        updated_at=datetime.fromisoformat(d["updated_at"]),
+    )
+
+
+def reserve(
+    ctx: Context,
+    product_id: str,
+    warehouse_id: str | None,
+    quantity: int,
+    *,
+    ttl: timedelta | None = None,
+    order_id: str | None = None,
+    idempotency_key: str | None = None,
+) -> Reservation:
+    """Hold ``quantity`` units in one warehouse (given, or chosen by the allocation strategy)."""
+    line = Line(product_id, quantity, warehouse_id).checked()
+    hold = check_ttl(ctx, ttl)
+    check_order_id(order_id)
+    key = check_idempotency_key(idempotency_key)
+    if key is None and warehouse_id is not None:
+        fast = _reserve_fast(ctx, line.product_id, warehouse_id, quantity, hold, order_id)
+        if fast is not None:
+            return fast
+    (only,) = _checkout(ctx, [line], hold, order_id, key, allow_split=False, operation="reserve")
+    return only
+
+
+def _reserve_fast(
+    ctx: Context,
+    product_id: str,
+    warehouse_id: str,
+    quantity: int,
+    ttl: timedelta,
+    order_id: str | None,
+) -> Reservation | None:
+    """The store's one-round-trip reserve, when it has one and the row has the stock.
+
+    The events are the same as the general path's; the store fills in the row's quantities.
+    """
+    now = ctx.clock()
+    r = _new_reservation(product_id, warehouse_id, quantity, now, ttl, order_id)
+    row = Inventory(product_id, warehouse_id, 0, 0, 0, 0, now)  # quantities set by the store
+    common = {"delta": -quantity, "delta_available": 0, "delta_reserved": quantity}
+    reserved = ev.row_event(ev.STOCK_RESERVED, row, ctx.source, **common, **_event_context(r))
+    out = ev.row_event(ev.OUT_OF_STOCK, row, ctx.source, delta=-quantity)
+    low = ev.row_event(ev.LOW_STOCK, row, ctx.source, delta=-quantity)
+    return r if ctx.store.reserve_fast(r, ctx.actor, reserved, out, low) else None
+
+
+def _new_reservation(
+    product_id: str,
+    warehouse_id: str,
+    quantity: int,
+    now: datetime,
+    ttl: timedelta,
+    order_id: str | None,
+) -> Reservation:
+    return Reservation(
+        id=str(uuid.uuid4()),
+        product_id=product_id,
+        warehouse_id=warehouse_id,
+        quantity=quantity,
+        status=ReservationStatus.ACTIVE,
+        created_at=now,
+        expires_at=now + ttl,
+        updated_at=now,
+        order_id=order_id,
+    )
+
+
+def _event_context(r: Reservation) -> dict[str, Any]:
+    return {
+        "reason": "reserved",
+        "reference": r.order_id,
+        "reservation_id": r.id,
+        "order_id": r.order_id,
+        "quantity": r.quantity,
+        "expires_at": r.expires_at.isoformat(),
+    }
+
+
+def checkout(
+    ctx: Context,
+    lines: Sequence[Line],
+    *,
+    ttl: timedelta | None = None,
+    order_id: str | None = None,
+    allow_split: bool = False,
+    idempotency_key: str | None = None,
+) -> list[Reservation]:
+    """Reserve every line or none. With ``allow_split`` a line without a warehouse may be
+    spread over several warehouses when no single one can serve it."""
+    merged = merge_lines(lines)
+    hold = check_ttl(ctx, ttl)
+    check_order_id(order_id)
+    key = check_idempotency_key(idempotency_key)
+    return _checkout(ctx, merged, hold, order_id, key, allow_split, operation="checkout")
+
+
+def _checkout(
+    ctx: Context,
+    lines: list[Line],
+    ttl: timedelta,
+    order_id: str | None,
+    key: str | None,
+    allow_split: bool,
+    operation: str,
+) -> list[Reservation]:
+    def apply(tx: StoreTx, now: datetime) -> list[Reservation]:
+        return _reserve_lines(ctx, tx, lines, now, ttl, order_id, allow_split)
+
+    request = {
+        "lines": [[x.product_id, x.warehouse_id, x.quantity] for x in lines],
+        "ttl": ttl.total_seconds(),
+        "order": order_id,
+        "split": allow_split,
+    }
+    return write(
+        ctx,
+        operation,
+        request,
+        key,
+        apply,
+        lambda rs: [encode_reservation(r) for r in rs],
+        lambda data: [decode_reservation(d) for d in data],
+    )
+
+
+def _reserve_lines(
+    ctx: Context,
+    tx: StoreTx,
+    lines: list[Line],
+    now: datetime,
+    ttl: timedelta,
+    order_id: str | None,
+    allow_split: bool,
+) -> list[Reservation]:
+    to_allocate = sorted({x.product_id for x in lines if x.warehouse_id is None})
+    keys = {(x.product_id, x.warehouse_id) for x in lines if x.warehouse_id is not None}
+    candidates = tx.product_warehouses(to_allocate) if to_allocate else {}
+    for product in to_allocate:
+        keys.update((product, w.id) for w in candidates.get(product, []))
+    rows = tx.lock_inventory(sorted(keys))  # one fixed order for every transaction
+    made: list[Reservation] = []
+    for line in lines:
+        if line.warehouse_id is not None:
+            plan = [(line.warehouse_id, line.quantity)]
+            _require_row(tx, rows, line.product_id, line.warehouse_id)
+        else:
+            order = [w.id for w in candidates.get(line.product_id, [])]
+            plan = _allocate(ctx, tx, rows, line, order, now, allow_split)
+        for warehouse_id, qty in plan:
+            made.append(
+                _hold(ctx, tx, rows, line.product_id, warehouse_id, qty, now, ttl, order_id)
+            )
+    tx.add_reservations(made)
+    return made
+
+
+def _require_row(
+    tx: StoreTx, rows: dict[tuple[str, str], Inventory], product_id: str, warehouse_id: str
+) -> None:
+    if (product_id, warehouse_id) in rows:
+        return
+    if tx.get_product(product_id) is None:
+        raise ProductNotFound(f"unknown product {product_id!r}")
+    if tx.get_warehouse(warehouse_id) is None:
+        raise WarehouseNotFound(f"unknown warehouse {warehouse_id!r}")
+    raise InventoryNotFound(f"no stock of {product_id!r} in warehouse {warehouse_id!r}")
+
+
+def _allocate(
+    ctx: Context,
+    tx: StoreTx,
+    rows: dict[tuple[str, str], Inventory],
+    line: Line,
+    warehouse_order: list[str],
+    now: datetime,
+    allow_split: bool,
+) -> list[tuple[str, int]]:
+    """Choose warehouses for a line: the first that can serve it whole, else a split."""
+    present = [w for w in warehouse_order if (line.product_id, w) in rows]
+    if not present:
+        if tx.get_product(line.product_id) is None:
+            raise ProductNotFound(f"unknown product {line.product_id!r}")
+        raise InsufficientStock(f"{line.product_id}: no stock in any active warehouse")
+    for w in present:
+        if rows[(line.product_id, w)].sellable < line.quantity:
+            _expire_overdue(ctx, tx, rows, line.product_id, w, now)
+    if ctx.allocation_strategy == "most_stock":
+        present.sort(key=lambda w: -rows[(line.product_id, w)].sellable)
+    for w in present:
+        if rows[(line.product_id, w)].sellable >= line.quantity:
+            return [(w, line.quantity)]
+    return _split(rows, line, present, allow_split)
+
+
+def _split(
+    rows: dict[tuple[str, str], Inventory], line: Line, present: list[str], allow_split: bool
+) -> list[tuple[str, int]]:
+    """Spread a line over warehouses in order, or refuse naming what there is."""
+    total = sum(max(rows[(line.product_id, w)].sellable, 0) for w in present)
+    if not allow_split or total < line.quantity:
+        raise InsufficientStock(
+            f"{line.product_id}: asked {line.quantity}, no single warehouse has it "
+            f"(sellable {total} over {len(present)} warehouses"
+            f"{'' if allow_split else '; allow_split would spread it'})",
+            asked=line.quantity,
+            sellable=total,
+        )
+    plan, left = [], line.quantity
+    for w in present:
+        take = min(left, max(rows[(line.product_id, w)].sellable, 0))
+        if take:
+            plan.append((w, take))
+            left -= take
+        if not left:
+            break
+    return plan
+
+
+def _hold(
+    ctx: Context,
+    tx: StoreTx,
+    rows: dict[tuple[str, str], Inventory],
+    product_id: str,
+    warehouse_id: str,
+    quantity: int,
+    now: datetime,
+    ttl: timedelta,
+    order_id: str | None,
+) -> Reservation:
+    key = (product_id, warehouse_id)
+    if rows[key].sellable < quantity:
+        _expire_overdue(ctx, tx, rows, product_id, warehouse_id, now)
+    before = rows[key]
+    if before.sellable < quantity:
+        raise InsufficientStock(
+            f"insufficient stock of {product_id} in {warehouse_id}: asked {quantity}, "
+            f"sellable {before.sellable}",
+            product_id=product_id,
+            warehouse_id=warehouse_id,
+            asked=quantity,
+            sellable=before.sellable,
+        )
+    after = before.with_quantities(
+        before.quantity_available, before.quantity_reserved + quantity, now, InsufficientStock
+    )
+    reservation = _new_reservation(product_id, warehouse_id, quantity, now, ttl, order_id)
+    record_change(
+        ctx,
+        tx,
+        before,
+        after,
+        kind=MovementKind.RESERVE,
+        event_type=ev.STOCK_RESERVED,
+        **_event_context(reservation),
+    )
+    rows[key] = after
+    return reservation
+
+
+def _expire_overdue(
+    ctx: Context,
+    tx: StoreTx,
+    rows: dict[tuple[str, str], Inventory],
+    product_id: str,
+    warehouse_id: str,
+    now: datetime,
+) -> None:
+    """Give back the row's ACTIVE holds past their expiry, in this transaction.
+
+    Holds locked by another transaction (being confirmed or released) are skipped, not waited
+    for: waiting here, with the inventory row locked, could deadlock against them.
+    """
+    from stockctl.core.lifecycle import end_reservation
+
+    for r in tx.lock_overdue_for_row(product_id, warehouse_id, now):
+        key = (product_id, warehouse_id)
+        rows[key] = end_reservation(
+            ctx, tx, rows[key], r, ReservationStatus.EXPIRED, now, "expired"
+        )
+
+
+def with_status(r: Reservation, status: ReservationStatus, now: datetime) -> Reservation:
+    return replace(r, status=status, updated_at=now)
