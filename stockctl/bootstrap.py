@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from stockctl.core.context import Context
+from stockctl.core.ports import StockCache
 from stockctl.settings import Settings
-from stockctl.store.engine import create_store_engine
+from stockctl.store.engine import create_store_engine, mask_url
 from stockctl.store.sql import SqlStore
+
+if TYPE_CHECKING:
+    import redis
 
 
 @dataclass
@@ -16,8 +21,58 @@ class App:
     settings: Settings
     store: SqlStore
     ctx: Context
+    _redis: redis.Redis | None = field(default=None, repr=False)
+    _cache: StockCache | None = field(default=None, repr=False)
+
+    @property
+    def uses_redis(self) -> bool:
+        return self.settings.redis_url is not None
+
+    @property
+    def redis_target(self) -> str:
+        url = self.settings.redis_url
+        return mask_url(url.get_secret_value()) if url else "-"
+
+    def redis(self) -> redis.Redis:
+        """The shared Redis client (connection pool), made on first use."""
+        if self._redis is None:
+            import redis as redis_lib
+
+            url = self.settings.redis_url
+            if url is None:
+                from stockctl.errors import InvalidInput
+
+                raise InvalidInput("no Redis configured: set STOCKCTL_REDIS_URL or --redis-url")
+            timeout = self.settings.redis_timeout_seconds
+            self._redis = redis_lib.Redis.from_url(
+                url.get_secret_value(),
+                socket_timeout=timeout,
+                socket_connect_timeout=timeout,
+                health_check_interval=30,
+            )
+        return self._redis
+
+    def cache(self) -> StockCache:
+        """Redis when configured, else the embedded table."""
+        if self._cache is None:
+            from stockctl.core.projection import CacheKeys
+
+            keys = CacheKeys(self.settings.cache_prefix, self.settings.cache_hash_tags)
+            ttl = self.settings.cache_ttl_seconds
+            if self.uses_redis:
+                from stockctl.clients.redis_cache import RedisStockCache
+
+                self._cache = RedisStockCache(self.redis(), keys, ttl, self.redis_target)
+            else:
+                from stockctl.store.cache_sql import SqlStockCache
+
+                self._cache = SqlStockCache(self.store, keys, ttl, self.ctx.clock)
+        return self._cache
 
     def close(self) -> None:
+        if self._redis is not None:
+            self._redis.close()
+            self._redis = None
         self.store.close()
 
 

@@ -10,8 +10,10 @@ from typing import Annotated
 import typer
 
 from stockctl.__about__ import __version__
-from stockctl.commands import admin, catalog, reservations, stock
+from stockctl.commands import admin, catalog, events, reservations, stock, worker
 from stockctl.commands._common import state
+
+INTERNAL_ERROR = 4
 
 app = typer.Typer(
     name="stockctl",
@@ -61,6 +63,8 @@ app.command("extend")(reservations.extend)
 app.command("fulfil")(reservations.fulfil)
 app.add_typer(reservations.app, name="reservations")
 stock.app.command("verify")(reservations.verify)
+app.add_typer(worker.app, name="worker")
+app.add_typer(events.app, name="events")
 app.add_typer(admin.db, name="db")
 app.add_typer(admin.config, name="config")
 app.add_typer(catalog.products, name="product")
@@ -78,4 +82,4 @@ def main() -> None:
         name = type(exc).__name__
         first = str(exc).splitlines()[0] if str(exc) else ""
         print(f"error: unexpected {name}: {first} (STOCKCTL_DEBUG=1 shows more)", file=sys.stderr)  # noqa: T201
-        sys.exit(1)
+        sys.exit(INTERNAL_ERROR)

@@ -10,7 +10,7 @@
     │   ├── IdempotencyConflict          exit 1, HTTP 409   same key, different request
     │   ├── ReservationExpired           exit 1, HTTP 410   confirm/extend of an expired hold
     │   └── InvalidTransition            exit 1, HTTP 409   e.g. fulfil a released reservation
-    ├── NotFound                         exit 1, HTTP 404
+    ├── NotFound                         exit 2, HTTP 404   unknown id: bad input for the CLI
     │   ├── ProductNotFound
     │   ├── WarehouseNotFound
     │   ├── InventoryNotFound
@@ -23,6 +23,8 @@
         ├── RetryableConflict            deadlock / serialization failure, retries exhausted
         ├── CacheUnavailable             Redis unreachable
         └── WarehouseUnavailable         remote warehouse API down / circuit open
+
+An unexpected failure (a bug) exits 4 with a one-line message.
 
 Each class carries its CLI exit code and HTTP status, so the CLI and the HTTP daemon map errors
 the same way. Messages are one line and never contain a password.
@@ -78,6 +80,7 @@ class InvalidTransition(StockRuleViolation):
 
 
 class NotFound(StockctlError):
+    exit_code = 2
     http_status = 404
     slug = "not-found"
 

@@ -22,7 +22,6 @@ from stockctl.core.model import (
 from stockctl.core.reservations import Line
 from stockctl.errors import ReservationNotFound
 from stockctl.settings import load_settings
-from stockctl.store import migrate
 
 
 class Stockctl:
@@ -38,7 +37,7 @@ class Stockctl:
 
     def init(self) -> None:
         """Create or upgrade the schema to the latest migration."""
-        migrate.upgrade(self._app.store.engine)
+        self._app.store.upgrade_schema()
 
     def add_product(self, product_id: str, name: str | None = None) -> Product:
         return inventory.add_product(self._ctx, product_id, name)

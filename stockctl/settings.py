@@ -52,6 +52,9 @@ class Settings(BaseSettings):
 
     # redis (absent = embedded default: outbox as the log, cache in the database)
     redis_url: SecretStr | None = None
+    redis_timeout_seconds: float = Field(5.0, gt=0, le=300)
+    cache_prefix: str = Field("catalog", pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
+    cache_hash_tags: bool = False
 
     # reservations, cache, idempotency, bulk
     reservation_ttl_seconds: int = Field(900, ge=1, le=7 * 86400)
@@ -70,6 +73,14 @@ class Settings(BaseSettings):
     worker_batch_timeout_ms: int = Field(100, ge=1, le=60_000)
     worker_queue_size: int = Field(1000, ge=1, le=1_000_000)
     worker_max_deliveries: int = Field(5, ge=1, le=1000)
+    worker_claim_idle_ms: int = Field(30_000, ge=100)
+    worker_heartbeat_ttl_seconds: int = Field(15, ge=2, le=3600)
+    stream_maxlen: int = Field(0, ge=0)
+    dead_letter_topic: str = "stockctl.deadletter"
+    relay_batch_size: int = Field(500, ge=1, le=100_000)
+    relay_poll_interval_ms: int = Field(500, ge=10, le=60_000)
+    outbox_retention_hours: int = Field(168, ge=1)
+    expiry_interval_seconds: float = Field(5.0, gt=0, le=3600)
 
     # who is acting, recorded in the ledger
     actor: str = Field(default_factory=lambda: os.environ.get("USER") or "stockctl")

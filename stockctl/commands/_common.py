@@ -7,6 +7,7 @@ import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
@@ -95,7 +96,8 @@ def fail(exc: StockctlError) -> typer.Exit:
 def console() -> Console:
     from rich.console import Console
 
-    return Console()
+    # Piped output (CI, scripts, less) gets wide tables rather than 80 columns of ellipses.
+    return Console() if sys.stdout.isatty() else Console(width=220)
 
 
 def new_table(title: str, *columns: str) -> Table:
@@ -127,8 +129,14 @@ _NUMERIC = {
 }
 
 
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat().replace("+00:00", "Z")
+    return str(value)
+
+
 def emit_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    sys.stdout.write(json.dumps(data, indent=2, default=_json_default) + "\n")
 
 
 def when(value: Any) -> str:

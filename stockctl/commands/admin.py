@@ -29,11 +29,9 @@ def db_upgrade(
     revision: Annotated[str, typer.Argument(help="target revision")] = "head",
 ) -> None:
     """Apply migrations up to REVISION (default: the latest)."""
-    from stockctl.store import migrate
 
-    app = state(ctx).app()
-    migrate.upgrade(app.store.engine, revision)
-    console().print(f"database at revision [bold]{migrate.current(app.store.engine)}[/]")
+    current = state(ctx).app().store.upgrade_schema(revision)
+    console().print(f"database at revision [bold]{current}[/]")
 
 
 @db.command("current")
@@ -43,7 +41,7 @@ def db_current(ctx: typer.Context, output: OutputOpt = Output.table) -> None:
     from stockctl.store import migrate
 
     app = state(ctx).app()
-    data = {"current": migrate.current(app.store.engine), "head": migrate.head()}
+    data = {"current": app.store.schema_revision(), "head": migrate.head()}
     if output is Output.json:
         emit_json(data)
     else:
@@ -56,9 +54,10 @@ def init_database(ctx: typer.Context) -> dict[str, Any]:
     from stockctl.store.engine import describe_target
 
     app = state(ctx).app()
-    migrate.upgrade(app.store.engine)
+    revision = app.store.upgrade_schema()
     app.store.ping()
-    revision = migrate.current(app.store.engine)
+    if app.settings.database_replica_url is not None:
+        app.store.ping(replica=True)
     if revision != migrate.head():
         from stockctl.errors import DatabaseNotInitialised
 
@@ -92,7 +91,7 @@ def seed(
 
     plan = demo.SeedPlan(products, warehouses, random_seed)
     app = state(ctx).app()
-    if if_empty and app.store.list_products(limit=1):
+    if if_empty and app.store.has_products():
         if output is Output.json:
             emit_json({"skipped": "database has products"})
         else:

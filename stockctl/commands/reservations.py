@@ -90,8 +90,10 @@ def show(title: str, items: list[Reservation], output: Output, single: bool = Tr
 def reserve(
     ctx: typer.Context,
     product: Annotated[str, typer.Argument(help="product id", show_default=False)],
-    warehouse_or_qty: Annotated[str, typer.Argument(metavar="[WAREHOUSE] QTY")],
-    quantity: Annotated[str | None, typer.Argument(metavar="", hidden=True)] = None,
+    warehouse_or_qty: Annotated[
+        str, typer.Argument(metavar="[WAREHOUSE]", help="warehouse id (optional) or QTY")
+    ],
+    quantity: Annotated[str | None, typer.Argument(metavar="QTY", help="units to hold")] = None,
     ttl: Ttl = None,
     order: OrderOpt = None,
     idempotency_key: IdemKey = None,
@@ -101,7 +103,7 @@ def reserve(
     from stockctl.core import reservations
 
     warehouse, qty_text = (warehouse_or_qty, quantity) if quantity else (None, warehouse_or_qty)
-    if not qty_text.strip().isdigit():
+    if not re.fullmatch(r"[0-9]{1,12}", qty_text.strip()):
         raise InvalidInput(f"quantity must be a whole number > 0, got {qty_text!r}")
     r = reservations.reserve(
         state(ctx).app().ctx,
@@ -169,12 +171,11 @@ def release(
         raise InvalidInput("give a reservation id or --order, not both")
     app_ctx = state(ctx).app().ctx
     if order is not None:
-        show(
-            f"Released for order {order}",
-            lifecycle.release_order(app_ctx, order, reason),
-            output,
-            single=False,
-        )
+        released = lifecycle.release_order(app_ctx, order, reason)
+        if not released and output is Output.table:
+            console().print(f"order {order} holds nothing: nothing to release")
+            return
+        show(f"Released for order {order}", released, output, single=False)
     else:
         assert reservation_id is not None
         show("Released", [lifecycle.release(app_ctx, reservation_id, reason)], output)

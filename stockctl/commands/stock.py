@@ -149,7 +149,7 @@ def receive(
     show_rows("Received", [row], output)
 
 
-@app.command("set")
+@app.command("set", context_settings={"ignore_unknown_options": True})
 @handled
 def set_(
     ctx: typer.Context,

@@ -33,6 +33,18 @@ from stockctl.errors import (
 
 DEFAULT_LOW_STOCK_THRESHOLD = 10
 MAX_LIST = 10_000
+MAX_REFERENCE = 128  # stock_movements.reference
+
+
+def check_reference(value: str | None) -> str | None:
+    """An order, PO or RMA id kept in the ledger: blank means none, else 1-128 printable chars."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if not isinstance(value, str) or len(value) > MAX_REFERENCE or not value.isprintable():
+        raise InvalidInput(
+            f"reference must be 1-{MAX_REFERENCE} printable characters", field="reference"
+        )
+    return value
 
 
 def _check_name(name: str) -> str:
@@ -132,6 +144,7 @@ def receive(
     check_id(warehouse_id, "warehouse")
     check_quantity(quantity)
     reason = check_reason(reason, required=False)
+    reference = check_reference(reference)
 
     def apply(tx: StoreTx, now: Any) -> Inventory:
         before, created = _row_or_new(tx, product_id, warehouse_id)
@@ -236,6 +249,7 @@ def adjust(
     check_id(warehouse_id, "warehouse")
     check_delta(delta)
     checked_reason = check_reason(reason, required=True)
+    reference = check_reference(reference)
 
     def apply(tx: StoreTx, now: Any) -> Inventory:
         if delta < 0:
@@ -295,12 +309,13 @@ def transfer(
     if from_warehouse == to_warehouse:
         raise InvalidInput("transfer needs two different warehouses")
     reason = check_reason(reason, required=False) or "transfer"
+    reference = check_reference(reference)
 
     def apply(tx: StoreTx, now: Any) -> tuple[Inventory, Inventory]:
         locked = tx.lock_inventory([(product_id, from_warehouse), (product_id, to_warehouse)])
-        if (product_id, from_warehouse) not in locked:
-            _existing_row(tx, product_id, from_warehouse)  # raises the precise NotFound
-        src = locked[(product_id, from_warehouse)]
+        src = locked.get((product_id, from_warehouse))
+        if src is None:  # the precise NotFound, or the row a concurrent writer just created
+            src = _existing_row(tx, product_id, from_warehouse)
         dst, created = locked.get((product_id, to_warehouse)), False
         if dst is None:
             dst, created = _row_or_new(tx, product_id, to_warehouse)

@@ -181,19 +181,24 @@ def release_order(
 ) -> list[Reservation]:
     """Release every ACTIVE or CONFIRMED hold of an order; returns those released."""
     check_order_id(order_id)
-    now = ctx.clock()
     with ctx.store.transaction() as tx:
-        held = tx.lock_order_reservations(order_id)
-        rows = tx.lock_inventory(sorted({(r.product_id, r.warehouse_id) for r in held}))
-        released = []
-        for r in held:
-            key = (r.product_id, r.warehouse_id)
-            status = S.EXPIRED if _overdue(r, now) else S.RELEASED
-            rows[key] = end_reservation(
-                ctx, tx, rows[key], r, status, now, "expired" if status is S.EXPIRED else reason
-            )
-            released.append(replace(r, status=status, updated_at=now))
-        return released
+        return release_order_in(ctx, tx, order_id, reason, ctx.clock())
+
+
+def release_order_in(
+    ctx: Context, tx: StoreTx, order_id: str, reason: str, now: datetime
+) -> list[Reservation]:
+    """``release_order`` inside a caller's transaction (the embedded event pipeline's)."""
+    held = tx.lock_order_reservations(order_id)
+    rows = tx.lock_inventory(sorted({(r.product_id, r.warehouse_id) for r in held}))
+    released = []
+    for r in held:
+        key = (r.product_id, r.warehouse_id)
+        status = S.EXPIRED if _overdue(r, now) else S.RELEASED
+        why = "expired" if status is S.EXPIRED else reason
+        rows[key] = end_reservation(ctx, tx, rows[key], r, status, now, why)
+        released.append(replace(r, status=status, updated_at=now))
+    return released
 
 
 def expire_due(ctx: Context, now: datetime | None = None, limit: int = 1000) -> int:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from stockctl.errors import BelowReserved, InvalidInput, StockRuleViolation
+from stockctl.errors import BelowReserved, InsufficientStock, InvalidInput, StockRuleViolation
 
 MAX_QUANTITY = 2**31 - 1
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
@@ -141,6 +141,8 @@ class Inventory:
         if reserved < 0:
             raise BelowReserved(f"{where}: reserved would go below 0")
         if available < reserved:
+            if available < 0:
+                short = InsufficientStock  # more units taken than there are
             raise short(
                 f"{where}: needs {reserved - available} more unit(s) "
                 f"(available {self.quantity_available}, reserved {self.quantity_reserved}, "

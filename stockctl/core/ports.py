@@ -6,7 +6,7 @@ or not at all, and rolls back unless the block ends normally.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -14,6 +14,7 @@ from typing import Protocol
 
 from stockctl.core.events import CloudEvent
 from stockctl.core.model import Inventory, Movement, Product, Reservation, Warehouse
+from stockctl.core.projection import ProductStock, RowState, StockUpdate
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +116,12 @@ class StoreTx(Protocol):
 
     def held_quantity(self, product_id: str, warehouse_id: str) -> int: ...
 
+    def claim_outbox(self, limit: int) -> list[OutboxEntry]:
+        """Unpublished rows, locked, skipping rows another transaction holds."""
+        ...
+
+    def mark_published(self, ids: list[int], at: datetime) -> None: ...
+
 
 class Store(Protocol):
     @property
@@ -183,6 +190,56 @@ class Store(Protocol):
     def reservation_stats(self, now: datetime, soon: datetime) -> dict[str, int]: ...
 
     def reserved_drift(self, limit: int) -> list[ReservedDrift]: ...
+
+    def outbox_backlog(self) -> tuple[int, datetime | None]: ...
+
+    def prune_outbox(self, published_before: datetime, limit: int = 10_000) -> int: ...
+
+    def inventory_for_products(self, product_ids: Sequence[str]) -> dict[str, list[Inventory]]: ...
+
+    def ping(self, replica: bool = False) -> None: ...
+
+    def has_products(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    """What a cache did with a batch of stock updates."""
+
+    applied: int
+    duplicates: int
+    stale: int
+    incomplete: tuple[str, ...]  # products with no cached rows: fill them from the database
+
+
+class StockCache(Protocol):
+    """The catalog's stock cache (``stockctl.core.projection`` defines its keys)."""
+
+    def apply(self, updates: Sequence[StockUpdate]) -> ApplyResult:
+        """De-duplicate on event id, version-guard and write a batch in one round trip."""
+        ...
+
+    def fill(self, products: Mapping[str, Sequence[RowState]]) -> None:
+        """Write whole products (every row), version-guarded."""
+        ...
+
+    def claim_events(self, event_ids: Sequence[str]) -> list[bool]:
+        """Set processed markers; True where the event had not been seen."""
+        ...
+
+    def processed(self, event_ids: Sequence[str]) -> list[bool]:
+        """Whether each event has a processed marker (read only)."""
+        ...
+
+    def heartbeat(self, name: str, payload: str, ttl_seconds: int) -> None: ...
+
+    def heartbeats(self, prefix: str) -> dict[str, str]:
+        """Live heartbeats whose name starts with ``prefix``."""
+        ...
+
+    def get_products(self, product_ids: Sequence[str]) -> dict[str, ProductStock | None]: ...
 
     def ping(self) -> None: ...
 

@@ -6,6 +6,7 @@ deadlock; a row short of stock first gives back its overdue holds, then is tried
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -34,6 +35,7 @@ from stockctl.errors import (
 MAX_CHECKOUT_LINES = 1000
 MAX_ORDER_ID = 128
 STRATEGIES = ("priority", "most_stock")
+_WHOLE_NUMBER = re.compile(r"-?[0-9]{1,12}")  # ASCII digits only: int() takes "²" as a digit
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +50,7 @@ class Line:
     def parse(cls, spec: str) -> Line:
         """``PRODUCT:QTY`` or ``PRODUCT:WAREHOUSE:QTY``."""
         parts = spec.split(":")
-        if len(parts) not in (2, 3) or not parts[-1].strip().lstrip("-").isdigit():
+        if len(parts) not in (2, 3) or not _WHOLE_NUMBER.fullmatch(parts[-1].strip()):
             raise InvalidInput(f"malformed item {spec!r}: use PRODUCT:QTY or PRODUCT:WAREHOUSE:QTY")
         warehouse = parts[1] if len(parts) == 3 else None
         return cls(parts[0], int(parts[-1]), warehouse).checked()

@@ -91,7 +91,7 @@ def movements(rows: Iterator[Inventory], actor: str) -> Iterator[Movement]:
 
 def load(store: Store, plan: SeedPlan, now: datetime, actor: str) -> None:
     """Load demo data into an empty database. No events: warm the cache after seeding."""
-    if store.list_products(limit=1):
+    if store.has_products():
         raise AlreadyExists("the database already has products: seed only loads an empty one")
     store.bulk_load(
         products(plan, now),

@@ -22,7 +22,9 @@ from stockctl.core.model import (
 )
 from stockctl.core.ports import IdempotencyRecord, OutboxEntry, ReservedDrift, WarehouseTotals
 from stockctl.errors import DatabaseNotInitialised, DatabaseUnavailable, RetryableConflict
+from stockctl.store import outbox_sql
 from stockctl.store.engine import describe_target
+from stockctl.store.outbox_sql import OutboxTx
 from stockctl.store.reservation_sql import (
     HOLDING,
     ReservationTx,
@@ -127,7 +129,7 @@ def reservation_values(r: Reservation) -> dict[str, Any]:
     }
 
 
-class SqlTx(ReservationTx):
+class SqlTx(ReservationTx, OutboxTx):
     """A unit of work on one connection inside one transaction."""
 
     def __init__(self, conn: Connection) -> None:
@@ -173,8 +175,15 @@ class SqlTx(ReservationTx):
         return {(r.product_id, r.warehouse_id): r for r in rows}
 
     def insert_inventory(self, row: Inventory) -> None:
-        self.conn.execute(
-            insert(inventory),
+        # A concurrent transaction may create the same row first (two first receipts at once):
+        # then nothing is inserted, and the whole write reruns and finds the row.
+        stmt = (
+            self._insert(inventory)
+            .on_conflict_do_nothing(index_elements=["product_id", "warehouse_id"])
+            .returning(inventory.c.version)
+        )
+        inserted = self.conn.execute(
+            stmt,
             {
                 "product_id": row.product_id,
                 "warehouse_id": row.warehouse_id,
@@ -184,7 +193,11 @@ class SqlTx(ReservationTx):
                 "version": row.version,
                 "last_movement_at": row.last_movement_at,
             },
-        )
+        ).first()
+        if inserted is None:
+            raise RetryableConflict(
+                f"inventory {row.product_id}@{row.warehouse_id} was created concurrently"
+            )
 
     def update_inventory(self, row: Inventory) -> None:
         result = self.conn.execute(
@@ -487,9 +500,52 @@ class SqlStore:
         with self.read() as conn:
             return reserved_drift(conn, limit)
 
-    def ping(self) -> None:
+    def outbox_backlog(self) -> tuple[int, datetime | None]:
         with self.read() as conn:
+            return outbox_sql.backlog(conn)
+
+    def prune_outbox(self, published_before: datetime, limit: int = 10_000) -> int:
+        with self.transaction() as tx:
+            return outbox_sql.prune(tx.conn, published_before, limit)
+
+    def inventory_for_products(self, product_ids: Sequence[str]) -> dict[str, list[Inventory]]:
+        """Every row of each product, in one query (products without rows are absent)."""
+        out: dict[str, list[Inventory]] = {}
+        if not product_ids:
+            return out
+        stmt = (
+            select(inventory)
+            .where(inventory.c.product_id.in_(sorted(set(product_ids))))
+            .order_by(inventory.c.product_id, inventory.c.warehouse_id)
+        )
+        with self.read() as conn:
+            for r in conn.execute(stmt):
+                out.setdefault(r.product_id, []).append(_inventory(r))
+        return out
+
+    def ping(self, replica: bool = False) -> None:
+        engine = self.replica if replica else self.engine
+        with self._guard(engine), engine.connect() as conn:
             conn.exec_driver_sql("SELECT 1")
+
+    def upgrade_schema(self, revision: str = "head") -> str | None:
+        """Apply migrations on the primary; returns the revision now current."""
+        from stockctl.store import migrate
+
+        with self._guard(self.engine):
+            migrate.upgrade(self.engine, revision)
+            return migrate.current(self.engine)
+
+    def schema_revision(self) -> str | None:
+        from stockctl.store import migrate
+
+        with self._guard(self.engine):
+            return migrate.current(self.engine)
+
+    def has_products(self) -> bool:
+        """On the primary: seeding must not trust a lagging replica."""
+        with self.transaction() as tx:
+            return bool(tx.conn.execute(select(products.c.id).limit(1)).first())
 
     def close(self) -> None:
         self.engine.dispose()

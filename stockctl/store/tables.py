@@ -182,3 +182,13 @@ idempotency_keys = Table(
     Column("created_at", UTCDateTime(), nullable=False),
     Index("ix_idempotency_keys_created", "created_at"),
 )
+
+# The embedded stock cache (no Redis): the same keys and values, with an expiry per key.
+cache_entries = Table(
+    "cache_entries",
+    metadata,
+    Column("key", String(400), primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("expires_at", UTCDateTime(), nullable=True),
+    Index("ix_cache_entries_expires", "expires_at"),
+)

@@ -1,0 +1,434 @@
+"""Reserve benchmark: reservations/s through the library vs pgbench running the same SQL.
+
+One run, on a fresh PostgreSQL database (dropped afterwards, even on failure): `init`, `stockctl
+seed --products 10000 --warehouses 20` (200,000 inventory rows), every row's quantity_available
+raised to 1,000,000,000 so no phase ever runs dry, VACUUM ANALYZE. Then four timed phases:
+
+1. library, spread: 16 threads, each calling ``Stockctl.reserve(product, warehouse, 1)`` on a
+   random row out of all 200,000, for ``--seconds`` (default 10);
+2. pgbench, spread: ``pgbench -c 16 -j 2 -T N -M prepared`` with a script of the very statement
+   the library sends (``_FAST_RESERVE`` of stockctl/store/reservation_sql.py, taken from the
+   library at run time): product / warehouse from ``\\set ... random()``, ids from
+   gen_random_uuid(), times from now(), and realistic CloudEvent envelopes (captured from the
+   library) bound as parameters like the library binds them;
+3. and 4. the same two on one hot row (P000001, WH001).
+
+The ratio is library / pgbench (goal >= 0.5 for both). At the end the database is checked:
+oversold units (quantity_reserved > quantity_available), rows whose quantity_reserved differs
+from the sum of their ACTIVE + CONFIRMED reservations, and reservations counted against the
+successes reported by both sides. Exit 1 if any unit is oversold or any row drifts.
+
+Usage: bench/reserve.py [--json] [--seconds N] [--threads T]
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from _common import Figure, emit, fresh_pg_database, log, parser, stockctl
+
+PRODUCTS = 10_000
+WAREHOUSES = 20
+STOCK = 1_000_000_000
+HOT = (1, 1)  # P000001 at WH001
+GOAL = ">= 0.5x pgbench"
+UNIT = "reservations/s"
+
+
+def pid(n: int) -> str:
+    return f"P{n:06d}"
+
+
+def wid(n: int) -> str:
+    return f"WH{n:03d}"
+
+
+# --------------------------------------------------------------------------- database setup
+
+
+def prepare(url: str) -> None:
+    """Schema, 200K seeded rows, stock too big to run dry, fresh statistics."""
+    import psycopg
+
+    import stockctl as lib
+
+    log("init + seed 10,000 products x 20 warehouses ...")
+    sc = lib.connect(url)
+    try:
+        sc.init()
+    finally:
+        sc.close()
+    stockctl("seed", "--products", str(PRODUCTS), "--warehouses", str(WAREHOUSES), database_url=url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("UPDATE inventory SET quantity_available = %s", (STOCK,))
+        conn.execute("VACUUM ANALYZE")
+        rows, lo, hi = conn.execute(
+            "SELECT count(*), min(product_id || '/' || warehouse_id),"
+            " max(product_id || '/' || warehouse_id) FROM inventory"
+        ).fetchone()
+    expected = (PRODUCTS * WAREHOUSES, f"{pid(1)}/{wid(1)}", f"{pid(PRODUCTS)}/{wid(WAREHOUSES)}")
+    if (rows, lo, hi) != expected:
+        raise SystemExit(f"seed left {(rows, lo, hi)}, expected {expected}")
+    log(f"{rows:,} inventory rows, quantity_available = {STOCK:,} each")
+
+
+def checkpoint(url: str) -> None:
+    """Same starting point for every phase: no dirty buffers left from the one before."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CHECKPOINT")
+
+
+# --------------------------------------------------------------------------- library side
+
+
+@dataclass
+class Phase:
+    successes: int = 0
+    errors: int = 0
+    first_error: str | None = None
+    elapsed: float = 0.0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def rate(self) -> float:
+        return self.successes / self.elapsed if self.elapsed else 0.0
+
+    def add(self, ok: int, errors: int, first_error: str | None) -> None:
+        with self.lock:
+            self.successes += ok
+            self.errors += errors
+            self.first_error = self.first_error or first_error
+
+
+def _worker(sc: Any, hot: bool, seconds: float, start: threading.Barrier, out: Phase) -> None:
+    rng = random.Random()
+    products = [pid(n) for n in range(1, PRODUCTS + 1)]
+    warehouses = [wid(n) for n in range(1, WAREHOUSES + 1)]
+    reserve = sc.reserve
+    ok = errors = 0
+    first: str | None = None
+    start.wait()
+    stop = time.perf_counter() + seconds
+    while time.perf_counter() < stop:
+        if hot:
+            p, w = pid(HOT[0]), wid(HOT[1])
+        else:
+            p, w = rng.choice(products), rng.choice(warehouses)
+        try:
+            reserve(p, w, 1)
+            ok += 1
+        except Exception as exc:  # counted and reported; the run goes on
+            errors += 1
+            first = first or f"{type(exc).__name__}: {exc}"
+    out.add(ok, errors, first)
+
+
+def library_phase(sc: Any, threads: int, seconds: float, hot: bool) -> Phase:
+    """``threads`` threads reserving 1 unit each call for ``seconds``; counts successes."""
+    out = Phase()
+    began: list[float] = []
+    start = threading.Barrier(threads + 1, action=lambda: began.append(time.perf_counter()))
+    pool = [
+        threading.Thread(target=_worker, args=(sc, hot, seconds, start, out), daemon=True)
+        for _ in range(threads)
+    ]
+    for t in pool:
+        t.start()
+    start.wait()
+    for t in pool:
+        t.join()
+    out.elapsed = time.perf_counter() - began[0]
+    return out
+
+
+# --------------------------------------------------------------------------- pgbench side
+
+# How each bind parameter of _FAST_RESERVE is produced in the pgbench script. Product and
+# warehouse ids come from \set random numbers (formatted like the seed's ids), ids from
+# gen_random_uuid() (the reservation id from a random number, so the reservation and its ledger
+# line carry the same one), times from now(); the envelopes, topics and actor are -D variables
+# that pgbench -M prepared binds as parameters, as the library binds them.
+PGBENCH_VALUES = {
+    "p": "('P' || lpad(:p::text, 6, '0'))",
+    "w": "('WH' || lpad(:w::text, 3, '0'))",
+    "q": ":q",
+    "now": "now()",
+    "exp": "(now() + interval '15 minutes')",
+    "rid": "md5(:rid::text)::uuid::text",
+    "order": "NULL::text",
+    "actor": ":actor",
+    "e1": "gen_random_uuid()::text",
+    "e2": "gen_random_uuid()::text",
+    "e3": "gen_random_uuid()::text",
+    "t1": ":t1",
+    "t2": ":t2",
+    "t3": ":t3",
+    "j1": ":j1",
+    "j2": ":j2",
+    "j3": ":j3",
+}
+
+
+def pgbench_sql() -> str:
+    """The library's one-statement reserve with pgbench expressions for its parameters."""
+    from stockctl.store.reservation_sql import _FAST_RESERVE
+
+    def value(m: re.Match[str]) -> str:
+        name = m.group(1)
+        if name not in PGBENCH_VALUES:
+            raise SystemExit(f"_FAST_RESERVE has a parameter this bench does not know: {name}")
+        return PGBENCH_VALUES[name]
+
+    sql = re.sub(r"%\((\w+)\)s", value, _FAST_RESERVE.strip())
+    return sql.rstrip(";") + ";\n"
+
+
+def pgbench_script(hot: bool) -> str:
+    if hot:
+        head = [f"\\set p {HOT[0]}", f"\\set w {HOT[1]}"]
+    else:
+        head = [f"\\set p random(1, {PRODUCTS})", f"\\set w random(1, {WAREHOUSES})"]
+    head += ["\\set q 1", "\\set rid random(1, 9223372036854775806)"]
+    return "\n".join(head) + "\n" + pgbench_sql()
+
+
+def captured_envelopes() -> dict[str, str]:
+    """The actor, topics and JSON envelopes the library sends for one reserve of 1 unit.
+
+    The core's fast reserve is run against a stand-in store that records what it is given (the
+    envelopes are built before any statement is sent), so no database is touched.
+    """
+    from datetime import UTC, datetime, timedelta
+    from types import SimpleNamespace
+
+    from stockctl.core import reservations as core
+
+    seen: dict[str, str] = {}
+
+    class Recorder:
+        backend = "postgresql"
+
+        def reserve_fast(self, r: Any, actor: str, *events: Any) -> bool:
+            seen["actor"] = actor
+            for n, e in enumerate(events, start=1):
+                seen[f"t{n}"] = e.type
+                seen[f"j{n}"] = json.dumps(e.to_dict())
+            return True
+
+    ctx = SimpleNamespace(
+        store=Recorder(),
+        clock=lambda: datetime.now(UTC),
+        source="stockctl/warehouse",
+        actor="stockctl",
+    )
+    core._reserve_fast(ctx, pid(HOT[0]), wid(HOT[1]), 1, timedelta(minutes=15), None)
+    if set(seen) != {"actor", "t1", "t2", "t3", "j1", "j2", "j3"}:
+        raise SystemExit(f"could not capture the library's event envelopes: {sorted(seen)}")
+    return seen
+
+
+@dataclass
+class PgbenchResult:
+    tps: float
+    transactions: int
+    failed: int
+    mode: str
+
+
+def pgbench(url: str, hot: bool, clients: int, seconds: int) -> PgbenchResult:
+    """Run the script; -M prepared, or simple if the server refuses to prepare it."""
+    variables = captured_envelopes()
+    with tempfile.TemporaryDirectory(prefix="stockctl-bench-") as tmp:
+        script = Path(tmp) / ("reserve_hot.sql" if hot else "reserve_spread.sql")
+        script.write_text(pgbench_script(hot), encoding="utf-8")
+        for mode in ("prepared", "extended"):
+            cmd = ["pgbench", "-n", "-c", str(clients), "-j", "2", "-T", str(seconds)]
+            cmd += ["-M", mode, "-f", str(script)]
+            for name, val in variables.items():
+                cmd += ["-D", f"{name}={val}"]
+            proc = subprocess.run([*cmd, url], capture_output=True, text=True, check=False)
+            if proc.returncode == 0:
+                return parse_pgbench(proc.stdout, mode)
+            log(f"pgbench -M {mode} failed (exit {proc.returncode}): {proc.stderr.strip()[-800:]}")
+    raise SystemExit("pgbench failed in every protocol mode")
+
+
+def parse_pgbench(out: str, mode: str) -> PgbenchResult:
+    tps = re.search(
+        r"tps = ([\d.]+) \((?:without initial connection time|excluding connections establ)", out
+    )
+    done = re.search(r"number of transactions actually processed: (\d+)", out)
+    failed = re.search(r"number of failed transactions: (\d+)", out)
+    if not tps or not done:
+        raise SystemExit(f"could not read pgbench's output:\n{out}")
+    return PgbenchResult(
+        float(tps.group(1)), int(done.group(1)), int(failed.group(1)) if failed else 0, mode
+    )
+
+
+# --------------------------------------------------------------------------- checks
+
+
+@dataclass
+class Checks:
+    oversold_units: int
+    oversold_rows: int
+    drift_rows: int
+    reservations: int
+
+
+def check(url: str) -> Checks:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        units, rows = conn.execute(
+            "SELECT coalesce(sum(quantity_reserved - quantity_available), 0), count(*)"
+            " FROM inventory WHERE quantity_reserved > quantity_available"
+        ).fetchone()
+        (drift,) = conn.execute(
+            """
+            SELECT count(*) FROM inventory i
+              LEFT JOIN (SELECT product_id, warehouse_id, sum(quantity) AS held
+                           FROM reservations WHERE status IN ('ACTIVE', 'CONFIRMED')
+                          GROUP BY product_id, warehouse_id) h
+                USING (product_id, warehouse_id)
+             WHERE i.quantity_reserved <> coalesce(h.held, 0)
+            """
+        ).fetchone()
+        (total,) = conn.execute("SELECT count(*) FROM reservations").fetchone()
+    return Checks(int(units), int(rows), int(drift), int(total))
+
+
+# --------------------------------------------------------------------------- the run
+
+
+@dataclass
+class Run:
+    warmup: Phase
+    lib_spread: Phase
+    lib_hot: Phase
+    pg_spread: PgbenchResult
+    pg_hot: PgbenchResult
+    checks: Checks
+
+    @property
+    def reported(self) -> int:
+        """Reservations both sides reported as made (warm-up included)."""
+        phases = (self.warmup, self.lib_spread, self.lib_hot)
+        return sum(p.successes for p in phases) + sum(
+            g.transactions for g in (self.pg_spread, self.pg_hot)
+        )
+
+
+def run(seconds: int, threads: int) -> Run:
+    import stockctl as lib
+
+    with fresh_pg_database("stockctl_bench_reserve") as url:
+        prepare(url)
+        sc = lib.connect(url, db_pool_max_open=40, db_pool_max_idle=20)
+        try:
+            warmup = library_phase(sc, threads, min(1.0, seconds / 5), hot=False)  # open the pool
+            checkpoint(url)
+            lib_spread = library_phase(sc, threads, seconds, hot=False)
+            log(f"library spread: {lib_spread.rate:,.0f}/s ({lib_spread.successes:,} ok)")
+            checkpoint(url)
+            pg_spread = pgbench(url, False, threads, seconds)
+            log(f"pgbench spread: {pg_spread.tps:,.0f} tps (-M {pg_spread.mode})")
+            checkpoint(url)
+            lib_hot = library_phase(sc, threads, seconds, hot=True)
+            log(f"library hot row: {lib_hot.rate:,.0f}/s ({lib_hot.successes:,} ok)")
+            checkpoint(url)
+            pg_hot = pgbench(url, True, threads, seconds)
+            log(f"pgbench hot row: {pg_hot.tps:,.0f} tps (-M {pg_hot.mode})")
+        finally:
+            sc.close()
+        checks = check(url)
+    return Run(warmup, lib_spread, lib_hot, pg_spread, pg_hot, checks)
+
+
+def figures(r: Run, threads: int) -> list[Figure]:
+    def ratio(lib: Phase, pg: PgbenchResult) -> float | None:
+        return round(lib.rate / pg.tps, 3) if pg.tps else None
+
+    def note(where: str, lib: Phase, pg: PgbenchResult) -> str:
+        text = (
+            f"{where}: {threads} threads calling Stockctl.reserve(product, warehouse, 1), "
+            f"{lib.successes:,} reserved in {lib.elapsed:.1f} s; raw = pgbench -c {threads} -j 2 "
+            f"-M {pg.mode} running the library's one-statement reserve, {pg.transactions:,} "
+            f"transactions"
+        )
+        if lib.errors or pg.failed:
+            text += f"; errors: library {lib.errors} ({lib.first_error}), pgbench {pg.failed}"
+        return text
+
+    c = r.checks
+    return [
+        Figure(
+            "reserve_spread_per_s",
+            round(r.lib_spread.rate, 1),
+            UNIT,
+            round(r.pg_spread.tps, 1),
+            ratio(r.lib_spread, r.pg_spread),
+            GOAL,
+            note("random row of 200,000", r.lib_spread, r.pg_spread),
+        ),
+        Figure(
+            "reserve_hot_per_s",
+            round(r.lib_hot.rate, 1),
+            UNIT,
+            round(r.pg_hot.tps, 1),
+            ratio(r.lib_hot, r.pg_hot),
+            GOAL,
+            note("one hot row", r.lib_hot, r.pg_hot),
+        ),
+        Figure(
+            "oversold_units",
+            c.oversold_units,
+            "units",
+            goal="0",
+            note=(
+                f"after the run: {c.oversold_rows} rows with reserved > available, {c.drift_rows} "
+                f"rows whose reserved differs from their ACTIVE+CONFIRMED reservations; "
+                f"{c.reservations:,} reservations in the database, {r.reported:,} reported made"
+            ),
+        ),
+        Figure("reserved_drift_rows", c.drift_rows, "rows", goal="0"),
+    ]
+
+
+def main() -> int:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--seconds", type=int, default=10, help="length of each timed phase")
+    p.add_argument("--threads", type=int, default=16, help="library threads = pgbench clients")
+    args = p.parse_args()
+    if args.seconds < 1 or args.threads < 1:
+        p.error("--seconds and --threads must be at least 1")
+    r = run(args.seconds, args.threads)
+    emit(figures(r, args.threads), args.json)
+    c = r.checks
+    log(
+        f"oversold units {c.oversold_units} (rows {c.oversold_rows}), reserved drift rows "
+        f"{c.drift_rows}, reservations {c.reservations:,}"
+    )
+    bad = c.oversold_units or c.oversold_rows or c.drift_rows
+    if bad:
+        log("FAILED: stock oversold or reserved counters drifted")
+    errors = r.lib_spread.errors + r.lib_hot.errors + r.pg_spread.failed + r.pg_hot.failed
+    if errors:
+        log(f"FAILED: {errors} reservations raised errors ({r.lib_spread.first_error})")
+    return 1 if bad or errors else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,60 @@
+"""Incoming CloudEvents: parse and validate an envelope, Dapr's wrapping included.
+
+A Dapr sidecar publishing plain data wraps it as ``type: com.dapr.event.sent`` with the topic in
+``topic``; such an event is handled as the topic's type, its ``data`` the payload.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+MAX_ENVELOPE_BYTES = 1 << 20
+MAX_ID_LENGTH = 256
+DAPR_WRAPPED = "com.dapr.event.sent"
+
+
+class InvalidEvent(ValueError):
+    """An envelope that can never be processed: it goes to the dead-letter stream."""
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    id: str
+    type: str
+    source: str
+    data: Any
+    subject: str | None = None
+
+
+def parse(raw: bytes | str, topic: str | None = None) -> Incoming:
+    if len(raw) > MAX_ENVELOPE_BYTES:
+        raise InvalidEvent(f"envelope larger than {MAX_ENVELOPE_BYTES} bytes")
+    try:
+        env = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidEvent(f"not JSON: {exc}") from None
+    return from_dict(env, topic)
+
+
+def from_dict(env: Any, topic: str | None = None) -> Incoming:
+    if not isinstance(env, dict):
+        raise InvalidEvent("envelope is not a JSON object")
+    if env.get("specversion") != "1.0":
+        raise InvalidEvent(f"unsupported specversion {env.get('specversion')!r}")
+    for attr in ("id", "source", "type"):
+        value = env.get(attr)
+        if not isinstance(value, str) or not value or len(value) > MAX_ID_LENGTH:
+            raise InvalidEvent(f"attribute {attr!r} missing or not a short string")
+    subject = env.get("subject")
+    if subject is not None and not isinstance(subject, str):
+        raise InvalidEvent("attribute 'subject' is not a string")
+    kind = env["type"]
+    if kind == DAPR_WRAPPED:
+        kind = env.get("topic") or topic or ""
+        if not isinstance(kind, str) or not kind:
+            raise InvalidEvent("Dapr envelope without a topic")
+    return Incoming(
+        id=env["id"], type=kind, source=env["source"], data=env.get("data"), subject=subject
+    )

@@ -1,0 +1,211 @@
+"""The catalog's stock cache: its keys, and how stock events project into it.
+
+One definition, used by every cache adapter (Redis and the embedded table):
+
+    catalog:stock:{p}:warehouse:{w}  sellable in that warehouse
+    catalog:stock:{p}:total          sum of quantity_available over warehouses
+    catalog:stock:{p}:available      sum of sellable over warehouses
+    catalog:stock:{p}:status         in_stock | low_stock | out_of_stock
+    catalog:stock:{p}:low_stock      1 | 0
+    catalog:stock:{p}:rows           internal hash: warehouse -> "version:avail:reserved:threshold"
+    catalog:product:{p}              product detail with stock (JSON)
+    catalog:event:processed:{id}     de-duplication marker (24 h)
+
+A row's values are written only if the event's version is newer than the version held in
+``rows``: a late, replayed or shuffled event never rolls the cache back. A product whose ``rows``
+hash is absent (never cached, expired, flushed) is *incomplete*: its totals cannot be computed
+from one event, so the processor loads the product's rows from the database and fills it.
+The product status: out of stock when nothing is sellable, low stock when the sellable total is
+at or below the highest threshold of its rows, otherwise in stock.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from stockctl.core.envelope import Incoming, InvalidEvent
+from stockctl.core.events import STOCK_EVENT_TYPES
+from stockctl.core.model import Inventory, StockStatus, check_id
+from stockctl.errors import StockctlError
+
+PROCESSED_TTL_SECONDS = 86_400
+
+
+@dataclass(frozen=True, slots=True)
+class RowState:
+    """A warehouse row as the cache knows it."""
+
+    warehouse_id: str
+    version: int
+    available: int
+    reserved: int
+    threshold: int
+
+    @property
+    def sellable(self) -> int:
+        return self.available - self.reserved
+
+    def encode(self) -> str:
+        return f"{self.version}:{self.available}:{self.reserved}:{self.threshold}"
+
+    @classmethod
+    def decode(cls, warehouse_id: str, text: str) -> RowState:
+        version, available, reserved, threshold = (int(x) for x in text.split(":"))
+        return cls(warehouse_id, version, available, reserved, threshold)
+
+    @classmethod
+    def of(cls, row: Inventory) -> RowState:
+        return cls(
+            row.warehouse_id,
+            row.version,
+            row.quantity_available,
+            row.quantity_reserved,
+            row.low_stock_threshold,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class StockUpdate:
+    """What a stock event says about one row after the change."""
+
+    event_id: str
+    product_id: str
+    row: RowState
+
+
+@dataclass(frozen=True, slots=True)
+class ProductStock:
+    """The derived values of a product, from all its rows."""
+
+    product_id: str
+    rows: tuple[RowState, ...]
+
+    @property
+    def total(self) -> int:
+        return sum(r.available for r in self.rows)
+
+    @property
+    def available(self) -> int:
+        return sum(max(r.sellable, 0) for r in self.rows)
+
+    @property
+    def status(self) -> StockStatus:
+        if self.available <= 0:
+            return StockStatus.OUT_OF_STOCK
+        if self.available <= max((r.threshold for r in self.rows), default=0):
+            return StockStatus.LOW_STOCK
+        return StockStatus.IN_STOCK
+
+    def detail(self) -> dict[str, Any]:
+        return {
+            "product_id": self.product_id,
+            "total": self.total,
+            "available": self.available,
+            "status": self.status.value,
+            "warehouses": {r.warehouse_id: max(r.sellable, 0) for r in self.rows},
+        }
+
+
+class CacheKeys:
+    """Key names; ``hash_tags`` wraps the product id in ``{}`` so a product's keys share a
+    Redis Cluster slot."""
+
+    def __init__(self, prefix: str = "catalog", hash_tags: bool = False) -> None:
+        self.prefix = prefix
+        self.hash_tags = hash_tags
+
+    def _p(self, product_id: str) -> str:
+        return f"{{{product_id}}}" if self.hash_tags else product_id
+
+    def stock_base(self, product_id: str) -> str:
+        return f"{self.prefix}:stock:{self._p(product_id)}"
+
+    def warehouse(self, product_id: str, warehouse_id: str) -> str:
+        return f"{self.stock_base(product_id)}:warehouse:{warehouse_id}"
+
+    def total(self, product_id: str) -> str:
+        return f"{self.stock_base(product_id)}:total"
+
+    def available(self, product_id: str) -> str:
+        return f"{self.stock_base(product_id)}:available"
+
+    def status(self, product_id: str) -> str:
+        return f"{self.stock_base(product_id)}:status"
+
+    def low_stock(self, product_id: str) -> str:
+        return f"{self.stock_base(product_id)}:low_stock"
+
+    def rows(self, product_id: str) -> str:
+        return f"{self.stock_base(product_id)}:rows"
+
+    def product(self, product_id: str) -> str:
+        return f"{self.prefix}:product:{self._p(product_id)}"
+
+    def processed(self, event_id: str) -> str:
+        return f"{self.prefix}:event:processed:{event_id}"
+
+    def product_keys(self, product_id: str) -> list[str]:
+        """Every fixed key of a product (warehouse keys are named by its rows)."""
+        return [
+            self.total(product_id),
+            self.available(product_id),
+            self.status(product_id),
+            self.low_stock(product_id),
+            self.rows(product_id),
+            self.product(product_id),
+        ]
+
+
+def product_values(keys: CacheKeys, stock: ProductStock) -> dict[str, str]:
+    """Every plain key of a product and its value, as the cache holds them."""
+    pid = stock.product_id
+    values = {keys.warehouse(pid, r.warehouse_id): str(max(r.sellable, 0)) for r in stock.rows}
+    values[keys.total(pid)] = str(stock.total)
+    values[keys.available(pid)] = str(stock.available)
+    values[keys.status(pid)] = stock.status.value
+    values[keys.low_stock(pid)] = "1" if stock.status is StockStatus.LOW_STOCK else "0"
+    values[keys.product(pid)] = json.dumps(stock.detail(), separators=(",", ":"))
+    return values
+
+
+def merge(held: Mapping[str, RowState], updates: Iterable[RowState]) -> dict[str, RowState]:
+    """The version guard: each update replaces the held row only if its version is newer."""
+    merged = dict(held)
+    for u in updates:
+        current = merged.get(u.warehouse_id)
+        if current is None or u.version > current.version:
+            merged[u.warehouse_id] = u
+    return merged
+
+
+def update_from_event(event: Incoming) -> StockUpdate | None:
+    """The row state a stock event carries; None for other types; ``InvalidEvent`` if a stock
+    event lacks what the cache needs."""
+    if event.type not in STOCK_EVENT_TYPES:
+        return None
+    data = event.data
+    if not isinstance(data, Mapping):
+        raise InvalidEvent(f"{event.type} without a data object")
+    try:
+        product_id = check_id(data["product_id"], "product")
+        row = RowState(
+            warehouse_id=check_id(data["warehouse_id"], "warehouse"),
+            version=_int(data["version"]),
+            available=_int(data["quantity_available"]),
+            reserved=_int(data["quantity_reserved"]),
+            threshold=_int(data.get("low_stock_threshold", 0)),
+        )
+    except KeyError as exc:
+        raise InvalidEvent(f"{event.type} data lacks {exc.args[0]!r}") from None
+    except (TypeError, ValueError, StockctlError) as exc:
+        raise InvalidEvent(f"{event.type} data invalid: {exc}") from None
+    return StockUpdate(event.id, product_id, row)
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 2**53:
+        raise ValueError(f"{value!r} is not a non-negative whole number")
+    return value

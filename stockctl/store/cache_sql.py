@@ -1,0 +1,208 @@
+"""The embedded stock cache: ``stockctl.core.projection`` in a table of the database.
+
+Same keys, values, version guard and de-duplication as the Redis cache. Operations run in
+their own transaction, or in a caller's (``*_in``), as the embedded event pipeline does so that
+projecting a batch and marking it delivered commit together.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, delete, or_, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from stockctl.core.model import utcnow
+from stockctl.core.ports import ApplyResult
+from stockctl.core.projection import (
+    PROCESSED_TTL_SECONDS,
+    CacheKeys,
+    ProductStock,
+    RowState,
+    StockUpdate,
+    merge,
+    product_values,
+)
+from stockctl.store.sql import SqlStore
+from stockctl.store.tables import cache_entries as ce
+
+
+class SqlStockCache:
+    def __init__(
+        self,
+        store: SqlStore,
+        keys: CacheKeys | None = None,
+        ttl_seconds: int = 300,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.store = store
+        self.keys = keys or CacheKeys()
+        self.ttl = ttl_seconds
+        self.clock = clock
+
+    # -- the port, each call in its own transaction
+
+    def apply(self, updates: Sequence[StockUpdate]) -> ApplyResult:
+        with self.store.transaction() as tx:
+            return self.apply_in(tx.conn, updates)
+
+    def fill(self, products: Mapping[str, Sequence[RowState]]) -> None:
+        with self.store.transaction() as tx:
+            self.fill_in(tx.conn, products)
+
+    def claim_events(self, event_ids: Sequence[str]) -> list[bool]:
+        with self.store.transaction() as tx:
+            return self.claim_events_in(tx.conn, event_ids)
+
+    def processed(self, event_ids: Sequence[str]) -> list[bool]:
+        keys = [self.keys.processed(e) for e in event_ids]
+        with self.store.read() as conn:
+            live = {
+                r.key
+                for r in conn.execute(
+                    select(ce.c.key).where(ce.c.key.in_(keys), _live(self.clock()))
+                )
+            }
+        return [k in live for k in keys]
+
+    def heartbeat(self, name: str, payload: str, ttl_seconds: int) -> None:
+        with self.store.transaction() as tx:
+            self._upsert(
+                tx.conn, {_beat(name): payload}, self.clock() + timedelta(seconds=ttl_seconds)
+            )
+
+    def heartbeats(self, prefix: str) -> dict[str, str]:
+        stmt = select(ce.c.key, ce.c.value).where(
+            ce.c.key.startswith(_beat(prefix), autoescape=True), _live(self.clock())
+        )
+        with self.store.read() as conn:
+            return {r.key[len(_beat("")) :]: r.value for r in conn.execute(stmt)}
+
+    def get_products(self, product_ids: Sequence[str]) -> dict[str, ProductStock | None]:
+        with self.store.read() as conn:
+            held = self._rows(conn, product_ids)
+        return {
+            p: ProductStock(p, tuple(sorted(held[p].values(), key=lambda r: r.warehouse_id)))
+            if p in held
+            else None
+            for p in product_ids
+        }
+
+    def ping(self) -> None:
+        self.store.ping()
+
+    def close(self) -> None:
+        """The store is closed by its owner."""
+
+    # -- in a caller's transaction
+
+    def apply_in(self, conn: Connection, updates: Sequence[StockUpdate]) -> ApplyResult:
+        if not updates:
+            return ApplyResult(0, 0, 0, ())
+        fresh = self.claim_events_in(conn, [u.event_id for u in updates])
+        new = [u for u, ok in zip(updates, fresh, strict=True) if ok]
+        held = self._rows(conn, sorted({u.product_id for u in new}))
+        incomplete: dict[str, None] = {}
+        by_product: dict[str, list[RowState]] = {}
+        for u in new:
+            if u.product_id in held:
+                by_product.setdefault(u.product_id, []).append(u.row)
+            else:
+                incomplete[u.product_id] = None
+        applied = stale = 0
+        merged: dict[str, dict[str, RowState]] = {}
+        for product_id, rows in by_product.items():
+            current = held[product_id]
+            result = merge(current, rows)
+            for r in rows:
+                if result.get(r.warehouse_id) == r and current.get(r.warehouse_id) != r:
+                    applied += 1
+                else:
+                    stale += 1
+            merged[product_id] = result
+        self._write_products(conn, merged)
+        return ApplyResult(applied, len(updates) - len(new), stale, tuple(incomplete))
+
+    def fill_in(self, conn: Connection, products: Mapping[str, Sequence[RowState]]) -> None:
+        held = self._rows(conn, list(products))
+        self._write_products(
+            conn, {p: merge(held.get(p, {}), rows) for p, rows in products.items()}
+        )
+
+    def claim_events_in(self, conn: Connection, event_ids: Sequence[str]) -> list[bool]:
+        now = self.clock()
+        keys = [self.keys.processed(e) for e in event_ids]
+        live = {r.key for r in conn.execute(select(ce.c.key).where(ce.c.key.in_(keys), _live(now)))}
+        out, new = [], {}
+        for key in keys:
+            ok = key not in live and key not in new
+            out.append(ok)
+            if ok:
+                new[key] = "1"
+        self._upsert(conn, new, now + timedelta(seconds=PROCESSED_TTL_SECONDS))
+        return out
+
+    # -- helpers
+
+    def _rows(self, conn: Connection, product_ids: Sequence[str]) -> dict[str, dict[str, RowState]]:
+        if not product_ids:
+            return {}
+        by_key = {self.keys.rows(p): p for p in product_ids}
+        stmt = select(ce.c.key, ce.c.value).where(ce.c.key.in_(by_key), _live(self.clock()))
+        out: dict[str, dict[str, RowState]] = {}
+        for r in conn.execute(stmt):
+            encoded: dict[str, str] = json.loads(r.value)
+            out[by_key[r.key]] = {w: RowState.decode(w, v) for w, v in encoded.items()}
+        return out
+
+    def _write_products(
+        self, conn: Connection, products: Mapping[str, dict[str, RowState]]
+    ) -> None:
+        values: dict[str, str] = {}
+        for product_id, rows in products.items():
+            ordered = tuple(sorted(rows.values(), key=lambda r: r.warehouse_id))
+            values.update(product_values(self.keys, ProductStock(product_id, ordered)))
+            values[self.keys.rows(product_id)] = json.dumps(
+                {r.warehouse_id: r.encode() for r in ordered}, separators=(",", ":")
+            )
+        expires = self.clock() + timedelta(seconds=self.ttl) if self.ttl > 0 else None
+        self._upsert(conn, values, expires)
+
+    def _upsert(
+        self, conn: Connection, values: Mapping[str, str], expires: datetime | None
+    ) -> None:
+        if not values:
+            return
+        insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+        stmt: Any = insert(ce)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[ce.c.key],
+            set_={"value": stmt.excluded.value, "expires_at": stmt.excluded.expires_at},
+        )
+        conn.execute(
+            stmt, [{"key": k, "value": v, "expires_at": expires} for k, v in sorted(values.items())]
+        )
+
+    def get(self, key: str) -> str | None:
+        """One key, as a plain GET would read it."""
+        with self.store.read() as conn:
+            row = conn.execute(
+                select(ce.c.value).where(ce.c.key == key, _live(self.clock()))
+            ).first()
+        return row.value if row else None
+
+    def purge_expired(self) -> int:
+        with self.store.transaction() as tx:
+            stmt = delete(ce).where(ce.c.expires_at.is_not(None), ce.c.expires_at <= self.clock())
+            return int(tx.conn.execute(stmt).rowcount)
+
+
+def _beat(name: str) -> str:
+    return f"stockctl:heartbeat:{name}"
+
+
+def _live(now: datetime) -> Any:
+    return or_(ce.c.expires_at.is_(None), ce.c.expires_at > now)

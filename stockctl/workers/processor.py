@@ -1,0 +1,112 @@
+"""The event processor on Redis Streams: read a batch across all topics, project it into the
+cache in one round trip, ack. Failed entries stay pending and are retried; after
+``max_deliveries`` attempts they move to the dead-letter stream. Entries a dead consumer left
+pending are claimed with XAUTOCLAIM."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from stockctl.clients.redis_bus import Delivery, StreamConsumer
+from stockctl.core.catalog import Outcome, project
+from stockctl.core.envelope import Incoming, InvalidEvent, parse
+from stockctl.core.ports import StockCache, Store
+
+log = logging.getLogger("stockctl.processor")
+
+RECOVER_EVERY_SECONDS = 1.0
+
+
+class StreamProcessor:
+    name = "processor"
+
+    def __init__(
+        self,
+        store: Store,
+        cache: StockCache,
+        consumer: StreamConsumer,
+        release_order: Callable[[str, str], object],
+        *,
+        batch_size: int,
+        block_ms: int,
+        max_deliveries: int,
+        claim_idle_ms: int,
+    ) -> None:
+        self.store = store
+        self.cache = cache
+        self.consumer = consumer
+        self.release_order = release_order
+        self.batch_size = batch_size
+        self.block_ms = block_ms
+        self.max_deliveries = max_deliveries
+        self.claim_idle_ms = claim_idle_ms
+        self.totals = Outcome()
+        self.processed = 0
+        self.dead_lettered = 0
+        self.last_batch_seconds = 0.0
+        self._next_recover = 0.0
+
+    def step(self) -> int:
+        deliveries = self._recover() or self.consumer.read(self.batch_size, self.block_ms)
+        if deliveries:
+            self.handle(deliveries)
+        return len(deliveries)
+
+    def _recover(self) -> list[Delivery]:
+        """Now and then: our own pending entries (failed earlier), then a dead peer's."""
+        if time.monotonic() < self._next_recover:
+            return []
+        self._next_recover = time.monotonic() + RECOVER_EVERY_SECONDS
+        return self.consumer.read_pending(self.batch_size) or self.consumer.claim_idle(
+            self.claim_idle_ms, self.batch_size
+        )
+
+    def handle(self, deliveries: list[Delivery]) -> None:
+        started = time.perf_counter()
+        parsed: list[tuple[Delivery, Incoming]] = []
+        failed: list[tuple[Delivery, str]] = []
+        for d in deliveries:
+            try:
+                if d.data is None:
+                    raise InvalidEvent("entry has no 'data' field")
+                parsed.append((d, parse(d.data, topic=d.stream)))
+            except InvalidEvent as exc:
+                failed.append((d, str(exc)))
+        outcome = project(self.store, self.cache, [e for _, e in parsed], self.release_order)
+        failed += [(parsed[i][0], reason) for i, reason in outcome.invalid]
+        bad = {d.entry_id for d, _ in failed}
+        self.consumer.ack([d for d in deliveries if d.entry_id not in bad])
+        for d, reason in failed:
+            self._failed(d, reason)
+        self._count(outcome, len(deliveries) - len(failed))
+        self.last_batch_seconds = time.perf_counter() - started
+
+    def _failed(self, d: Delivery, reason: str) -> None:
+        attempts = self.consumer.delivery_count(d)
+        if attempts >= self.max_deliveries:
+            log.warning(
+                "dead-lettering %s %s after %d attempts: %s", d.stream, d.entry_id, attempts, reason
+            )
+            self.consumer.dead_letter(d, reason)
+            self.dead_lettered += 1
+        else:
+            log.info("entry %s %s failed (attempt %d): %s", d.stream, d.entry_id, attempts, reason)
+
+    def _count(self, o: Outcome, ok: int) -> None:
+        t = self.totals
+        t.applied += o.applied
+        t.duplicates += o.duplicates
+        t.stale += o.stale
+        t.filled += o.filled
+        t.released += o.released
+        t.unknown += o.unknown
+        self.processed += ok
+
+    def idle(self, stop: threading.Event) -> None:
+        """The blocking read already waited ``block_ms``."""
+
+    def close(self) -> None:
+        """The consumer's Redis client belongs to the app."""
