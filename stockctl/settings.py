@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     relay_poll_interval_ms: int = Field(500, ge=10, le=60_000)
     outbox_retention_hours: int = Field(168, ge=1)
     expiry_interval_seconds: float = Field(5.0, gt=0, le=3600)
+    sync_interval_seconds: float = Field(60.0, gt=0, le=86_400)
+    sync_overlap_seconds: float = Field(5.0, ge=0, le=3600)
+    warm_on_start: bool = False
 
     # who is acting, recorded in the ledger
     actor: str = Field(default_factory=lambda: os.environ.get("USER") or "stockctl")

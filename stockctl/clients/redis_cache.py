@@ -6,6 +6,7 @@ embedded cache implements it in Python, and one test suite runs against both.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -97,7 +98,8 @@ return {applied, dup, stale, missing}
 """
 )
 
-# ARGV: prefix, tags, ttl, then per product: product, n, and n x (warehouse, v, a, r, t)
+# ARGV: prefix, tags, ttl, then per product: product, n, and n x "warehouse:v:a:r:t"
+# (one argument per row: packing arguments is most of redis-py's cost when warming)
 _FILL = (
     r"""
 local prefix, tags, ttl = ARGV[1], ARGV[2] == '1', tonumber(ARGV[3])
@@ -110,9 +112,9 @@ while i <= #ARGV do
   local p, n = ARGV[i], tonumber(ARGV[i + 1])
   i = i + 2
   for _ = 1, n do
-    local enc = ARGV[i + 1] .. ':' .. ARGV[i + 2] .. ':' .. ARGV[i + 3] .. ':' .. ARGV[i + 4]
-    guard(p, ARGV[i], enc, tonumber(ARGV[i + 1]), dirty, order)
-    i = i + 5
+    local w, enc = string.match(ARGV[i], '^([^:]+):(.*)$')
+    guard(p, w, enc, tonumber(string.match(enc, '^(%d+)')), dirty, order)
+    i = i + 1
   end
   if not dirty[p] then dirty[p] = {}; order[#order + 1] = p end
 end
@@ -162,8 +164,10 @@ class RedisStockCache:
         args: list[Any] = list(self._head)
         for product_id, rows in products.items():
             args += (product_id, len(rows))
-            for r in rows:
-                args += (r.warehouse_id, r.version, r.available, r.reserved, r.threshold)
+            args += [
+                f"{r.warehouse_id}:{r.version}:{r.available}:{r.reserved}:{r.threshold}"
+                for r in rows
+            ]
         self._call(self._fill, args)
 
     def claim_events(self, event_ids: Sequence[str]) -> list[bool]:
@@ -207,6 +211,92 @@ class RedisStockCache:
             )
             out[product_id] = ProductStock(product_id, tuple(rows))
         return out
+
+    def count_reads(self, hits: int, misses: int) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        if hits:
+            pipe.incrby(self._meta("reads:hits"), hits)
+        if misses:
+            pipe.incrby(self._meta("reads:misses"), misses)
+        if hits or misses:
+            self._run(pipe.execute)
+
+    def get_keys(self, keys: Sequence[str]) -> list[str | None]:
+        if not keys:
+            return []
+        return [None if v is None else _text(v) for v in self._run(lambda: self.client.mget(keys))]
+
+    def inspect(self, keys: Sequence[str]) -> list[tuple[str | None, int | None]]:
+        pipe = self.client.pipeline(transaction=False)
+        for key in keys:
+            pipe.type(key)
+            pipe.pttl(key)
+        meta = self._run(pipe.execute)
+        read = self.client.pipeline(transaction=False)
+        for key, kind in zip(keys, meta[::2], strict=True):
+            (read.hgetall if _text(kind) == "hash" else read.get)(key)
+        values = self._run(read.execute)
+        out: list[tuple[str | None, int | None]] = []
+        for value, ttl_ms in zip(values, meta[1::2], strict=True):
+            if isinstance(value, dict):
+                value = json.dumps({_text(k): _text(v) for k, v in value.items()}) or None
+            shown = None if value is None or value == {} else _text(value)
+            out.append((shown, None if ttl_ms < 0 else ttl_ms // 1000))
+        return out
+
+    def evict(self, product_ids: Sequence[str], warehouses: Mapping[str, Sequence[str]]) -> int:
+        keys = [k for p in product_ids for k in self._product_keys(p, warehouses.get(p, ()))]
+        return int(self._run(lambda: self.client.unlink(*keys))) if keys else 0
+
+    def _product_keys(self, product_id: str, warehouses: Sequence[str]) -> list[str]:
+        held = self._run(lambda: self.client.hkeys(self.keys.rows(product_id)))
+        names = {*warehouses, *(_text(w) for w in held)}
+        return [
+            *self.keys.product_keys(product_id),
+            *(self.keys.warehouse(product_id, w) for w in sorted(names)),
+        ]
+
+    def clear(self) -> int:
+        removed = 0
+        for pattern in (f"{self.keys.prefix}:stock:*", f"{self.keys.prefix}:product:*"):
+            batch: list[Any] = []
+            for key in self.client.scan_iter(pattern, count=1000):
+                batch.append(key)
+                if len(batch) >= 1000:
+                    removed += int(self._run(lambda b=batch: self.client.unlink(*b)))
+                    batch = []
+            if batch:
+                removed += int(self._run(lambda b=batch: self.client.unlink(*b)))
+        return removed
+
+    def stats(self) -> dict[str, object]:
+        info = self._run(self.client.info)
+        hits, misses = self.get_keys([self._meta("reads:hits"), self._meta("reads:misses")])
+        ours_h, ours_m = int(hits or 0), int(misses or 0)
+        return {
+            "backend": "redis",
+            "target": self.target,
+            "keys": int(self._run(self.client.dbsize)),
+            "used_memory": info.get("used_memory"),
+            "maxmemory": info.get("maxmemory"),
+            "evicted_keys": info.get("evicted_keys"),
+            "expired_keys": info.get("expired_keys"),
+            "redis_keyspace_hits": info.get("keyspace_hits"),
+            "redis_keyspace_misses": info.get("keyspace_misses"),
+            "stock_reads_hits": ours_h,
+            "stock_reads_misses": ours_m,
+            "stock_hit_rate": round(ours_h / (ours_h + ours_m), 4) if ours_h + ours_m else None,
+        }
+
+    def get_meta(self, name: str) -> str | None:
+        value = self._run(lambda: self.client.get(self._meta(name)))
+        return None if value is None else _text(value)
+
+    def set_meta(self, name: str, value: str) -> None:
+        self._run(lambda: self.client.set(self._meta(name), value))
+
+    def _meta(self, name: str) -> str:
+        return f"stockctl:{self.keys.prefix}:{name}"
 
     def ping(self) -> None:
         self._run(self.client.ping)

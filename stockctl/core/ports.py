@@ -14,7 +14,7 @@ from typing import Protocol
 
 from stockctl.core.events import CloudEvent
 from stockctl.core.model import Inventory, Movement, Product, Reservation, Warehouse
-from stockctl.core.projection import ProductStock, RowState, StockUpdate
+from stockctl.core.projection import CacheKeys, ProductStock, RowState, StockUpdate
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +162,8 @@ class Store(Protocol):
 
     def iter_inventory(self, batch: int) -> Iterator[Inventory]: ...
 
+    def iter_row_states(self, batch: int) -> Iterator[tuple[str, RowState]]: ...
+
     def purge_idempotency_keys(self, cutoff: datetime) -> int: ...
 
     def reserve_fast(
@@ -197,6 +199,14 @@ class Store(Protocol):
 
     def inventory_for_products(self, product_ids: Sequence[str]) -> dict[str, list[Inventory]]: ...
 
+    def recently_updated(
+        self, since: datetime, warehouse_id: str | None, offset: int, limit: int
+    ) -> list[Inventory]: ...
+
+    def changed_since(self, since: datetime) -> Iterator[Inventory]: ...
+
+    def all_product_ids(self) -> list[str]: ...
+
     def ping(self, replica: bool = False) -> None: ...
 
     def has_products(self) -> bool: ...
@@ -216,6 +226,8 @@ class ApplyResult:
 
 class StockCache(Protocol):
     """The catalog's stock cache (``stockctl.core.projection`` defines its keys)."""
+
+    keys: CacheKeys
 
     def apply(self, updates: Sequence[StockUpdate]) -> ApplyResult:
         """De-duplicate on event id, version-guard and write a batch in one round trip."""
@@ -240,6 +252,32 @@ class StockCache(Protocol):
         ...
 
     def get_products(self, product_ids: Sequence[str]) -> dict[str, ProductStock | None]: ...
+
+    def count_reads(self, hits: int, misses: int) -> None:
+        """Add to the hit and miss totals shared by every process."""
+        ...
+
+    def get_keys(self, keys: Sequence[str]) -> list[str | None]:
+        """Plain values, as ``GET`` reads them."""
+        ...
+
+    def inspect(self, keys: Sequence[str]) -> list[tuple[str | None, int | None]]:
+        """(value, seconds to live or None for no expiry) per key; hashes read as JSON."""
+        ...
+
+    def evict(self, product_ids: Sequence[str], warehouses: Mapping[str, Sequence[str]]) -> int:
+        """Drop every key of these products (so a repair can rewrite them whole)."""
+        ...
+
+    def clear(self) -> int:
+        """Drop every stock and product key under the prefix; returns how many."""
+        ...
+
+    def stats(self) -> dict[str, object]: ...
+
+    def get_meta(self, name: str) -> str | None: ...
+
+    def set_meta(self, name: str, value: str) -> None: ...
 
     def ping(self) -> None: ...
 

@@ -91,6 +91,108 @@ class SqlStockCache:
             for p in product_ids
         }
 
+    def count_reads(self, hits: int, misses: int) -> None:
+        if not hits and not misses:
+            return
+        names = {self._meta("reads:hits"): hits, self._meta("reads:misses"): misses}
+        with self.store.transaction() as tx:
+            held = {
+                r.key: int(r.value)
+                for r in tx.conn.execute(select(ce.c.key, ce.c.value).where(ce.c.key.in_(names)))
+            }
+            self._upsert(tx.conn, {k: str(held.get(k, 0) + n) for k, n in names.items()}, None)
+
+    def get_keys(self, keys: Sequence[str]) -> list[str | None]:
+        if not keys:
+            return []
+        with self.store.read() as conn:
+            found = {
+                r.key: r.value
+                for r in conn.execute(
+                    select(ce.c.key, ce.c.value).where(ce.c.key.in_(keys), _live(self.clock()))
+                )
+            }
+        return [found.get(k) for k in keys]
+
+    def inspect(self, keys: Sequence[str]) -> list[tuple[str | None, int | None]]:
+        now = self.clock()
+        with self.store.read() as conn:
+            found = {
+                r.key: r for r in conn.execute(select(ce).where(ce.c.key.in_(keys), _live(now)))
+            }
+        out: list[tuple[str | None, int | None]] = []
+        for k in keys:
+            r = found.get(k)
+            if r is None:
+                out.append((None, None))
+            else:
+                ttl = int((r.expires_at - now).total_seconds()) if r.expires_at else None
+                out.append((r.value, ttl))
+        return out
+
+    def evict(self, product_ids: Sequence[str], warehouses: Mapping[str, Sequence[str]]) -> int:
+        held = self._rows_any(product_ids)
+        keys = [
+            k
+            for p in product_ids
+            for k in (
+                *self.keys.product_keys(p),
+                *(self.keys.warehouse(p, w) for w in {*warehouses.get(p, ()), *held.get(p, ())}),
+            )
+        ]
+        with self.store.transaction() as tx:
+            return int(tx.conn.execute(delete(ce).where(ce.c.key.in_(keys))).rowcount)
+
+    def _rows_any(self, product_ids: Sequence[str]) -> dict[str, list[str]]:
+        """Warehouses named in each product's rows entry, expired or not."""
+        by_key = {self.keys.rows(p): p for p in product_ids}
+        with self.store.read() as conn:
+            rows = conn.execute(select(ce.c.key, ce.c.value).where(ce.c.key.in_(by_key)))
+            return {by_key[r.key]: list(json.loads(r.value)) for r in rows}
+
+    def clear(self) -> int:
+        prefixes = (f"{self.keys.prefix}:stock:", f"{self.keys.prefix}:product:")
+        with self.store.transaction() as tx:
+            return sum(
+                int(
+                    tx.conn.execute(
+                        delete(ce).where(ce.c.key.startswith(p, autoescape=True))
+                    ).rowcount
+                )
+                for p in prefixes
+            )
+
+    def stats(self) -> dict[str, object]:
+        from sqlalchemy import func
+
+        with self.store.read() as conn:
+            keys = int(
+                conn.execute(
+                    select(func.count()).select_from(ce).where(_live(self.clock()))
+                ).scalar_one()
+            )
+        hits, misses = (
+            int(v or 0)
+            for v in self.get_keys([self._meta("reads:hits"), self._meta("reads:misses")])
+        )
+        return {
+            "backend": "embedded (database table)",
+            "keys": keys,
+            "stock_reads_hits": hits,
+            "stock_reads_misses": misses,
+            "stock_hit_rate": round(hits / (hits + misses), 4) if hits + misses else None,
+        }
+
+    def get_meta(self, name: str) -> str | None:
+        return self.get_keys([self._meta(name)])[0]
+
+    def set_meta(self, name: str, value: str) -> None:
+        with self.store.transaction() as tx:
+            self._upsert(tx.conn, {self._meta(name): value}, None)
+
+    def _meta(self, name: str) -> str:
+        return f"stockctl:{self.keys.prefix}:{name}"
+
     def ping(self) -> None:
         self.store.ping()
 

@@ -21,6 +21,7 @@ from stockctl.core.model import (
     Warehouse,
 )
 from stockctl.core.ports import IdempotencyRecord, OutboxEntry, ReservedDrift, WarehouseTotals
+from stockctl.core.projection import RowState
 from stockctl.errors import DatabaseNotInitialised, DatabaseUnavailable, RetryableConflict
 from stockctl.store import outbox_sql
 from stockctl.store.engine import describe_target
@@ -435,6 +436,23 @@ class SqlStore:
             for r in result:
                 yield _inventory(r)
 
+    def iter_row_states(self, batch: int) -> Iterator[tuple[str, RowState]]:
+        """(product, row state) of every row ordered by product, streamed with a server-side
+        cursor; plain tuples, no per-row objects beyond the state (the warm-cache hot loop)."""
+        i = inventory
+        stmt = select(
+            i.c.product_id,
+            i.c.warehouse_id,
+            i.c.version,
+            i.c.quantity_available,
+            i.c.quantity_reserved,
+            i.c.low_stock_threshold,
+        ).order_by(i.c.product_id, i.c.warehouse_id)
+        with self.read() as conn:
+            result = conn.execution_options(yield_per=batch).execute(stmt)
+            for p, w, v, a, r, t in result.tuples():
+                yield p, RowState(w, v, a, r, t)
+
     def purge_idempotency_keys(self, cutoff: datetime) -> int:
         with self.transaction() as tx:
             t = idempotency_keys
@@ -522,6 +540,30 @@ class SqlStore:
             for r in conn.execute(stmt):
                 out.setdefault(r.product_id, []).append(_inventory(r))
         return out
+
+    def recently_updated(
+        self, since: datetime, warehouse_id: str | None, offset: int, limit: int
+    ) -> list[Inventory]:
+        i = inventory
+        stmt = select(i).where(i.c.last_movement_at >= since)
+        if warehouse_id is not None:
+            stmt = stmt.where(i.c.warehouse_id == warehouse_id)
+        stmt = stmt.order_by(i.c.last_movement_at, i.c.product_id, i.c.warehouse_id)
+        with self.read() as conn:
+            return [_inventory(r) for r in conn.execute(stmt.offset(offset).limit(limit))]
+
+    def changed_since(self, since: datetime) -> Iterator[Inventory]:
+        """Rows with ``last_movement_at >= since``, streamed (the partial index serves it)."""
+        i = inventory
+        stmt = select(i).where(i.c.last_movement_at >= since).order_by(i.c.last_movement_at)
+        with self.read() as conn:
+            for r in conn.execution_options(yield_per=5000).execute(stmt):
+                yield _inventory(r)
+
+    def all_product_ids(self) -> list[str]:
+        with self.read() as conn:
+            stmt = select(products.c.id).order_by(products.c.id)
+            return [r.id for r in conn.execute(stmt)]
 
     def ping(self, replica: bool = False) -> None:
         engine = self.replica if replica else self.engine

@@ -27,7 +27,8 @@ from stockctl.errors import DependencyUnavailable, InvalidInput
 
 log = logging.getLogger("stockctl.worker")
 
-JOBS = ("relay", "processor", "expiry")
+JOBS = ("relay", "processor", "expiry", "sync")
+DEFAULT_JOBS = ("relay", "processor", "expiry")
 BACKOFF_MAX_SECONDS = 5.0
 
 
@@ -44,7 +45,7 @@ class Job(Protocol):
 
 @dataclass
 class WorkerOptions:
-    only: Sequence[str] = JOBS
+    only: Sequence[str] = DEFAULT_JOBS
     workers: int | None = None
     batch_size: int | None = None
     batch_timeout_ms: int | None = None
@@ -54,7 +55,7 @@ class WorkerOptions:
 
 def parse_only(text: str | None) -> list[str]:
     if not text:
-        return list(JOBS)
+        return list(DEFAULT_JOBS)
     names = [n.strip() for n in text.split(",") if n.strip()]
     unknown = [n for n in names if n not in JOBS]
     if unknown or not names:
@@ -86,6 +87,18 @@ class Runner:
                 from stockctl.workers.expiry import ExpirySweeper
 
                 self.jobs.append(ExpirySweeper(app.ctx, s.expiry_interval_seconds))
+            elif name == "sync":
+                from stockctl.workers.sync import IncrementalSync
+
+                self.jobs.append(
+                    IncrementalSync(
+                        app.store,
+                        app.cache(),
+                        app.ctx.clock,
+                        s.sync_interval_seconds,
+                        timedelta(seconds=s.sync_overlap_seconds),
+                    )
+                )
 
     def _relay(self) -> Job:
         from stockctl.clients.redis_bus import StreamPublisher
@@ -155,6 +168,16 @@ class Runner:
     def run(self, handle_signals: bool = True) -> int:
         """Run until stopped (or, in burst mode, until every job is idle). Returns an exit code."""
         self.build()
+        if self.app.settings.warm_on_start:
+            from stockctl.core.cache import warm
+
+            result = warm(self.app.store, self.app.cache())
+            log.info(
+                "warmed %d rows of %d products in %.2f s",
+                result.rows,
+                result.products,
+                result.seconds,
+            )
         if handle_signals:
             self._install_signals()
         threads = [

@@ -1,0 +1,298 @@
+"""Cache use cases: read-through, warming, incremental sync, verify and repair.
+
+All of them write through the cache's version-guarded ``fill``: a warmed or synced value never
+overwrites a newer one written by the event processor.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from stockctl.core.model import Inventory, check_id
+from stockctl.core.ports import StockCache, Store
+from stockctl.core.projection import CacheKeys, ProductStock, RowState, product_values
+from stockctl.errors import InvalidInput
+
+MAX_BATCH = 10_000
+MAX_PAGE = 1000
+SYNC_CHECKPOINT = "sync:checkpoint"
+
+
+def check_batch(batch: int) -> int:
+    if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= MAX_BATCH:
+        raise InvalidInput(f"batch must be between 1 and {MAX_BATCH}")
+    return batch
+
+
+def check_product_ids(product_ids: Sequence[str], limit: int) -> list[str]:
+    if len(product_ids) > limit:
+        raise InvalidInput(f"at most {limit} product ids per call, got {len(product_ids)}")
+    return [check_id(p, "product") for p in dict.fromkeys(product_ids)]
+
+
+@dataclass
+class ReadCounters:
+    """Hits and misses of this process (the cache also keeps shared totals)."""
+
+    hits: int = 0
+    misses: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, hits: int, misses: int) -> None:
+        with self._lock:
+            self.hits += hits
+            self.misses += misses
+
+
+def _stock(product_id: str, rows: Iterable[Inventory]) -> ProductStock:
+    return ProductStock(product_id, tuple(RowState.of(r) for r in rows))
+
+
+def get_stock(
+    store: Store,
+    cache: StockCache,
+    product_ids: Sequence[str],
+    counters: ReadCounters | None = None,
+    limit: int = 1000,
+) -> dict[str, ProductStock | None]:
+    """Stock of many products: cache hits, then one database query for the misses, which fill
+    the cache. Products unknown to the database map to None."""
+    ids = check_product_ids(product_ids, limit)
+    found = cache.get_products(ids)
+    misses = [p for p in ids if found.get(p) is None]
+    if counters is not None:
+        counters.add(len(ids) - len(misses), len(misses))
+    cache.count_reads(len(ids) - len(misses), len(misses))
+    if misses:
+        rows = store.inventory_for_products(misses)
+        cache.fill({p: [RowState.of(r) for r in rs] for p, rs in rows.items()})
+        for p in misses:
+            found[p] = _stock(p, rows[p]) if p in rows else None
+    return {p: found.get(p) for p in ids}
+
+
+@dataclass
+class WarmResult:
+    products: int = 0
+    rows: int = 0
+    seconds: float = 0.0
+
+
+def _by_product(rows: Iterator[tuple[str, RowState]]) -> Iterator[tuple[str, list[RowState]]]:
+    current: str | None = None
+    group: list[RowState] = []
+    for product_id, row in rows:
+        if product_id != current:
+            if current is not None:
+                yield current, group
+            current, group = product_id, []
+        group.append(row)
+    if current is not None:
+        yield current, group
+
+
+def warm(
+    store: Store,
+    cache: StockCache,
+    *,
+    product_ids: Sequence[str] | None = None,
+    batch: int = 1000,
+    progress: Callable[[int, int], None] | None = None,
+) -> WarmResult:
+    """Stream inventory ordered by product and write ``batch`` products per cache call.
+
+    ``progress(products, rows)`` is called after every batch.
+    """
+    import time
+
+    check_batch(batch)
+    started = time.perf_counter()
+    result = WarmResult()
+    if product_ids is not None:
+        ids = check_product_ids(product_ids, 1_000_000)
+        found = store.inventory_for_products(ids)
+        groups: Iterator[tuple[str, list[RowState]]] = iter(
+            (p, [RowState.of(r) for r in rs]) for p, rs in found.items()
+        )
+    else:
+        groups = _by_product(store.iter_row_states(batch=max(batch * 20, 5000)))
+    pending: dict[str, list[RowState]] = {}
+    for product_id, rows in groups:
+        pending[product_id] = rows
+        result.rows += len(rows)
+        if len(pending) >= batch:
+            _flush(cache, pending, result, progress)
+    _flush(cache, pending, result, progress)
+    result.seconds = time.perf_counter() - started
+    cache.set_meta(
+        "warm:last",
+        json.dumps({"at": time.time(), "products": result.products, "rows": result.rows}),
+    )
+    return result
+
+
+def _flush(
+    cache: StockCache,
+    pending: dict[str, list[RowState]],
+    result: WarmResult,
+    progress: Callable[[int, int], None] | None,
+) -> None:
+    if not pending:
+        return
+    cache.fill(pending)
+    result.products += len(pending)
+    pending.clear()
+    if progress is not None:
+        progress(result.products, result.rows)
+
+
+@dataclass(frozen=True)
+class Page:
+    rows: list[Inventory]
+    page: int
+    limit: int
+    has_more: bool
+
+
+def recently_updated(
+    store: Store,
+    since: datetime,
+    warehouse_id: str | None = None,
+    page: int = 1,
+    limit: int = MAX_PAGE,
+) -> Page:
+    """Rows changed at or after ``since``, ordered by (last_movement_at, product, warehouse)."""
+    if since.tzinfo is None:
+        raise InvalidInput("since must carry a timezone (e.g. 2024-11-09T00:00:00Z)")
+    if warehouse_id is not None:
+        check_id(warehouse_id, "warehouse")
+    if not 1 <= limit <= MAX_PAGE:
+        raise InvalidInput(f"limit must be between 1 and {MAX_PAGE}")
+    if not 1 <= page <= 1_000_000:
+        raise InvalidInput("page must be between 1 and 1000000")
+    rows = store.recently_updated(since, warehouse_id, (page - 1) * limit, limit + 1)
+    return Page(rows[:limit], page, limit, has_more=len(rows) > limit)
+
+
+@dataclass
+class SyncResult:
+    since: datetime | None
+    until: datetime | None
+    rows: int
+    products: int
+
+
+def sync(
+    store: Store,
+    cache: StockCache,
+    now: datetime,
+    *,
+    overlap: timedelta = timedelta(seconds=5),
+    first_window: timedelta = timedelta(hours=1),
+) -> SyncResult:
+    """Refresh every product changed since the stored checkpoint (the repair path for anything
+    events missed). ``overlap`` re-reads a few seconds before the checkpoint: a row's
+    ``last_movement_at`` is taken before its transaction commits, so a late commit can carry an
+    older time than rows already seen."""
+    raw = cache.get_meta(SYNC_CHECKPOINT)
+    since = datetime.fromisoformat(raw) - overlap if raw else now - first_window
+    changed: dict[str, None] = {}
+    newest: datetime | None = None
+    seen_rows = 0
+    for row in store.changed_since(since):
+        seen_rows += 1
+        changed[row.product_id] = None
+        if row.last_movement_at is not None and (newest is None or row.last_movement_at > newest):
+            newest = row.last_movement_at
+    products = list(changed)
+    for start in range(0, len(products), 1000):
+        chunk = products[start : start + 1000]
+        rows = store.inventory_for_products(chunk)
+        cache.fill({p: [RowState.of(r) for r in rs] for p, rs in rows.items()})
+    checkpoint = newest or (datetime.fromisoformat(raw) if raw else since)
+    cache.set_meta(SYNC_CHECKPOINT, checkpoint.isoformat())
+    return SyncResult(since, newest, seen_rows, len(products))
+
+
+@dataclass(frozen=True)
+class Drift:
+    product_id: str
+    kind: str  # missing | stale | wrong
+    detail: str
+
+
+def verify(
+    store: Store,
+    cache: StockCache,
+    keys: CacheKeys,
+    product_ids: Sequence[str],
+    *,
+    repair: bool = False,
+) -> list[Drift]:
+    """Compare cache and database for the given products; with ``repair`` rewrite the drifted
+    products whole (their keys are dropped first, so corrupted values cannot survive the guard).
+    """
+    db = store.inventory_for_products(product_ids)
+    drifts: list[Drift] = []
+    for chunk_start in range(0, len(product_ids), 500):
+        chunk = list(product_ids[chunk_start : chunk_start + 500])
+        held = cache.get_products(chunk)
+        expected = {p: product_values(keys, _stock(p, db[p])) for p in chunk if p in db}
+        plain = cache.get_keys([k for p in chunk for k in expected.get(p, {})])
+        values = iter(plain)
+        for p in chunk:
+            if p not in db:
+                continue
+            drift = _compare(
+                p, held.get(p), _stock(p, db[p]), expected[p], [next(values) for _ in expected[p]]
+            )
+            if drift is not None:
+                drifts.append(drift)
+    if repair and drifts:
+        broken = [d.product_id for d in drifts]
+        cache.evict(broken, {p: [r.warehouse_id for r in db[p]] for p in broken})
+        cache.fill({p: [RowState.of(r) for r in db[p]] for p in broken})
+    return drifts
+
+
+def _compare(
+    product_id: str,
+    held: ProductStock | None,
+    truth: ProductStock,
+    expected: dict[str, str],
+    actual: list[str | None],
+) -> Drift | None:
+    if held is None:
+        return Drift(product_id, "missing", "no cached rows")
+    held_rows = {r.warehouse_id: r for r in held.rows}
+    for row in truth.rows:
+        mine = held_rows.get(row.warehouse_id)
+        if mine is None:
+            return Drift(product_id, "missing", f"warehouse {row.warehouse_id} not cached")
+        if mine.version < row.version:
+            return Drift(
+                product_id,
+                "stale",
+                f"{row.warehouse_id} at version {mine.version}, database {row.version}",
+            )
+        if mine != row:
+            return Drift(product_id, "wrong", f"{row.warehouse_id} v{row.version} differs")
+    for (key, want), got in zip(expected.items(), actual, strict=True):
+        if got is None:
+            return Drift(product_id, "missing", f"{key} absent")
+        if not _same(want, got):
+            return Drift(product_id, "wrong", f"{key} = {got!r}, expected {want!r}")
+    return None
+
+
+def _same(want: str, got: str) -> bool:
+    if want.startswith("{"):
+        try:
+            return bool(json.loads(want) == json.loads(got))
+        except ValueError:
+            return False
+    return want == got
