@@ -14,11 +14,13 @@ $(STAMP): pyproject.toml scripts/venv.sh
 
 install: $(STAMP)
 
-## make run: the whole system on the embedded default (SQLite file, no Redis)
+## make run: the whole system on the embedded default (SQLite file, no Redis):
+## schema, demo data if empty, a stock overview, then the API and worker jobs in one process
 run: install
 	$(BIN)/stockctl init
 	$(BIN)/stockctl seed --if-empty --products 200 --warehouses 5
-	$(BIN)/stockctl overview
+	$(BIN)/stockctl overview --low 5
+	$(BIN)/stockctl up
 
 ## make test: lint, make sure PostgreSQL and Redis answer, run every test
 test: install lint services

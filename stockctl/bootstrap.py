@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+from stockctl.core.cache import ReadCounters
 from stockctl.core.context import Context
 from stockctl.core.ports import StockCache
 from stockctl.settings import Settings
@@ -15,6 +16,8 @@ from stockctl.store.sql import SqlStore
 if TYPE_CHECKING:
     import redis
 
+    from stockctl.metrics import Metrics
+
 
 @dataclass
 class App:
@@ -23,6 +26,15 @@ class App:
     ctx: Context
     _redis: redis.Redis | None = field(default=None, repr=False)
     _cache: StockCache | None = field(default=None, repr=False)
+    _metrics: Metrics | None = field(default=None, repr=False)
+    read_counters: ReadCounters = field(default_factory=ReadCounters)
+
+    def metrics(self) -> Metrics:
+        if self._metrics is None:
+            from stockctl.metrics import Metrics
+
+            self._metrics = Metrics()
+        return self._metrics
 
     @property
     def uses_redis(self) -> bool:

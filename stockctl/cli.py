@@ -10,7 +10,16 @@ from typing import Annotated
 import typer
 
 from stockctl.__about__ import __version__
-from stockctl.commands import admin, cache, catalog, events, reservations, stock, worker
+from stockctl.commands import (
+    admin,
+    cache,
+    catalog,
+    events,
+    reservations,
+    serve,
+    stock,
+    worker,
+)
 from stockctl.commands._common import state
 
 INTERNAL_ERROR = 4
@@ -63,6 +72,8 @@ app.command("extend")(reservations.extend)
 app.command("fulfil")(reservations.fulfil)
 app.add_typer(reservations.app, name="reservations")
 stock.app.command("verify")(reservations.verify)
+app.command("serve")(serve.serve)
+app.command("up")(serve.up)
 app.command("warm-cache")(cache.warm_cache)
 app.add_typer(cache.app, name="cache")
 app.add_typer(worker.app, name="worker")

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -29,6 +29,24 @@ def default_data_dir() -> Path:
 
 def default_database_url() -> str:
     return f"sqlite:///{default_data_dir() / 'stockctl.db'}"
+
+
+Scope = Literal["read", "reserve", "admin"]
+
+
+class ApiToken(BaseModel):
+    """A bearer token for the HTTP API. ``admin`` implies ``reserve``, which implies ``read``."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
+    token: SecretStr
+    scopes: list[Scope] = Field(min_length=1)
+
+    @field_validator("token")
+    @classmethod
+    def _long_enough(cls, value: SecretStr) -> SecretStr:
+        if len(value.get_secret_value()) < 16:
+            raise ValueError("tokens must be at least 16 characters")
+        return value
 
 
 class Settings(BaseSettings):
@@ -85,6 +103,12 @@ class Settings(BaseSettings):
     sync_overlap_seconds: float = Field(5.0, ge=0, le=3600)
     warm_on_start: bool = False
 
+    # HTTP API (stockctl serve / up)
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(8080, ge=1, le=65_535)
+    api_tokens: list[ApiToken] = Field(default_factory=list)
+    api_max_body_bytes: int = Field(1 << 20, ge=1024, le=64 << 20)
+
     # who is acting, recorded in the ledger
     actor: str = Field(default_factory=lambda: os.environ.get("USER") or "stockctl")
 
@@ -137,6 +161,10 @@ class Settings(BaseSettings):
         for name, value in self.model_dump().items():
             if isinstance(value, SecretStr):
                 out[name] = mask_url(value.get_secret_value())
+            elif name == "api_tokens":
+                out[name] = [
+                    {"name": t["name"], "token": "***", "scopes": t["scopes"]} for t in value
+                ]
             else:
                 out[name] = value
         return out

@@ -1,0 +1,76 @@
+"""Catalog routes: bulk stock and products with stock, served from the cache."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+
+from stockctl.api import schemas
+from stockctl.api.deps import AppDep, require
+from stockctl.core import cache
+from stockctl.core.model import StockStatus
+from stockctl.core.projection import ProductStock
+from stockctl.errors import ProductNotFound
+
+router = APIRouter(tags=["catalog"])
+READ = [Depends(require("read"))]
+
+
+def _count(app: AppDep, stocks: dict[str, ProductStock | None]) -> None:
+    metrics = app.metrics()
+    hits = sum(1 for s in stocks.values() if s is not None)
+    metrics.cache_hits.inc(hits)
+
+
+def _out(s: ProductStock) -> schemas.ProductStockOut:
+    return schemas.ProductStockOut(
+        product_id=s.product_id,
+        total=s.total,
+        available=s.available,
+        status=s.status.value,
+        low_stock=s.status is StockStatus.LOW_STOCK,
+        warehouses={r.warehouse_id: max(r.sellable, 0) for r in s.rows},
+    )
+
+
+@router.post("/batch/stock", dependencies=READ)
+def bulk_stock(app: AppDep, body: schemas.BulkStock) -> schemas.BulkStockOut:
+    """Sellable units of up to 1000 products (in one warehouse, or summed over all)."""
+    found = cache.get_stock(app.store, app.cache(), body.product_ids, app.read_counters)
+    stocks: dict[str, int] = {}
+    missing: list[str] = []
+    for product_id, s in found.items():
+        if s is None:
+            missing.append(product_id)
+        elif body.warehouse_id is None:
+            stocks[product_id] = s.available
+        else:
+            row = next((r for r in s.rows if r.warehouse_id == body.warehouse_id), None)
+            stocks[product_id] = max(row.sellable, 0) if row else 0
+    return schemas.BulkStockOut(stocks=stocks, missing=missing)
+
+
+@router.get("/products/{product_id}", dependencies=READ)
+def product(app: AppDep, product_id: str) -> schemas.ProductStockOut:
+    """A product's stock as the catalog shows it."""
+    found = cache.get_stock(app.store, app.cache(), [product_id], app.read_counters)[product_id]
+    if found is None:
+        raise ProductNotFound(f"unknown product {product_id!r}")
+    return _out(found)
+
+
+@router.get("/products", dependencies=READ)
+def products(
+    app: AppDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+) -> schemas.ProductsOut:
+    """Products by id with their stock."""
+    ids = [p.id for p in app.store.list_products(limit, offset)]
+    found = cache.get_stock(app.store, app.cache(), ids, app.read_counters) if ids else {}
+    return schemas.ProductsOut(
+        products=[_out(s) if s else _out(ProductStock(p, ())) for p, s in found.items()],
+        limit=limit,
+        offset=offset,
+    )

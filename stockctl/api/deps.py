@@ -1,0 +1,102 @@
+"""What routes share: the wired App, auth by bearer token and scope, conversions."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from fastapi import Depends, Header, HTTPException, Request
+
+from stockctl.api import schemas
+from stockctl.bootstrap import App
+from stockctl.core.model import Inventory, Reservation
+
+# admin implies reserve implies read
+_IMPLIED = {"admin": {"admin", "reserve", "read"}, "reserve": {"reserve", "read"}, "read": {"read"}}
+
+
+def get_app(request: Request) -> App:
+    app: App = request.app.state.stockctl
+    return app
+
+
+AppDep = Annotated[App, Depends(get_app)]
+
+
+def require(scope: str) -> Callable[..., None]:
+    """A dependency that lets the request through only with a token granting ``scope``."""
+
+    def check(
+        request: Request,
+        authorization: Annotated[str | None, Header()] = None,
+        dapr_api_token: Annotated[str | None, Header()] = None,
+    ) -> None:
+        tokens = get_app(request).settings.api_tokens
+        if not tokens:
+            return  # no tokens configured: serve binds to loopback only (see `serve`)
+        presented = dapr_api_token
+        if authorization and authorization.lower().startswith("bearer "):
+            presented = authorization[7:].strip()
+        if not presented:
+            raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
+        granted: set[str] = set()
+        matched = False
+        for t in tokens:  # compare with every token, in constant time each
+            if hmac.compare_digest(t.token.get_secret_value().encode(), presented.encode()):
+                matched = True
+                for s in t.scopes:
+                    granted |= _IMPLIED[s]
+        if not matched:
+            raise HTTPException(401, "invalid bearer token", headers={"WWW-Authenticate": "Bearer"})
+        if scope not in granted:
+            raise HTTPException(403, f"token lacks the {scope!r} scope")
+
+    return check
+
+
+def idempotency_key(
+    key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)] = None,
+) -> str | None:
+    return key
+
+
+IdemKey = Annotated[str | None, Depends(idempotency_key)]
+
+
+def row_out(r: Inventory) -> schemas.InventoryRow:
+    return schemas.InventoryRow(
+        product_id=r.product_id,
+        warehouse_id=r.warehouse_id,
+        quantity_available=r.quantity_available,
+        quantity_reserved=r.quantity_reserved,
+        sellable=r.sellable,
+        low_stock_threshold=r.low_stock_threshold,
+        status=r.status.value,
+        version=r.version,
+        last_movement_at=r.last_movement_at,
+    )
+
+
+def reservation_out(r: Reservation) -> schemas.ReservationOut:
+    return schemas.ReservationOut(
+        id=r.id,
+        product_id=r.product_id,
+        warehouse_id=r.warehouse_id,
+        quantity=r.quantity,
+        status=r.status.value,
+        order_id=r.order_id,
+        created_at=r.created_at,
+        expires_at=r.expires_at,
+        updated_at=r.updated_at,
+    )
+
+
+def problem(status: int, title: str, detail: str, slug: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "type": f"https://stockctl.dev/problems/{slug}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        **extra,
+    }

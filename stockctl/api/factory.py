@@ -1,0 +1,17 @@
+"""ASGI factory for multi-process serving: ``uvicorn stockctl.api.factory:build --factory``.
+
+Each process wires itself from the environment (``STOCKCTL_*``), which ``stockctl serve``
+sets from its flags before starting the processes.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from stockctl.api.app import create_app
+from stockctl.bootstrap import bootstrap
+from stockctl.settings import load_settings
+
+
+def build() -> FastAPI:
+    return create_app(bootstrap(load_settings()))

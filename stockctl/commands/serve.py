@@ -1,0 +1,131 @@
+"""``stockctl serve`` (the HTTP API) and ``stockctl up`` (API + worker jobs: the main job)."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import sys
+import threading
+from typing import Annotated, Any
+
+import typer
+
+from stockctl.commands._common import handled, state
+from stockctl.errors import InvalidInput
+
+Host = Annotated[str | None, typer.Option(help="bind address (default: settings, 127.0.0.1)")]
+Port = Annotated[int | None, typer.Option(min=1, max=65_535, help="port (default 8080)")]
+Insecure = Annotated[
+    bool, typer.Option("--insecure", help="allow a non-loopback bind with no API token")
+]
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(host: str, has_tokens: bool, insecure: bool) -> None:
+    if not has_tokens and not _is_loopback(host) and not insecure:
+        raise InvalidInput(
+            f"refusing to serve on {host} with no API token configured: set "
+            "STOCKCTL_API_TOKENS, bind to 127.0.0.1, or pass --insecure"
+        )
+
+
+def _log_setup() -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+@handled
+def serve(
+    ctx: typer.Context,
+    host: Host = None,
+    port: Port = None,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="server processes")] = 1,
+    insecure: Insecure = False,
+) -> None:
+    """Serve the HTTP API (routes under /v1 and /api/v1; /health, /metrics, /docs)."""
+    import uvicorn
+
+    st = state(ctx)
+    settings = st.settings()
+    bind, at = host or settings.api_host, port or settings.api_port
+    check_bind(bind, bool(settings.api_tokens), insecure)
+    _log_setup()
+    if workers == 1:
+        from stockctl.api.app import create_app
+
+        uvicorn.run(create_app(st.app()), host=bind, port=at, log_level="info", server_header=False)
+        return
+    for key, value in st.overrides.items():  # processes wire themselves from the environment
+        if value is not None:
+            os.environ[f"STOCKCTL_{key.upper()}"] = str(value)
+    if st.config_file is not None:
+        os.environ["STOCKCTL_CONFIG"] = str(st.config_file)
+    uvicorn.run(
+        "stockctl.api.factory:build",
+        factory=True,
+        host=bind,
+        port=at,
+        workers=workers,
+        log_level="info",
+        server_header=False,
+    )
+
+
+@handled
+def up(
+    ctx: typer.Context,
+    host: Host = None,
+    port: Port = None,
+    insecure: Insecure = False,
+) -> None:
+    """Run everything in one process: the API and the worker jobs (relay, processor, expiry,
+    sync). SIGTERM stops the server, then the jobs finish their batch."""
+    import uvicorn
+
+    from stockctl.api.app import create_app
+    from stockctl.workers.runner import Runner, WorkerOptions
+
+    app = state(ctx).app()
+    s = app.settings
+    bind, at = host or s.api_host, port or s.api_port
+    check_bind(bind, bool(s.api_tokens), insecure)
+    _log_setup()
+    runner = Runner(app, WorkerOptions(only=("relay", "processor", "expiry", "sync")))
+    jobs = threading.Thread(
+        target=runner.run, kwargs={"handle_signals": False}, name="stockctl-jobs", daemon=True
+    )
+    jobs.start()
+    shown = "127.0.0.1" if bind in ("0.0.0.0", "::") else bind
+    sys.stdout.write(_banner(shown, at, app))
+    sys.stdout.flush()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(app), host=bind, port=at, log_level="info", server_header=False)
+    )
+    try:
+        server.run()
+    finally:
+        runner.stop.set()
+        jobs.join(10)
+
+
+def _banner(host: str, port: int, app: Any) -> str:
+    base = f"http://{host}:{port}"
+    mode = "PostgreSQL" if not app.settings.is_embedded else "embedded SQLite"
+    cache = "Redis" if app.uses_redis else "embedded cache table"
+    return (
+        f"\nstockctl is up on {base}  ({mode}, {cache}; Ctrl-C to stop)\n"
+        f"  docs:    {base}/docs\n"
+        f"  try:     curl -s {base}/v1/inventory/product/P000001\n"
+        f"           curl -s -X POST {base}/v1/batch/stock -H 'content-type: application/json' "
+        f'-d \'{{"product_ids": ["P000001", "P000002"]}}\'\n\n'
+    )
