@@ -10,9 +10,20 @@ from typing import TYPE_CHECKING, Any
 from stockctl.__about__ import __version__
 
 if TYPE_CHECKING:
+    from stockctl.clients.warehouse import AsyncWarehouseClient, WarehouseClient
     from stockctl.library import Stockctl, connect
+    from stockctl.order_flow import NoopWarehouse, checkout
 
-__all__ = ["Stockctl", "__version__", "connect", "errors"]
+__all__ = [
+    "AsyncWarehouseClient",
+    "NoopWarehouse",
+    "Stockctl",
+    "WarehouseClient",
+    "__version__",
+    "checkout",
+    "connect",
+    "errors",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -20,6 +31,14 @@ def __getattr__(name: str) -> Any:
         from stockctl import library
 
         return getattr(library, name)
+    if name in ("checkout", "NoopWarehouse"):
+        from stockctl import order_flow
+
+        return getattr(order_flow, name)
+    if name in ("WarehouseClient", "AsyncWarehouseClient"):
+        from stockctl.clients import warehouse
+
+        return getattr(warehouse, name)
     if name == "errors":
         import stockctl.errors as errors
 

@@ -16,6 +16,7 @@ from stockctl.store.sql import SqlStore
 if TYPE_CHECKING:
     import redis
 
+    from stockctl.clients.warehouse import WarehouseClient
     from stockctl.metrics import Metrics
 
 
@@ -86,6 +87,31 @@ class App:
             self._redis.close()
             self._redis = None
         self.store.close()
+
+
+def build_client(settings: Settings, redis_client: redis.Redis | None = None) -> WarehouseClient:
+    """The warehouse API client from settings; with Redis, the circuit is shared by processes."""
+    from stockctl.clients.breaker import Breaker
+    from stockctl.clients.warehouse import ClientOptions, WarehouseClient
+    from stockctl.errors import InvalidInput
+
+    if settings.api_url is None:
+        raise InvalidInput("no API URL: set STOCKCTL_API_URL or --api-url")
+    storage = None
+    if redis_client is not None:
+        import pybreaker
+
+        storage = pybreaker.CircuitRedisStorage(
+            pybreaker.STATE_CLOSED, redis_client, namespace="stockctl-warehouse"
+        )
+    breaker = Breaker(
+        "warehouse", settings.breaker_fail_max, settings.breaker_reset_seconds, storage
+    )
+    token = settings.api_token.get_secret_value() if settings.api_token else None
+    options = ClientOptions(
+        settings.api_url, token, settings.client_timeout_seconds, settings.client_retries
+    )
+    return WarehouseClient(options, breaker)
 
 
 def build_store(settings: Settings) -> SqlStore:

@@ -51,6 +51,15 @@ def root(
         typer.Option(help="database URL (default: embedded SQLite file)", show_default=False),
     ] = None,
     redis_url: Annotated[str | None, typer.Option(help="Redis URL", show_default=False)] = None,
+    api_url: Annotated[
+        str | None,
+        typer.Option(
+            help="go through this warehouse API instead of the database", show_default=False
+        ),
+    ] = None,
+    token: Annotated[
+        str | None, typer.Option(help="bearer token for --api-url", show_default=False)
+    ] = None,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="print the version")
     ] = False,
@@ -58,7 +67,12 @@ def root(
     """stockctl keeps multi-warehouse stock correct and fast."""
     st = state(ctx)
     st.config_file = config
-    st.overrides = {"database_url": database_url, "redis_url": redis_url}
+    st.overrides = {
+        "database_url": database_url,
+        "redis_url": redis_url,
+        "api_url": api_url,
+        "api_token": token,
+    }
 
 
 app.command("init")(admin.init)

@@ -109,6 +109,14 @@ class Settings(BaseSettings):
     api_tokens: list[ApiToken] = Field(default_factory=list)
     api_max_body_bytes: int = Field(1 << 20, ge=1024, le=64 << 20)
 
+    # the warehouse API as a client (order services, the remote CLI)
+    api_url: str | None = Field(None, pattern=r"^https?://")
+    api_token: SecretStr | None = None
+    client_timeout_seconds: float = Field(5.0, gt=0, le=300)
+    client_retries: int = Field(2, ge=0, le=10)
+    breaker_fail_max: int = Field(5, ge=1, le=1000)
+    breaker_reset_seconds: float = Field(30.0, gt=0, le=3600)
+
     # who is acting, recorded in the ledger
     actor: str = Field(default_factory=lambda: os.environ.get("USER") or "stockctl")
 
@@ -119,7 +127,7 @@ class Settings(BaseSettings):
             return default_database_url()
         return value
 
-    @field_validator("database_replica_url", "redis_url", mode="before")
+    @field_validator("database_replica_url", "redis_url", "api_url", "api_token", mode="before")
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         if isinstance(value, str) and not value.strip():

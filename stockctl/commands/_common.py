@@ -44,11 +44,28 @@ class State:
     config_file: Path | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
     _app: App | None = None
+    _settings: Settings | None = None
+    _remote: Any = None
 
     def settings(self) -> Settings:
-        from stockctl.settings import load_settings
+        if self._settings is None:
+            from stockctl.settings import load_settings
 
-        return load_settings(self.config_file, **self.overrides)
+            self._settings = load_settings(self.config_file, **self.overrides)
+        return self._settings
+
+    def ops(self) -> Any:
+        """The operations commands call: over the HTTP API with --api-url, else the library."""
+        if self.settings().api_url is not None:
+            if self._remote is None:
+                from stockctl.bootstrap import build_client
+                from stockctl.clients.warehouse import RemoteStockctl
+
+                self._remote = RemoteStockctl(build_client(self.settings()))
+            return self._remote
+        from stockctl.library import Stockctl
+
+        return Stockctl(self.app())
 
     def app(self) -> App:
         if self._app is None:
@@ -58,6 +75,9 @@ class State:
         return self._app
 
     def close(self) -> None:
+        if self._remote is not None:
+            self._remote.close()
+            self._remote = None
         if self._app is not None:
             self._app.close()
             self._app = None

@@ -41,9 +41,14 @@ def warm_cache(
     products: ProductsOpt = None,
     all_: Annotated[bool, typer.Option("--all", help="every product (the default)")] = False,
     batch: Annotated[int, typer.Option(help="products per cache write (1-10000)")] = 1000,
+    via_api: Annotated[
+        str | None,
+        typer.Option("--via-api", help="read stock from this warehouse API instead of the DB"),
+    ] = None,
     output: OutputOpt = Output.table,
 ) -> None:
-    """Load stock from the database into the cache (never over a newer cached value)."""
+    """Load stock from the database (or the warehouse API) into the cache (never over a newer
+    cached value)."""
     from stockctl.core import cache as cache_uc
 
     cache_uc.check_batch(batch)
@@ -51,7 +56,9 @@ def warm_cache(
     app_ = state(ctx).app()
     cache = app_.cache()
     cache.ping()
-    if output is Output.json or not sys.stdout.isatty():
+    if via_api is not None:
+        result = _warm_via_api(state(ctx), via_api, cache, batch, ids)
+    elif output is Output.json or not sys.stdout.isatty():
         result = cache_uc.warm(app_.store, cache, product_ids=ids, batch=batch)
     else:
         result = _warm_with_progress(app_, cache, ids, batch)
@@ -67,6 +74,24 @@ def warm_cache(
         console().print(
             f"warmed {result.rows:,} rows of {result.products:,} products in {result.seconds:.2f} s"
         )
+
+
+def _warm_via_api(st: Any, url: str, cache: Any, batch: int, ids: list[str] | None) -> Any:
+    from datetime import UTC, datetime
+
+    from stockctl.bootstrap import build_client
+    from stockctl.core import cache as cache_uc
+
+    if ids is not None:
+        raise InvalidInput("--via-api warms every product; --products is for the database path")
+    client = build_client(st.settings().model_copy(update={"api_url": url}))
+    since = datetime(1970, 1, 1, tzinfo=UTC)
+    try:
+        return cache_uc.warm_from_pages(
+            lambda page: client.recently_updated_page(since, page), cache, batch=batch
+        )
+    finally:
+        client.close()
 
 
 def _warm_with_progress(app_: Any, cache: Any, ids: list[str] | None, batch: int) -> Any:

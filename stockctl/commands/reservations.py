@@ -100,19 +100,20 @@ def reserve(
     output: OutputOpt = Output.table,
 ) -> None:
     """Hold units of a product; without WAREHOUSE the allocation strategy picks one."""
-    from stockctl.core import reservations
-
     warehouse, qty_text = (warehouse_or_qty, quantity) if quantity else (None, warehouse_or_qty)
     if not re.fullmatch(r"[0-9]{1,12}", qty_text.strip()):
         raise InvalidInput(f"quantity must be a whole number > 0, got {qty_text!r}")
-    r = reservations.reserve(
-        state(ctx).app().ctx,
-        product,
-        warehouse,
-        int(qty_text),
-        ttl=parse_duration(ttl),
-        order_id=order,
-        idempotency_key=idempotency_key,
+    r = (
+        state(ctx)
+        .ops()
+        .reserve(
+            product,
+            warehouse,
+            int(qty_text),
+            ttl=parse_duration(ttl),
+            order_id=order,
+            idempotency_key=idempotency_key,
+        )
     )
     show("Reserved", [r], output)
 
@@ -135,13 +136,16 @@ def checkout(
     from stockctl.core import reservations
 
     lines = [reservations.Line.parse(spec) for spec in item]
-    made = reservations.checkout(
-        state(ctx).app().ctx,
-        lines,
-        ttl=parse_duration(ttl),
-        order_id=order,
-        allow_split=allow_split,
-        idempotency_key=idempotency_key,
+    made = (
+        state(ctx)
+        .ops()
+        .checkout(
+            lines,
+            ttl=parse_duration(ttl),
+            order_id=order,
+            allow_split=allow_split,
+            idempotency_key=idempotency_key,
+        )
     )
     show("Checkout reserved", made, output, single=False)
 
@@ -151,9 +155,7 @@ def confirm(
     ctx: typer.Context, reservation_id: ReservationId, output: OutputOpt = Output.table
 ) -> None:
     """The order committed: the hold stops expiring."""
-    from stockctl.core import lifecycle
-
-    show("Confirmed", [lifecycle.confirm(state(ctx).app().ctx, reservation_id)], output)
+    show("Confirmed", [state(ctx).ops().confirm(reservation_id)], output)
 
 
 @handled
@@ -165,20 +167,18 @@ def release(
     output: OutputOpt = Output.table,
 ) -> None:
     """Give held units back (one reservation, or every hold of --order). Safe to retry."""
-    from stockctl.core import lifecycle
-
     if (reservation_id is None) == (order is None):
         raise InvalidInput("give a reservation id or --order, not both")
-    app_ctx = state(ctx).app().ctx
+    ops = state(ctx).ops()
     if order is not None:
-        released = lifecycle.release_order(app_ctx, order, reason)
+        released = ops.release_order(order, reason)
         if not released and output is Output.table:
             console().print(f"order {order} holds nothing: nothing to release")
             return
         show(f"Released for order {order}", released, output, single=False)
     else:
         assert reservation_id is not None
-        show("Released", [lifecycle.release(app_ctx, reservation_id, reason)], output)
+        show("Released", [ops.release(reservation_id, reason)], output)
 
 
 @handled
@@ -246,13 +246,7 @@ def show_one(
     ctx: typer.Context, reservation_id: ReservationId, output: OutputOpt = Output.table
 ) -> None:
     """One reservation."""
-    from stockctl.core.lifecycle import check_reservation_id
-    from stockctl.errors import ReservationNotFound
-
-    found = state(ctx).app().store.get_reservation(check_reservation_id(reservation_id))
-    if found is None:
-        raise ReservationNotFound(f"no reservation {reservation_id}")
-    show("Reservation", [found], output)
+    show("Reservation", [state(ctx).ops().get_reservation(reservation_id)], output)
 
 
 @app.command("expire")

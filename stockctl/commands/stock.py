@@ -113,9 +113,7 @@ def show(
     output: OutputOpt = Output.table,
 ) -> None:
     """Stock of a product per warehouse, with totals."""
-    from stockctl.core import inventory
-
-    summary = inventory.stock(state(ctx).app().ctx, product, warehouse)
+    summary = state(ctx).ops().stock(product, warehouse)
     if output is Output.json:
         emit_json(summary_data(summary))
         return

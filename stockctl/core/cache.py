@@ -296,3 +296,42 @@ def _same(want: str, got: str) -> bool:
         except ValueError:
             return False
     return want == got
+
+
+def warm_from_pages(
+    fetch: Callable[[int], tuple[list[Inventory], bool]],
+    cache: StockCache,
+    *,
+    batch: int = 1000,
+    in_flight: int = 4,
+    progress: Callable[[int, int], None] | None = None,
+) -> WarmResult:
+    """Warm from a paged source (the warehouse API): ``in_flight`` pages at a time, every row
+    gathered first so each product is written whole, then ``batch`` products per write."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    check_batch(batch)
+    started = time.perf_counter()
+    by_product: dict[str, dict[str, RowState]] = {}
+    page, more, rows = 1, True, 0
+    with ThreadPoolExecutor(max_workers=in_flight) as pool:
+        while more:
+            results = list(pool.map(fetch, range(page, page + in_flight)))
+            for found, has_more in results:
+                for r in found:
+                    held = by_product.setdefault(r.product_id, {}).get(r.warehouse_id)
+                    if held is None or r.version > held.version:
+                        by_product[r.product_id][r.warehouse_id] = RowState.of(r)
+                rows += len(found)
+                more = more and has_more
+            page += in_flight
+    result = WarmResult(rows=sum(len(v) for v in by_product.values()))
+    pending: dict[str, list[RowState]] = {}
+    for product_id, states in by_product.items():
+        pending[product_id] = list(states.values())
+        if len(pending) >= batch:
+            _flush(cache, pending, result, progress)
+    _flush(cache, pending, result, progress)
+    result.seconds = time.perf_counter() - started
+    return result

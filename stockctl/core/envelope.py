@@ -29,12 +29,20 @@ class Incoming:
 
 
 def parse(raw: bytes | str, topic: str | None = None) -> Incoming:
-    if len(raw) > MAX_ENVELOPE_BYTES:
+    # A character is at most 4 bytes in UTF-8: encode only text that might be over the limit.
+    size = (
+        len(raw.encode("utf-8", "surrogatepass"))
+        if isinstance(raw, str) and len(raw) * 4 > MAX_ENVELOPE_BYTES
+        else len(raw)
+    )
+    if size > MAX_ENVELOPE_BYTES:
         raise InvalidEvent(f"envelope larger than {MAX_ENVELOPE_BYTES} bytes")
     try:
         env = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidEvent(f"not JSON: {exc}") from None
+    except RecursionError:  # nested too deep for the decoder: a poison entry, not a crash
+        raise InvalidEvent("not JSON: nested too deeply") from None
     return from_dict(env, topic)
 
 

@@ -208,23 +208,18 @@ class SqlStockCache:
         new = [u for u, ok in zip(updates, fresh, strict=True) if ok]
         held = self._rows(conn, sorted({u.product_id for u in new}))
         incomplete: dict[str, None] = {}
-        by_product: dict[str, list[RowState]] = {}
-        for u in new:
-            if u.product_id in held:
-                by_product.setdefault(u.product_id, []).append(u.row)
-            else:
-                incomplete[u.product_id] = None
         applied = stale = 0
         merged: dict[str, dict[str, RowState]] = {}
-        for product_id, rows in by_product.items():
-            current = held[product_id]
-            result = merge(current, rows)
-            for r in rows:
-                if result.get(r.warehouse_id) == r and current.get(r.warehouse_id) != r:
-                    applied += 1
-                else:
-                    stale += 1
-            merged[product_id] = result
+        for u in new:  # one by one, as the Redis script counts: each is guarded on arrival
+            if u.product_id not in held:
+                incomplete[u.product_id] = None
+                continue
+            rows = merged.setdefault(u.product_id, held[u.product_id])
+            if merge(rows, [u.row]) is rows or rows.get(u.row.warehouse_id) is u.row:
+                stale += 1
+            else:
+                rows[u.row.warehouse_id] = u.row
+                applied += 1
         self._write_products(conn, merged)
         return ApplyResult(applied, len(updates) - len(new), stale, tuple(incomplete))
 
