@@ -14,6 +14,7 @@ from stockctl.commands import (
     admin,
     cache,
     catalog,
+    diagnose,
     events,
     reservations,
     serve,
@@ -86,6 +87,9 @@ app.command("extend")(reservations.extend)
 app.command("fulfil")(reservations.fulfil)
 app.add_typer(reservations.app, name="reservations")
 stock.app.command("verify")(reservations.verify)
+app.command("diagnose")(diagnose.diagnose)
+app.command("health")(diagnose.health)
+app.command("top")(diagnose.top)
 app.command("serve")(serve.serve)
 app.command("up")(serve.up)
 app.command("warm-cache")(cache.warm_cache)

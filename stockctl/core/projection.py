@@ -171,12 +171,16 @@ def product_values(keys: CacheKeys, stock: ProductStock) -> dict[str, str]:
     return values
 
 
+def is_newer(update: RowState, held: RowState | None) -> bool:
+    """The version guard: an update replaces the held row only if its version is newer."""
+    return held is None or update.version > held.version
+
+
 def merge(held: Mapping[str, RowState], updates: Iterable[RowState]) -> dict[str, RowState]:
-    """The version guard: each update replaces the held row only if its version is newer."""
+    """Apply updates one by one through the version guard."""
     merged = dict(held)
     for u in updates:
-        current = merged.get(u.warehouse_id)
-        if current is None or u.version > current.version:
+        if is_newer(u, merged.get(u.warehouse_id)):
             merged[u.warehouse_id] = u
     return merged
 

@@ -23,6 +23,7 @@ from stockctl.core.projection import (
     ProductStock,
     RowState,
     StockUpdate,
+    is_newer,
     merge,
     product_values,
 )
@@ -215,11 +216,11 @@ class SqlStockCache:
                 incomplete[u.product_id] = None
                 continue
             rows = merged.setdefault(u.product_id, held[u.product_id])
-            if merge(rows, [u.row]) is rows or rows.get(u.row.warehouse_id) is u.row:
-                stale += 1
-            else:
+            if is_newer(u.row, rows.get(u.row.warehouse_id)):
                 rows[u.row.warehouse_id] = u.row
                 applied += 1
+            else:
+                stale += 1
         self._write_products(conn, merged)
         return ApplyResult(applied, len(updates) - len(new), stale, tuple(incomplete))
 

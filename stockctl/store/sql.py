@@ -560,6 +560,15 @@ class SqlStore:
             for r in conn.execution_options(yield_per=5000).execute(stmt):
                 yield _inventory(r)
 
+    def outbox_max_id(self) -> int:
+        with self.read() as conn:
+            return int(conn.execute(select(func.coalesce(func.max(outbox.c.id), 0))).scalar_one())
+
+    def sample_product_ids(self, n: int) -> list[str]:
+        with self.read() as conn:
+            stmt = select(products.c.id).order_by(func.random()).limit(n)
+            return [r.id for r in conn.execute(stmt)]
+
     def all_product_ids(self) -> list[str]:
         with self.read() as conn:
             stmt = select(products.c.id).order_by(products.c.id)

@@ -234,6 +234,10 @@ class Runner:
                 "pid": os.getpid(),
                 "host": socket.gethostname(),
                 "jobs": {j.name: j.processed for j in self.jobs},
+                "last_batch_seconds": max(
+                    (getattr(j, "last_batch_seconds", 0.0) for j in self.jobs), default=0.0
+                ),
+                "workers": len(self.jobs),
                 "at": time.time(),
             }
             try:
