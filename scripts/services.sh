@@ -57,6 +57,15 @@ ensure_redis() {
   wait_for 6379 Redis
 }
 
+ensure_promtool() {
+  # The tests check config/prometheus/alerts.yml with promtool (Debian package prometheus).
+  command -v promtool >/dev/null && return 0
+  echo "services: installing promtool (Debian package prometheus)"
+  apt_install prometheus
+  command -v promtool >/dev/null
+}
+
 ensure_postgres
 ensure_redis
-echo "services: PostgreSQL and Redis are up"
+ensure_promtool
+echo "services: PostgreSQL, Redis and promtool are ready"

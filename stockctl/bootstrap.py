@@ -35,6 +35,9 @@ class App:
             from stockctl.metrics import Metrics
 
             self._metrics = Metrics()
+            self._metrics.watch_engine(self.store.engine, self.settings.db_pool_max_open)
+            self._metrics.queue_capacity.set(self.settings.worker_queue_size)
+            self.read_counters.listener = self._metrics.count_reads
         return self._metrics
 
     @property

@@ -5,7 +5,15 @@ Names follow the seed document where it has one (``catalog_*``); the rest are ``
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+if TYPE_CHECKING:
+    from stockctl.core.catalog import Outcome
+    from stockctl.core.envelope import Incoming
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -52,6 +60,71 @@ class Metrics:
         self.outbox_published = Counter(
             "stockctl_outbox_published_total", "Outbox rows published", registry=r
         )
-        self.reservations = Counter(
-            "stockctl_reservations_total", "Reservation outcomes", ["result"], registry=r
+        self.event_latency = Histogram(
+            "catalog_stock_event_latency_seconds",
+            "From the change's commit time to applied",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
+        self.queue_capacity = Gauge(
+            "catalog_worker_queue_capacity", "Entries a worker process may hold", registry=r
+        )
+        self.db_connections_max = Gauge(
+            "catalog_db_connections_max", "Connections the pool may open", registry=r
+        )
+        self.db_query = Histogram(
+            "stockctl_db_query_duration_seconds",
+            "Database statement latency",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+
+    def count_reads(self, hits: int, misses: int) -> None:
+        self.cache_hits.inc(hits)
+        self.cache_misses.inc(misses)
+
+    def record_batch(
+        self,
+        transport: str,
+        received: int,
+        outcome: Outcome,
+        failed: int,
+        seconds: float,
+        events: Sequence[Incoming],
+    ) -> None:
+        self.events_received.labels(transport).inc(received)
+        for result, n in (
+            ("applied", outcome.applied),
+            ("duplicate", outcome.duplicates),
+            ("stale", outcome.stale),
+            ("released", outcome.released),
+            ("unknown", outcome.unknown),
+            ("failed", failed),
+        ):
+            if n:
+                self.events_processed.labels(result).inc(n)
+        self.event_duration.observe(seconds)
+        self.queue_size.set(failed)  # left pending, to be retried
+        now = datetime.now(UTC)
+        for e in events:
+            if e.time is not None:
+                self.event_latency.observe(max((now - e.time).total_seconds(), 0.0))
+
+    def watch_engine(self, engine: Any, max_open: int) -> None:
+        """Time every statement and count connections of a SQLAlchemy engine."""
+        import time
+
+        from sqlalchemy import event
+
+        self.db_connections_max.set(max_open)
+
+        def start(conn: Any, *args: Any) -> None:
+            conn.info["stockctl_started"] = time.perf_counter()
+
+        def stop(conn: Any, *args: Any) -> None:
+            started = conn.info.pop("stockctl_started", None)
+            if started is not None:
+                self.db_query.observe(time.perf_counter() - started)
+
+        event.listen(engine, "before_cursor_execute", start)
+        event.listen(engine, "after_cursor_execute", stop)

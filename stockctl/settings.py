@@ -102,6 +102,7 @@ class Settings(BaseSettings):
     sync_interval_seconds: float = Field(60.0, gt=0, le=86_400)
     sync_overlap_seconds: float = Field(5.0, ge=0, le=3600)
     warm_on_start: bool = False
+    worker_metrics_port: int = Field(0, ge=0, le=65_535)  # 0: no /metrics listener
 
     # HTTP API (stockctl serve / up)
     api_host: str = "127.0.0.1"

@@ -29,6 +29,7 @@ def create_app(app: App) -> FastAPI:
         description="Multi-warehouse stock: inventory, reservations, catalog stock.",
     )
     api.state.stockctl = app
+    app.metrics()  # wire the counters before the first request
     for prefix in ("/v1", "/api/v1"):
         api.include_router(inventory.router, prefix=prefix)
         api.include_router(catalog.router, prefix=prefix)

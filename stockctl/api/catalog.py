@@ -17,12 +17,6 @@ router = APIRouter(tags=["catalog"])
 READ = [Depends(require("read"))]
 
 
-def _count(app: AppDep, stocks: dict[str, ProductStock | None]) -> None:
-    metrics = app.metrics()
-    hits = sum(1 for s in stocks.values() if s is not None)
-    metrics.cache_hits.inc(hits)
-
-
 def _out(s: ProductStock) -> schemas.ProductStockOut:
     return schemas.ProductStockOut(
         product_id=s.product_id,

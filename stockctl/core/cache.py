@@ -40,12 +40,15 @@ class ReadCounters:
 
     hits: int = 0
     misses: int = 0
+    listener: Callable[[int, int], None] | None = None  # e.g. Prometheus counters
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, hits: int, misses: int) -> None:
         with self._lock:
             self.hits += hits
             self.misses += misses
+        if self.listener is not None:
+            self.listener(hits, misses)
 
 
 def _stock(product_id: str, rows: Iterable[Inventory]) -> ProductStock:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 MAX_ENVELOPE_BYTES = 1 << 20
@@ -26,6 +27,7 @@ class Incoming:
     source: str
     data: Any
     subject: str | None = None
+    time: datetime | None = None
 
 
 def parse(raw: bytes | str, topic: str | None = None) -> Incoming:
@@ -64,5 +66,21 @@ def from_dict(env: Any, topic: str | None = None) -> Incoming:
         if not isinstance(kind, str) or not kind:
             raise InvalidEvent("Dapr envelope without a topic")
     return Incoming(
-        id=env["id"], type=kind, source=env["source"], data=env.get("data"), subject=subject
+        id=env["id"],
+        type=kind,
+        source=env["source"],
+        data=env.get("data"),
+        subject=subject,
+        time=_time(env.get("time")),
     )
+
+
+def _time(value: Any) -> datetime | None:
+    """The optional ``time`` attribute; an unreadable one is ignored, as it is optional."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else None

@@ -14,6 +14,7 @@ from stockctl.clients.redis_bus import Delivery, StreamConsumer
 from stockctl.core.catalog import Outcome, project
 from stockctl.core.envelope import Incoming, InvalidEvent, parse
 from stockctl.core.ports import StockCache, Store
+from stockctl.metrics import Metrics
 
 log = logging.getLogger("stockctl.processor")
 
@@ -48,6 +49,7 @@ class StreamProcessor:
         self.dead_lettered = 0
         self.last_batch_seconds = 0.0
         self._next_recover = 0.0
+        self.metrics: Metrics | None = None
 
     def step(self) -> int:
         deliveries = self._recover() or self.consumer.read(self.batch_size, self.block_ms)
@@ -83,6 +85,15 @@ class StreamProcessor:
             self._failed(d, reason)
         self._count(outcome, len(deliveries) - len(failed))
         self.last_batch_seconds = time.perf_counter() - started
+        if self.metrics is not None:
+            self.metrics.record_batch(
+                "redis",
+                len(deliveries),
+                outcome,
+                len(failed),
+                self.last_batch_seconds,
+                [e for _, e in parsed],
+            )
 
     def _failed(self, d: Delivery, reason: str) -> None:
         attempts = self.consumer.delivery_count(d)

@@ -88,6 +88,7 @@ class OutboxRelay:
         self.waiter = waiter or NotifyWaiter(listen_conninfo(store))
         self.processed = 0  # rows published
         self._next_prune = time.monotonic() + PRUNE_EVERY_SECONDS
+        self.metrics: Any = None
 
     def step(self) -> int:
         """Publish one batch; the row locks are held until the batch is marked."""
@@ -97,6 +98,8 @@ class OutboxRelay:
                 self.publish(entries)
                 tx.mark_published([e.id for e in entries], self.clock())
         self.processed += len(entries)
+        if self.metrics is not None and entries:
+            self.metrics.outbox_published.inc(len(entries))
         if time.monotonic() >= self._next_prune:
             self._next_prune = time.monotonic() + PRUNE_EVERY_SECONDS
             self.store.prune_outbox(self.clock() - self.retention)

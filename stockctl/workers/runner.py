@@ -106,7 +106,7 @@ class Runner:
 
         s = self.app.settings
         publisher = StreamPublisher(self.app.redis(), s.stream_maxlen, self.app.redis_target)
-        return OutboxRelay(
+        relay = OutboxRelay(
             self.app.store,
             publisher.publish,
             batch_size=s.relay_batch_size,
@@ -114,6 +114,8 @@ class Runner:
             retention=timedelta(hours=s.outbox_retention_hours),
             clock=self.app.ctx.clock,
         )
+        relay.metrics = self.app.metrics()
+        return relay
 
     def _processors(self, batch: int) -> list[Job]:
         s, app = self.app.settings, self.app
@@ -148,18 +150,18 @@ class Runner:
             )
             if i == 0:
                 consumer.ensure_groups()
-            jobs.append(
-                StreamProcessor(
-                    app.store,
-                    app.cache(),
-                    consumer,
-                    self._release_order,
-                    batch_size=per_worker,
-                    block_ms=timeout,
-                    max_deliveries=s.worker_max_deliveries,
-                    claim_idle_ms=s.worker_claim_idle_ms,
-                )
+            job = StreamProcessor(
+                app.store,
+                app.cache(),
+                consumer,
+                self._release_order,
+                batch_size=per_worker,
+                block_ms=timeout,
+                max_deliveries=s.worker_max_deliveries,
+                claim_idle_ms=s.worker_claim_idle_ms,
             )
+            job.metrics = app.metrics()
+            jobs.append(job)
         return jobs
 
     def _release_order(self, order_id: str, reason: str) -> object:
@@ -180,6 +182,14 @@ class Runner:
             )
         if handle_signals:
             self._install_signals()
+        port = self.app.settings.worker_metrics_port
+        if port:
+            from prometheus_client import start_http_server
+
+            start_http_server(
+                port, addr=self.app.settings.api_host, registry=self.app.metrics().registry
+            )
+            log.info("metrics on http://%s:%d/metrics", self.app.settings.api_host, port)
         threads = [
             threading.Thread(
                 target=self._loop, args=(job,), name=f"stockctl-{job.name}", daemon=True
