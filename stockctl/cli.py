@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -104,13 +104,35 @@ app.add_typer(stock.app, name="stock")
 
 
 def main() -> None:
-    """Run the CLI; an unexpected error is one line too (STOCKCTL_DEBUG=1 for the traceback)."""
+    """Run the CLI. Usage errors and unexpected failures are one line on stderr too
+    (STOCKCTL_DEBUG=1 shows the traceback of an unexpected one)."""
     try:
-        app()
-    except Exception as exc:  # a bug or an unmapped failure: still no traceback by default
+        code = app(standalone_mode=False)
+    except typer.Abort:
+        print("error: aborted", file=sys.stderr)  # noqa: T201
+        sys.exit(1)
+    except Exception as exc:
+        if _is_usage_error(exc):
+            sys.exit(_usage(exc))
         if os.environ.get("STOCKCTL_DEBUG"):
             raise
         name = type(exc).__name__
         first = str(exc).splitlines()[0] if str(exc) else ""
         print(f"error: unexpected {name}: {first} (STOCKCTL_DEBUG=1 shows more)", file=sys.stderr)  # noqa: T201
         sys.exit(INTERNAL_ERROR)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _is_usage_error(exc: Exception) -> bool:
+    """Click's (Typer's vendored click's) command-line errors: they know their exit code."""
+    return hasattr(exc, "format_message") and isinstance(getattr(exc, "exit_code", None), int)
+
+
+def _usage(exc: Any) -> int:
+    if type(exc).__name__ == "NoArgsIsHelpError":
+        exc.show()  # a bare group: its help is the answer
+        return int(exc.exit_code)
+    ctx = getattr(exc, "ctx", None)
+    hint = f" (see: {ctx.command_path} --help)" if ctx is not None else ""
+    print(f"error: {exc.format_message()}{hint}", file=sys.stderr)  # noqa: T201
+    return int(exc.exit_code)

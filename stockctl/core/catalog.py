@@ -18,6 +18,7 @@ from stockctl.core.envelope import Incoming, InvalidEvent
 from stockctl.core.events import CloudEvent
 from stockctl.core.ports import ApplyResult, StockCache, Store
 from stockctl.core.projection import RowState, StockUpdate, update_from_event
+from stockctl.core.reservations import MAX_ORDER_ID, check_order_id
 from stockctl.errors import InvalidInput
 
 ORDER_TOPICS = (ev.ORDER_CANCELLED, ev.PAYMENT_FAILED)
@@ -39,10 +40,16 @@ class Outcome:
 
 
 def order_id_of(event: Incoming) -> str:
+    """The order id, validated as the release will validate it: an id the release refuses
+    would fail its whole batch on every delivery instead of reaching the dead-letter stream."""
     data = event.data
     order = data.get("order_id") if isinstance(data, dict) else None
-    if not isinstance(order, str) or not order.strip() or len(order) > 128:
+    if not isinstance(order, str) or not order.strip() or len(order) > MAX_ORDER_ID:
         raise InvalidEvent(f"{event.type} without a valid data.order_id")
+    try:
+        check_order_id(order)
+    except InvalidInput:
+        raise InvalidEvent(f"{event.type} with a malformed data.order_id") from None
     return order
 
 
