@@ -16,6 +16,7 @@ from stockctl.commands import (
     catalog,
     diagnose,
     events,
+    loadtest,
     reservations,
     serve,
     stock,
@@ -90,6 +91,7 @@ stock.app.command("verify")(reservations.verify)
 app.command("diagnose")(diagnose.diagnose)
 app.command("health")(diagnose.health)
 app.command("top")(diagnose.top)
+app.command("loadtest")(loadtest.loadtest)
 app.command("serve")(serve.serve)
 app.command("up")(serve.up)
 app.command("warm-cache")(cache.warm_cache)

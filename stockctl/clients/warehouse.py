@@ -325,6 +325,26 @@ class WarehouseClient(_Base):
     def get_reservation(self, reservation_id: str) -> Reservation:
         return _reservation(self._send(Call("GET", f"/v1/inventory/reservations/{reservation_id}")))
 
+    def adjust(
+        self,
+        product_id: str,
+        warehouse_id: str,
+        delta: int,
+        reason: str,
+        idempotency_key: str | None = None,
+    ) -> Inventory:
+        """Correct available by a signed delta (needs an admin token)."""
+        body = {
+            "product_id": product_id,
+            "warehouse_id": warehouse_id,
+            "delta": delta,
+            "reason": reason,
+        }
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        return _row(
+            self._send(Call("POST", "/v1/inventory/adjust", json=body, safe=False, headers=headers))
+        )
+
     def get_bulk_stock(
         self, product_ids: Sequence[str], warehouse_id: str | None = None
     ) -> dict[str, int]:

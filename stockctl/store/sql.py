@@ -560,6 +560,37 @@ class SqlStore:
             for r in conn.execution_options(yield_per=5000).execute(stmt):
                 yield _inventory(r)
 
+    def oversold_rows(self, limit: int) -> list[str]:
+        """Rows breaking 0 <= reserved <= available (the CHECK constraints forbid them)."""
+        i = inventory
+        stmt = (
+            select(i.c.product_id, i.c.warehouse_id, i.c.quantity_available, i.c.quantity_reserved)
+            .where((i.c.quantity_reserved > i.c.quantity_available) | (i.c.quantity_reserved < 0))
+            .limit(limit)
+        )
+        with self.read() as conn:
+            return [
+                f"{r.product_id}@{r.warehouse_id} available {r.quantity_available} "
+                f"reserved {r.quantity_reserved}"
+                for r in conn.execute(stmt)
+            ]
+
+    def sample_targets(self, n: int) -> list[tuple[str, str]]:
+        """Up to ``n`` (product, warehouse) rows of distinct products, at random."""
+        i = inventory
+        with self.read() as conn:
+            ids = [
+                r[0] for r in conn.execute(select(products.c.id).order_by(func.random()).limit(n))
+            ]
+            if not ids:
+                return []
+            rows = conn.execute(
+                select(i.c.product_id, i.c.warehouse_id)
+                .where(i.c.product_id.in_(ids))
+                .order_by(i.c.product_id, i.c.warehouse_id)
+            )
+            return [(r.product_id, r.warehouse_id) for r in rows]
+
     def outbox_max_id(self) -> int:
         with self.read() as conn:
             return int(conn.execute(select(func.coalesce(func.max(outbox.c.id), 0))).scalar_one())
