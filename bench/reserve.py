@@ -2,21 +2,28 @@
 
 One run, on a fresh PostgreSQL database (dropped afterwards, even on failure): `init`, `stockctl
 seed --products 10000 --warehouses 20` (200,000 inventory rows), every row's quantity_available
-raised to 1,000,000,000 so no phase ever runs dry, VACUUM ANALYZE. Then four timed phases:
+raised to 1,000,000,000 so no phase ever runs dry, VACUUM ANALYZE. Then, on two workloads --
+spread (a random row out of all 200,000) and hot row (P000001 at WH001) -- both sides for
+``--seconds`` each (default 10):
 
-1. library, spread: 16 threads, each calling ``Stockctl.reserve(product, warehouse, 1)`` on a
-   random row out of all 200,000, for ``--seconds`` (default 10);
-2. pgbench, spread: ``pgbench -c 16 -j 2 -T N -M prepared`` with a script of the very statement
-   the library sends (``_FAST_RESERVE`` of stockctl/store/reservation_sql.py, taken from the
-   library at run time): product / warehouse from ``\\set ... random()``, ids from
-   gen_random_uuid(), times from now(), and realistic CloudEvent envelopes (captured from the
-   library) bound as parameters like the library binds them;
-3. and 4. the same two on one hot row (P000001, WH001).
+- library: 16 threads, each calling ``Stockctl.reserve(product, warehouse, 1)`` in a loop
+  (one pool, 40 open / 20 idle; a short untimed warm-up opens the connections first);
+- pgbench: ``pgbench -n -c 16 -j 2 -T N -M prepared`` with a script of the very statement the
+  library sends (``_FAST_RESERVE`` of stockctl/store/reservation_sql.py, taken from the library
+  at run time): product / warehouse from ``\\set ... random()`` formatted like the seed's ids,
+  ids from gen_random_uuid(), times from now(), and the CloudEvent envelopes the library builds
+  (captured from it) bound as parameters as the library binds them. -M extended is the fallback
+  if the server refused to prepare the statement; the mode used is reported.
+
+Each side's time is split in two halves run library, pgbench, pgbench, library (A B B A, with a
+CHECKPOINT before each), so a drift in machine load weighs on both alike; rates are successes
+over summed time (pgbench's excluding connection set-up).
 
 The ratio is library / pgbench (goal >= 0.5 for both). At the end the database is checked:
 oversold units (quantity_reserved > quantity_available), rows whose quantity_reserved differs
 from the sum of their ACTIVE + CONFIRMED reservations, and reservations counted against the
-successes reported by both sides. Exit 1 if any unit is oversold or any row drifts.
+successes reported by both sides. Exit 1 if any unit is oversold, any row drifts, or any
+reservation raised an error.
 
 Usage: bench/reserve.py [--json] [--seconds N] [--threads T]
 """
@@ -98,17 +105,19 @@ class Phase:
     errors: int = 0
     first_error: str | None = None
     elapsed: float = 0.0
+    cpu: float = 0.0  # CPU time of this process (all threads) spent in the phase
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def rate(self) -> float:
         return self.successes / self.elapsed if self.elapsed else 0.0
 
-    def add(self, ok: int, errors: int, first_error: str | None) -> None:
+    def add(self, ok: int, errors: int, first_error: str | None, elapsed: float = 0.0) -> None:
         with self.lock:
             self.successes += ok
             self.errors += errors
             self.first_error = self.first_error or first_error
+            self.elapsed += elapsed
 
 
 def _worker(sc: Any, hot: bool, seconds: float, start: threading.Barrier, out: Phase) -> None:
@@ -138,7 +147,13 @@ def library_phase(sc: Any, threads: int, seconds: float, hot: bool) -> Phase:
     """``threads`` threads reserving 1 unit each call for ``seconds``; counts successes."""
     out = Phase()
     began: list[float] = []
-    start = threading.Barrier(threads + 1, action=lambda: began.append(time.perf_counter()))
+    cpu_began: list[float] = []
+
+    def go() -> None:
+        began.append(time.perf_counter())
+        cpu_began.append(time.process_time())
+
+    start = threading.Barrier(threads + 1, action=go)
     pool = [
         threading.Thread(target=_worker, args=(sc, hot, seconds, start, out), daemon=True)
         for _ in range(threads)
@@ -149,6 +164,7 @@ def library_phase(sc: Any, threads: int, seconds: float, hot: bool) -> Phase:
     for t in pool:
         t.join()
     out.elapsed = time.perf_counter() - began[0]
+    out.cpu = time.process_time() - cpu_began[0]
     return out
 
 
@@ -245,9 +261,15 @@ class PgbenchResult:
     failed: int
     mode: str
 
+    def merge(self, other: PgbenchResult) -> PgbenchResult:
+        """Two runs as one: all transactions over the summed time (connections excluded)."""
+        elapsed = self.transactions / self.tps + other.transactions / other.tps
+        done = self.transactions + other.transactions
+        return PgbenchResult(done / elapsed, done, self.failed + other.failed, other.mode)
+
 
 def pgbench(url: str, hot: bool, clients: int, seconds: int) -> PgbenchResult:
-    """Run the script; -M prepared, or simple if the server refuses to prepare it."""
+    """Run the script; -M prepared, or extended if the server refuses to prepare it."""
     variables = captured_envelopes()
     with tempfile.TemporaryDirectory(prefix="stockctl-bench-") as tmp:
         script = Path(tmp) / ("reserve_hot.sql" if hot else "reserve_spread.sql")
@@ -331,6 +353,30 @@ class Run:
         )
 
 
+def measure(sc: Any, url: str, threads: int, seconds: int, hot: bool) -> tuple[Phase, Any]:
+    """Library and pgbench on one workload for ``seconds`` each, in halves ordered A B B A, so
+    a drift in machine load (other processes, table growth) weighs on both sides alike."""
+    halves = [seconds // 2, seconds - seconds // 2] if seconds >= 2 else [seconds]
+    lib = Phase()
+    pg: PgbenchResult | None = None
+    for i, half in enumerate(halves):
+        for side in ("library", "pgbench") if i % 2 == 0 else ("pgbench", "library"):
+            checkpoint(url)
+            if side == "library":
+                part = library_phase(sc, threads, half, hot)
+                lib.add(part.successes, part.errors, part.first_error, part.elapsed)
+                lib.cpu += part.cpu
+                log(
+                    f"  library {part.rate:,.0f}/s over {part.elapsed:.1f} s, "
+                    f"{cpu_ms(part):.2f} ms CPU per reservation"
+                )
+            else:
+                run_ = pgbench(url, hot, threads, half)
+                log(f"  pgbench {run_.tps:,.0f} tps over {half} s (-M {run_.mode})")
+                pg = run_ if pg is None else pg.merge(run_)
+    return lib, pg
+
+
 def run(seconds: int, threads: int) -> Run:
     import stockctl as lib
 
@@ -339,22 +385,18 @@ def run(seconds: int, threads: int) -> Run:
         sc = lib.connect(url, db_pool_max_open=40, db_pool_max_idle=20)
         try:
             warmup = library_phase(sc, threads, min(1.0, seconds / 5), hot=False)  # open the pool
-            checkpoint(url)
-            lib_spread = library_phase(sc, threads, seconds, hot=False)
-            log(f"library spread: {lib_spread.rate:,.0f}/s ({lib_spread.successes:,} ok)")
-            checkpoint(url)
-            pg_spread = pgbench(url, False, threads, seconds)
-            log(f"pgbench spread: {pg_spread.tps:,.0f} tps (-M {pg_spread.mode})")
-            checkpoint(url)
-            lib_hot = library_phase(sc, threads, seconds, hot=True)
-            log(f"library hot row: {lib_hot.rate:,.0f}/s ({lib_hot.successes:,} ok)")
-            checkpoint(url)
-            pg_hot = pgbench(url, True, threads, seconds)
-            log(f"pgbench hot row: {pg_hot.tps:,.0f} tps (-M {pg_hot.mode})")
+            log(f"spread over {PRODUCTS * WAREHOUSES:,} rows, {threads} threads / clients:")
+            lib_spread, pg_spread = measure(sc, url, threads, seconds, hot=False)
+            log(f"hot row {pid(HOT[0])}/{wid(HOT[1])}:")
+            lib_hot, pg_hot = measure(sc, url, threads, seconds, hot=True)
         finally:
             sc.close()
         checks = check(url)
     return Run(warmup, lib_spread, lib_hot, pg_spread, pg_hot, checks)
+
+
+def cpu_ms(phase: Phase) -> float:
+    return phase.cpu / phase.successes * 1000 if phase.successes else 0.0
 
 
 def figures(r: Run, threads: int) -> list[Figure]:
@@ -366,7 +408,7 @@ def figures(r: Run, threads: int) -> list[Figure]:
             f"{where}: {threads} threads calling Stockctl.reserve(product, warehouse, 1), "
             f"{lib.successes:,} reserved in {lib.elapsed:.1f} s; raw = pgbench -c {threads} -j 2 "
             f"-M {pg.mode} running the library's one-statement reserve, {pg.transactions:,} "
-            f"transactions"
+            f"transactions; library process CPU {cpu_ms(lib):.2f} ms per reservation"
         )
         if lib.errors or pg.failed:
             text += f"; errors: library {lib.errors} ({lib.first_error}), pgbench {pg.failed}"
