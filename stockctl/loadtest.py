@@ -67,7 +67,7 @@ def parse_mix(text: str) -> dict[str, float]:
 
 def schedule(rate: float, duration: float) -> Iterator[float]:
     """Due times (seconds from start) of an open-loop run at a constant rate."""
-    count = int(math.floor(rate * duration))
+    count = int(math.floor(round(rate * duration, 9)))  # 0.57 * 100 is 56.99999999999999
     return (i / rate for i in range(count))
 
 
@@ -86,7 +86,7 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
     """Nearest-rank percentile (q in 0..100) of an ascending list; 0 for an empty one."""
     if not sorted_values:
         return 0.0
-    rank = max(1, math.ceil(q / 100 * len(sorted_values)))
+    rank = max(1, math.ceil(q * len(sorted_values) / 100))  # q / 100 * n: 0.07 * 100 > 7
     return sorted_values[min(rank, len(sorted_values)) - 1]
 
 

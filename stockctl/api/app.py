@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -13,13 +14,20 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from stockctl.__about__ import __version__
-from stockctl.api import catalog, inventory, ops
+from stockctl.api import catalog, inventory, ops, schemas
 from stockctl.api.deps import problem
 from stockctl.bootstrap import App
 from stockctl.errors import StockctlError
 
 log = logging.getLogger("stockctl.api")
 PROBLEM = "application/problem+json"
+PREFIXES = ("/api/v1", "/v1")  # longest first
+ROUTE_ERRORS = (400, 401, 403, 404, 409, 410, 413, 422, 503)
+
+
+def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for the problem details a route may answer."""
+    return {s: {"model": schemas.Problem} for s in statuses}
 
 
 def create_app(app: App) -> FastAPI:
@@ -30,15 +38,39 @@ def create_app(app: App) -> FastAPI:
     )
     api.state.stockctl = app
     app.metrics()  # wire the counters before the first request
-    for prefix in ("/v1", "/api/v1"):
-        api.include_router(inventory.router, prefix=prefix)
-        api.include_router(catalog.router, prefix=prefix)
+    for prefix in reversed(PREFIXES):
+        api.include_router(inventory.router, prefix=prefix, responses=problems(*ROUTE_ERRORS))
+        api.include_router(catalog.router, prefix=prefix, responses=problems(*ROUTE_ERRORS))
     api.include_router(ops.router)
-    api.include_router(ops.dapr)
+    api.include_router(ops.dapr, responses=problems(401, 403, 413, 422))
     _errors(api)
+    _document_problems(api)
     api.add_middleware(RequestMetrics, stockctl=app)
     api.add_middleware(BodyLimit, limit=app.settings.api_max_body_bytes)
     return api
+
+
+def _document_problems(api: FastAPI) -> None:
+    """Problems are served as application/problem+json: say so in the OpenAPI document
+    (FastAPI files every response model under application/json)."""
+    build = api.openapi
+    ref = {"$ref": "#/components/schemas/Problem"}
+
+    def openapi() -> dict[str, Any]:
+        if api.openapi_schema is None:
+            spec = build()
+            for operations in spec.get("paths", {}).values():
+                for operation in operations.values():
+                    for status, response in operation.get("responses", {}).items():
+                        content = response.get("content", {})
+                        if (
+                            status[0] in "45"
+                            and content.get("application/json", {}).get("schema") == ref
+                        ):
+                            content[PROBLEM] = content.pop("application/json")
+        return api.openapi_schema or build()
+
+    api.openapi = openapi  # type: ignore[method-assign]
 
 
 def _errors(api: FastAPI) -> None:
@@ -65,6 +97,7 @@ def _errors(api: FastAPI) -> None:
     @api.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         slug = {
+            400: "bad-request",  # e.g. a body that is not UTF-8
             401: "unauthorized",
             403: "forbidden",
             404: "not-found",
@@ -110,7 +143,7 @@ class BodyLimit:
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > self.limit:
-                raise _TooLarge
+                raise _TooLarge(self.limit)
             return message
 
         try:
@@ -119,8 +152,12 @@ class BodyLimit:
             await _too_large(send, self.limit)
 
 
-class _TooLarge(Exception):
-    pass
+class _TooLarge(StarletteHTTPException):
+    """An HTTP error, so that a route reading the body (FastAPI turns other errors raised
+    while it reads into 400) answers 413 through the problem handler."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body over {limit} bytes")
 
 
 async def _too_large(send: Send, limit: int) -> None:
@@ -165,8 +202,23 @@ class RequestMetrics:
         try:
             await self.app(scope, receive, record)
         finally:
-            route = scope.get("route")
-            path = getattr(route, "path", None) or "unmatched"
+            path = route_label(scope)
             m = self.stockctl.metrics()
             m.http_requests.labels(scope["method"], path, str(status)).inc()
             m.http_latency.labels(scope["method"], path).observe(time.perf_counter() - started)
+
+
+def route_label(scope: Scope) -> str:
+    """The matched route's full template (``/v1/products/{product_id}``), or ``unmatched``.
+
+    FastAPI may put the route as declared in its router into the scope, without the prefix it
+    was included under: the prefix is then taken from the request path.
+    """
+    template = str(getattr(scope.get("route"), "path", None) or "")
+    if not template:
+        return "unmatched"
+    path = scope.get("path", "")
+    for prefix in PREFIXES:
+        if path.startswith(prefix + "/"):
+            return template if template.startswith(prefix + "/") else prefix + template
+    return template

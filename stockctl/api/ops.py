@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import PlainTextResponse
 
 from stockctl.api import schemas
 from stockctl.api.deps import AppDep, require
 from stockctl.core import lifecycle
 from stockctl.core.catalog import TOPICS, project
-from stockctl.core.envelope import InvalidEvent, from_dict
+from stockctl.core.envelope import InvalidEvent, parse
 from stockctl.errors import DependencyUnavailable
 
 router = APIRouter(tags=["ops"])
@@ -34,7 +34,7 @@ def health() -> schemas.Health:
     return schemas.Health(status="ok")
 
 
-@router.get("/health/ready")
+@router.get("/health/ready", responses={503: {"model": schemas.Health}})
 def ready(app: AppDep, response: Response) -> schemas.Health:
     """Database and (when configured) Redis answer; per-dependency detail."""
     checks: dict[str, dict[str, str | float | None]] = {}
@@ -58,8 +58,9 @@ def ready(app: AppDep, response: Response) -> schemas.Health:
     return schemas.Health(status="ok" if ok else "down", checks=checks)
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse)
 def metrics(app: AppDep) -> Response:
+    """Prometheus text format: request counts and latencies, the seed's catalog_* metrics."""
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
     m = app.metrics()
@@ -81,10 +82,11 @@ def _push(app: AppDep, topic: str, body: bytes) -> schemas.DaprStatus:
     metrics = app.metrics()
     metrics.events_received.labels("dapr").inc()
     try:
-        event = from_dict(json.loads(body), topic=topic)
-    except (ValueError, InvalidEvent):
+        event = parse(body, topic=topic)  # not JSON, nested too deep, too big: InvalidEvent
+    except InvalidEvent:
         metrics.events_processed.labels("dropped").inc()
         return schemas.DaprStatus(status="DROP")
+    started = time.perf_counter()
     try:
         outcome = project(
             app.store,
@@ -98,7 +100,17 @@ def _push(app: AppDep, topic: str, body: bytes) -> schemas.DaprStatus:
     if outcome.invalid:
         metrics.events_processed.labels("dropped").inc()
         return schemas.DaprStatus(status="DROP")
-    metrics.events_processed.labels("applied").inc()
+    metrics.event_duration.observe(time.perf_counter() - started)
+    for result, n in (  # the worker's labels: a replay is a duplicate, not applied again
+        ("applied", outcome.applied),
+        ("duplicate", outcome.duplicates),
+        ("stale", outcome.stale),
+        ("filled", outcome.filled),
+        ("released", outcome.released),
+        ("unknown", outcome.unknown),
+    ):
+        if n:
+            metrics.events_processed.labels(result).inc(n)
     return schemas.DaprStatus(status="SUCCESS")
 
 

@@ -177,6 +177,22 @@ class DaprStatus(BaseModel):
     status: Literal["SUCCESS", "RETRY", "DROP"]
 
 
+class FieldError(BaseModel):
+    loc: list[str | int]
+    msg: str
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details (``application/problem+json``); ``type`` is stable per error
+    class, ``errors`` lists the fields of a 422."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[FieldError] | None = None
+
+
 class Health(BaseModel):
     status: Literal["ok", "degraded", "down"]
     checks: dict[str, dict[str, str | float | None]] = {}

@@ -91,5 +91,9 @@ class Breaker:
             self._open()
 
     def _open(self) -> None:
-        self.cb.open()
+        # Not ``cb.open()``: it stamps opened_at with the wall clock, and CircuitRedisStorage keeps
+        # the greater of two stamps, so an injected clock behind the wall clock would never reach
+        # the reset timeout. Stamp with our clock, then switch state (listeners are notified).
         self.storage.opened_at = self.clock()
+        self.storage.state = pybreaker.STATE_OPEN
+        self.cb.state = pybreaker.STATE_OPEN

@@ -1,9 +1,11 @@
 """Clients of the warehouse HTTP API (``stockctl serve``), sync and async, behind a breaker.
 
 Errors come back as the same typed exceptions the library raises, mapped from the problem
-details' ``type``. Retries (with backoff) only where safe: reads, confirm and release (both
-idempotent by the lifecycle), and writes carrying an idempotency key; every reserve and checkout
-gets one. 5xx, timeouts and connection errors count against the circuit; 4xx do not.
+details' ``type``. Retries (with backoff) only where safe: reads (GET, and the read-only POSTs
+for bulk stock and recently updated), confirm and release (both idempotent by the lifecycle), and
+writes carrying an idempotency key; every reserve and checkout gets one. Any other write (e.g.
+release-order, or adjust without a key) is sent once. 5xx, timeouts and connection errors count
+against the circuit; 4xx do not.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from stockctl.core.reservations import Line
 
 BULK_LIMIT = 1000
 _RETRY_STATUS = {502, 503, 504}
+_READS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def _error_classes() -> dict[str, type[errors.StockctlError]]:
@@ -75,7 +78,7 @@ class Call:
     path: str
     json: Any = None
     params: dict[str, Any] | None = None
-    safe: bool = True  # may be retried
+    safe: bool = False  # a POST that may be repeated: a read, or an idempotent transition
     headers: dict[str, str] = field(default_factory=dict)
 
 
@@ -170,21 +173,23 @@ class _Calls:
 
     @staticmethod
     def lifecycle(reservation_id: str, action: str, body: Any = None) -> Call:
-        return Call("POST", f"/v1/inventory/reservations/{reservation_id}/{action}", json=body)
+        """confirm / release: repeating one returns the same reservation, so retry is safe."""
+        path = f"/v1/inventory/reservations/{reservation_id}/{action}"
+        return Call("POST", path, json=body, safe=True)
 
     @staticmethod
     def bulk(ids: Sequence[str], warehouse_id: str | None) -> Call:
         body: dict[str, Any] = {"product_ids": list(ids)}
         if warehouse_id is not None:
             body["warehouse_id"] = warehouse_id
-        return Call("POST", "/v1/batch/stock", json=body)
+        return Call("POST", "/v1/batch/stock", json=body, safe=True)
 
     @staticmethod
     def recent(since: datetime, warehouse_id: str | None, page: int, limit: int) -> Call:
         body: dict[str, Any] = {"since": since.isoformat(), "page": page, "limit": limit}
         if warehouse_id is not None:
             body["warehouse_id"] = warehouse_id
-        return Call("POST", "/v1/inventory/recently-updated", json=body)
+        return Call("POST", "/v1/inventory/recently-updated", json=body, safe=True)
 
 
 def _summary(product_id: str, data: dict[str, Any]) -> StockSummary:
@@ -215,7 +220,9 @@ class _Base:
         )
 
     def _attempts(self, call: Call) -> int:
-        return 1 + (self.options.retries if call.safe or "Idempotency-Key" in call.headers else 0)
+        """Retry reads, calls marked safe and keyed writes; a write without a key goes once."""
+        safe = call.safe or call.method in _READS or "Idempotency-Key" in call.headers
+        return 1 + (self.options.retries if safe else 0)
 
     def _outcome(self, response: httpx.Response) -> tuple[Any, errors.StockctlError | None]:
         if response.status_code < 400:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar, cast
 
 import typer
 
@@ -90,6 +90,10 @@ def state(ctx: typer.Context) -> State:
     return root.obj
 
 
+# typer.Context and the click Context it derives from (typer may vendor click)
+_CONTEXTS = tuple(c for c in typer.Context.__mro__ if c is not object)
+
+
 def handled(fn: Callable[P, R]) -> Callable[P, R]:
     """Library errors become one line on stderr and the error's exit code."""
 
@@ -101,8 +105,10 @@ def handled(fn: Callable[P, R]) -> Callable[P, R]:
             raise fail(exc) from None
         finally:
             for value in [*args, *kwargs.values()]:
-                if isinstance(value, typer.Context):
-                    state(value).close()
+                # Typer passes its click's Context, the base of typer.Context: testing for
+                # typer.Context alone never matched, and nothing was ever closed.
+                if isinstance(value, _CONTEXTS):
+                    state(cast(typer.Context, value)).close()
 
     return wrapper
 

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 app = typer.Typer(help="List, show and sweep reservations.", no_args_is_help=True)
 
-_DURATION = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
+_DURATION = re.compile(r"^\s*([0-9]{1,9})\s*([smhd]?)\s*$")  # at most 999999999 days
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 Ttl = Annotated[
@@ -168,7 +168,7 @@ def release(
 ) -> None:
     """Give held units back (one reservation, or every hold of --order). Safe to retry."""
     if (reservation_id is None) == (order is None):
-        raise InvalidInput("give a reservation id or --order, not both")
+        raise InvalidInput("give one of: a reservation id, or --order ORDER")
     ops = state(ctx).ops()
     if order is not None:
         released = ops.release_order(order, reason)

@@ -129,6 +129,17 @@ def group_lag(p: Probe, rb: Runbook) -> list[Check]:
     t = p.thresholds
     out = []
     for topic in p.topic_lag():
+        if topic.get("lag") is None and topic.get("length"):
+            out.append(
+                rb.check(
+                    f"group on {topic['topic']}",
+                    Status.FAIL,
+                    f"{topic['length']} entries and no consumer group reading them",
+                    "a group",
+                    "start a worker (it creates the group at 0): stockctl worker run",
+                )
+            )
+            continue
         lag = int(topic.get("lag") or 0) + int(topic.get("pending") or 0)
         if lag == 0 and not topic.get("length"):
             continue

@@ -14,7 +14,13 @@ from datetime import datetime, timedelta
 
 from stockctl.core import events as ev
 from stockctl.core.context import Context, record_change
-from stockctl.core.model import Inventory, MovementKind, Reservation, ReservationStatus
+from stockctl.core.model import (
+    Inventory,
+    MovementKind,
+    Reservation,
+    ReservationStatus,
+    check_reason,
+)
 from stockctl.core.ports import StoreTx
 from stockctl.core.reservations import check_order_id, check_ttl
 from stockctl.errors import InvalidInput, InvalidTransition, ReservationExpired, ReservationNotFound
@@ -120,13 +126,14 @@ def confirm(ctx: Context, reservation_id: str) -> Reservation:
 
 def release(ctx: Context, reservation_id: str, reason: str = "released") -> Reservation:
     """Give the units back (cancel, payment failure). Safe to retry."""
+    why = check_reason(reason, required=False) or "released"
 
     def step(tx: StoreTx, r: Reservation, row: Inventory, now: datetime) -> Reservation:
         if r.status is S.RELEASED:
             return r
         if r.status is S.FULFILLED:
             raise InvalidTransition(f"reservation {r.id} was fulfilled (shipped); adjust instead")
-        end_reservation(ctx, tx, row, r, S.RELEASED, now, reason)
+        end_reservation(ctx, tx, row, r, S.RELEASED, now, why)
         return replace(r, status=S.RELEASED, updated_at=now)
 
     return _run(ctx, reservation_id, step, lambda r: r)
@@ -181,8 +188,9 @@ def release_order(
 ) -> list[Reservation]:
     """Release every ACTIVE or CONFIRMED hold of an order; returns those released."""
     check_order_id(order_id)
+    why = check_reason(reason, required=False) or "order_cancelled"
     with ctx.store.transaction() as tx:
-        return release_order_in(ctx, tx, order_id, reason, ctx.clock())
+        return release_order_in(ctx, tx, order_id, why, ctx.clock())
 
 
 def release_order_in(
@@ -205,6 +213,8 @@ def expire_due(ctx: Context, now: datetime | None = None, limit: int = 1000) -> 
     """Expire up to ``limit`` overdue ACTIVE holds; concurrent sweepers take disjoint rows."""
     if not 1 <= limit <= 100_000:
         raise InvalidInput("limit must be between 1 and 100000")
+    if now is not None and (not isinstance(now, datetime) or now.utcoffset() is None):
+        raise InvalidInput("now must be a timezone-aware datetime")
     at = now or ctx.clock()
     with ctx.store.transaction() as tx:
         due = tx.claim_due_reservations(at, limit)

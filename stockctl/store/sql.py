@@ -450,7 +450,7 @@ class SqlStore:
         ).order_by(i.c.product_id, i.c.warehouse_id)
         with self.read() as conn:
             result = conn.execution_options(yield_per=batch).execute(stmt)
-            for p, w, v, a, r, t in result.tuples():
+            for p, w, v, a, r, t in result:
                 yield p, RowState(w, v, a, r, t)
 
     def purge_idempotency_keys(self, cutoff: datetime) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from datetime import datetime
 
@@ -17,6 +18,7 @@ from stockctl.core.catalog import Outcome, classify, order_id_of
 from stockctl.core.context import Context
 from stockctl.core.envelope import Incoming, InvalidEvent, parse
 from stockctl.core.projection import RowState
+from stockctl.metrics import Metrics
 from stockctl.store.cache_sql import SqlStockCache
 from stockctl.store.sql import SqlStore, SqlTx
 
@@ -45,8 +47,11 @@ class EmbeddedPipeline:
         self.totals = Outcome()
         self.processed = 0
         self.dead_lettered = 0
+        self.last_batch_seconds = 0.0
+        self.metrics: Metrics | None = None
 
     def step(self) -> int:
+        started = time.perf_counter()
         with self.store.transaction() as tx:
             entries = tx.claim_outbox(self.batch_size)
             if not entries:
@@ -58,12 +63,18 @@ class EmbeddedPipeline:
                 except InvalidEvent as exc:
                     log.warning("outbox row %d is not a valid event, skipped: %s", e.id, exc)
                     self.dead_lettered += 1
-            self._project(tx, events)
+            outcome = self._project(tx, events)
             tx.mark_published([e.id for e in entries], self.clock())
         self.processed += len(entries)
+        self.last_batch_seconds = time.perf_counter() - started
+        if self.metrics is not None:
+            failed = len(entries) - len(events) + len(outcome.invalid)
+            self.metrics.record_batch(
+                "outbox", len(entries), outcome, failed, self.last_batch_seconds, events
+            )
         return len(entries)
 
-    def _project(self, tx: SqlTx, events: list[Incoming]) -> None:
+    def _project(self, tx: SqlTx, events: list[Incoming]) -> Outcome:
         updates, orders, out = classify(events)
         for _, reason in out.invalid:
             log.warning("invalid event skipped: %s", reason)
@@ -77,11 +88,15 @@ class EmbeddedPipeline:
             if new:
                 reason = event.type.replace(".", "_")
                 lifecycle.release_order_in(self.ctx, tx, order_id_of(event), reason, now)
-                self.totals.released += 1
-        self.totals.applied += result.applied
-        self.totals.duplicates += result.duplicates
-        self.totals.stale += result.stale
-        self.totals.unknown += out.unknown
+                out.released += 1
+        out.applied, out.duplicates, out.stale = result.applied, result.duplicates, result.stale
+        t = self.totals
+        t.applied += out.applied
+        t.duplicates += out.duplicates
+        t.stale += out.stale
+        t.released += out.released
+        t.unknown += out.unknown
+        return out
 
     def idle(self, stop: threading.Event) -> None:
         stop.wait(self.poll_seconds)

@@ -35,6 +35,7 @@ class StreamProcessor:
         block_ms: int,
         max_deliveries: int,
         claim_idle_ms: int,
+        burst: bool = False,
     ) -> None:
         self.store = store
         self.cache = cache
@@ -44,6 +45,7 @@ class StreamProcessor:
         self.block_ms = block_ms
         self.max_deliveries = max_deliveries
         self.claim_idle_ms = claim_idle_ms
+        self.burst = burst
         self.totals = Outcome()
         self.processed = 0
         self.dead_lettered = 0
@@ -53,13 +55,17 @@ class StreamProcessor:
 
     def step(self) -> int:
         deliveries = self._recover() or self.consumer.read(self.batch_size, self.block_ms)
+        if not deliveries and self.burst:
+            # Idle means nothing pending either: a burst run must not exit with our own
+            # pending entries (a crashed run's batches, failures not yet dead-lettered) left.
+            deliveries = self._recover(now=True)
         if deliveries:
             self.handle(deliveries)
         return len(deliveries)
 
-    def _recover(self) -> list[Delivery]:
+    def _recover(self, now: bool = False) -> list[Delivery]:
         """Now and then: our own pending entries (failed earlier), then a dead peer's."""
-        if time.monotonic() < self._next_recover:
+        if not now and time.monotonic() < self._next_recover:
             return []
         self._next_recover = time.monotonic() + RECOVER_EVERY_SECONDS
         return self.consumer.read_pending(self.batch_size) or self.consumer.claim_idle(

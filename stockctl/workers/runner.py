@@ -126,16 +126,11 @@ class Runner:
             cache = app.cache()
             assert isinstance(cache, SqlStockCache)
             poll = s.relay_poll_interval_ms / 1000
-            return [
-                EmbeddedPipeline(
-                    app.ctx,
-                    app.store,
-                    cache,
-                    batch_size=batch,
-                    poll_seconds=poll,
-                    clock=app.ctx.clock,
-                )
-            ]
+            pipeline = EmbeddedPipeline(
+                app.ctx, app.store, cache, batch_size=batch, poll_seconds=poll, clock=app.ctx.clock
+            )
+            pipeline.metrics = app.metrics()
+            return [pipeline]
         from stockctl.clients.redis_bus import StreamConsumer
         from stockctl.workers.processor import StreamProcessor
 
@@ -159,6 +154,7 @@ class Runner:
                 block_ms=timeout,
                 max_deliveries=s.worker_max_deliveries,
                 claim_idle_ms=s.worker_claim_idle_ms,
+                burst=self.options.burst,
             )
             job.metrics = app.metrics()
             jobs.append(job)
@@ -243,7 +239,7 @@ class Runner:
                 "consumer": self.consumer,
                 "pid": os.getpid(),
                 "host": socket.gethostname(),
-                "jobs": {j.name: j.processed for j in self.jobs},
+                "jobs": self._job_totals(),
                 "last_batch_seconds": max(
                     (getattr(j, "last_batch_seconds", 0.0) for j in self.jobs), default=0.0
                 ),
@@ -258,6 +254,13 @@ class Runner:
                 log.warning("heartbeat failed: %s", exc)
             if self.stop.wait(every):
                 return
+
+    def _job_totals(self) -> dict[str, int]:
+        """Items done per job kind, summed over its threads (processors share one name)."""
+        totals: dict[str, int] = {}
+        for j in self.jobs:
+            totals[j.name] = totals.get(j.name, 0) + j.processed
+        return totals
 
     def _install_signals(self) -> None:
         def handler(signum: int, frame: FrameType | None) -> None:
