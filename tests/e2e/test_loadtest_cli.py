@@ -1,0 +1,165 @@
+"""``stockctl loadtest`` as a real process against a running ``stockctl worker run`` (issue 9):
+on the embedded default and on PostgreSQL + Redis, 0 invariant violations and a PNG that opens;
+and a run over a corrupted reservation counter exits 1 naming the row.
+
+Redis: the events lane of ``tests/eventutil.py`` (own database, lock, streams deleted).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select, update
+
+import stockctl
+from stockctl.core import cache as cache_uc
+from stockctl.core import seed as demo
+from stockctl.store.tables import inventory
+from tests.eventutil import Lane, cli, redis_lane, spawn, wait_until
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PRODUCTS = 20
+
+
+@pytest.fixture
+def lane() -> Iterator[Lane]:
+    with redis_lane() as lane:
+        yield lane
+
+
+def prepare(database_url: str, **settings: Any) -> None:
+    """``stockctl init``, ``seed`` (20 products x 3 warehouses) and ``warm-cache``."""
+    with stockctl.connect(database_url, **settings) as sc:
+        sc.init()
+        app = sc._app
+        demo.load(app.store, demo.SeedPlan(PRODUCTS, 3), app.ctx.clock(), app.ctx.actor)
+        cache_uc.warm(app.store, app.cache(), product_ids=app.store.all_product_ids())
+
+
+@contextmanager
+def worker(env: dict[str, str], only: str, database_url: str, **settings: Any) -> Iterator[None]:
+    """``stockctl worker run --only ...`` in the background; stopped with SIGTERM (exit 0)."""
+    proc = spawn(env, "worker", "run", "--only", only)
+    try:
+        with stockctl.connect(database_url, **settings) as sc:
+            app_id = sc.settings.app_id
+            wait_until(
+                lambda: proc.poll() is not None or bool(sc._app.cache().heartbeats(f"{app_id}:")),
+                20,
+                "the worker's first heartbeat",
+            )
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        yield
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            _, err = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, err = proc.communicate()
+            raise AssertionError(f"the worker did not stop: {err[-2000:]}") from None
+    assert proc.returncode == 0, err[-2000:]
+    assert "Traceback" not in err, err[-4000:]
+
+
+def loadtest(env: dict[str, str], *extra: str) -> tuple[int, dict[str, Any]]:
+    done = cli(
+        env,
+        "loadtest",
+        "--rate",
+        "50/s",
+        "--products",
+        str(PRODUCTS),
+        "-o",
+        "json",
+        *extra,
+        timeout=120,
+    )
+    assert done.out, done.err
+    return done.code, json.loads(done.out)
+
+
+def assert_healthy_run(code: int, report: dict[str, Any], seconds: int) -> None:
+    assert report["invariant_violations"] == []
+    assert code == 0
+    assert report["operations"] >= 50 * seconds * 0.8  # only skipped ones are not sent
+    assert report["outcomes"].get("ok", 0) >= report["operations"] * 0.8, report["outcomes"]
+    assert not [o for o in report["outcomes"] if o.startswith("error:")], report["outcomes"]
+    assert report["latency_ms"]["p50"] > 0
+    assert report["latency_ms"]["p50"] <= report["latency_ms"]["p99"] <= report["latency_ms"]["max"]
+
+
+def assert_png(path: Path) -> None:
+    import matplotlib.image as mpimg
+
+    data = path.read_bytes()
+    assert data[:8] == PNG_SIGNATURE
+    image = mpimg.imread(str(path))
+    height, width = image.shape[:2]
+    assert (width, height) == (1000, 800)
+    top, bottom = image[: height // 2, :, :3], image[height // 2 :, :, :3]
+    assert (top < 0.5).any() and (bottom < 0.5).any(), "both plots are drawn"
+
+
+def test_loadtest_on_the_embedded_default_with_a_worker(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'lt.db'}"
+    prepare(url)
+    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1", "STOCKCTL_DATABASE_URL": url}
+    plot = tmp_path / "out.png"
+    with worker(env, "processor", url):
+        code, report = loadtest(env, "--duration", "4s", "--plot", str(plot))
+    assert_healthy_run(code, report, 4)
+    assert report["plot"] == str(plot)
+    assert_png(plot)
+
+
+def test_loadtest_on_postgresql_and_redis_with_a_worker(
+    pg_url: str, lane: Lane, tmp_path: Path
+) -> None:
+    settings = lane.settings()
+    prepare(pg_url, **settings)
+    env = lane.env(pg_url)
+    plot = tmp_path / "pg.png"
+    with worker(env, "relay,processor", pg_url, **settings):
+        code, report = loadtest(env, "--duration", "4s", "--plot", str(plot))
+    assert_healthy_run(code, report, 4)
+    assert_png(plot)
+
+
+def test_a_corrupted_reserved_counter_fails_the_run_and_is_named(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'broken.db'}"
+    prepare(url)
+    with stockctl.connect(url) as sc:
+        engine = sc._app.store.engine
+        with engine.begin() as conn:
+            row = conn.execute(
+                select(inventory.c.product_id, inventory.c.warehouse_id)
+                .where(inventory.c.quantity_available >= 50)
+                .order_by(inventory.c.product_id, inventory.c.warehouse_id)
+                .limit(1)
+            ).one()
+            conn.execute(
+                update(inventory)
+                .where(
+                    inventory.c.product_id == row.product_id,
+                    inventory.c.warehouse_id == row.warehouse_id,
+                )
+                .values(quantity_reserved=inventory.c.quantity_reserved + 40)
+            )
+    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1", "STOCKCTL_DATABASE_URL": url}
+    with worker(env, "processor", url):
+        code, report = loadtest(env, "--duration", "2s", "--mix", "adjust=1")
+    assert code == 1, report
+    where = f"{row.product_id}@{row.warehouse_id}"
+    named = [v for v in report["invariant_violations"] if where in v]
+    assert named and named[0].startswith("reserved 40 != holds 0 at "), report
+    assert named[0].endswith(where)

@@ -1,0 +1,421 @@
+"""One contract, three caches: ``RedisStockCache`` (real Redis) and ``SqlStockCache`` on SQLite
+and on PostgreSQL must behave alike — keys and values, de-duplication, the version guard, the
+counts they report, expiry and heartbeats.
+
+Plain keys are read the way the runbooks read them: a GET through redis-py on Redis, and
+``SqlStockCache.get`` for the embedded table. Redis keys live under a random prefix in the events
+test database (see ``tests/eventutil.py``) and are deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import redis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import create_engine, delete, or_, text
+from sqlalchemy.engine import make_url
+
+import stockctl
+from stockctl.clients.redis_cache import RedisStockCache
+from stockctl.core.model import Inventory
+from stockctl.core.ports import ApplyResult, StockCache
+from stockctl.core.projection import CacheKeys, ProductStock, RowState, StockUpdate
+from stockctl.library import Stockctl
+from stockctl.store.cache_sql import SqlStockCache
+from stockctl.store.tables import cache_entries
+from tests.conftest import PG_ADMIN_URL, new_id
+from tests.eventutil import (
+    EVENTS_REDIS_URL,
+    delete_matching,
+    expected_plain,
+    read_plain,
+    text_of,
+    unique,
+)
+
+KINDS = ["redis", "sqlite", "postgresql"]
+
+
+@dataclass
+class Adapter:
+    """A cache under test, the way to read its plain keys, and a clock it can be moved on by."""
+
+    kind: str
+    make: Callable[..., StockCache]
+    get_with: Callable[[StockCache, str], str | None]
+    advance: Callable[[float], None]
+    made: list[StockCache] = field(default_factory=list)
+
+    def cache(self, ttl: int = 300, hash_tags: bool = False) -> StockCache:
+        cache = self.make(ttl, hash_tags)
+        self.made.append(cache)
+        return cache
+
+    def getter(self, cache: StockCache) -> Callable[[str], str | None]:
+        return lambda key: self.get_with(cache, key)
+
+
+def _pg_database() -> Generator[str, None, None]:
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    name = unique("stockctl_test_cache_")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="module")
+def sql_databases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Stockctl]]:
+    """One database per backend for the module (creating one per test costs more than the
+    tests); each test works under its own key prefix and deletes its rows."""
+    pg = _pg_database()
+    clients = {
+        "sqlite": stockctl.connect(f"sqlite:///{tmp_path_factory.mktemp('cache') / 'c.db'}"),
+        "postgresql": stockctl.connect(next(pg)),
+    }
+    try:
+        for sc in clients.values():
+            sc.init()
+        yield clients
+    finally:
+        for sc in clients.values():
+            sc.close()
+        pg.close()
+
+
+@pytest.fixture(params=KINDS)
+def adapter(request: pytest.FixtureRequest) -> Iterator[Adapter]:
+    prefix = unique("c")
+    if request.param == "redis":
+        client = redis.Redis.from_url(EVENTS_REDIS_URL)
+
+        def make_redis(ttl: int, hash_tags: bool) -> StockCache:
+            return RedisStockCache(client, CacheKeys(prefix, hash_tags), ttl)
+
+        def get_redis(_: StockCache, key: str) -> str | None:
+            value = client.get(key)
+            return None if value is None else text_of(value)
+
+        try:
+            yield Adapter("redis", make_redis, get_redis, time.sleep)
+        finally:
+            delete_matching(client, f"{prefix}:*")
+            delete_matching(client, f"stockctl:heartbeat:{prefix}*")
+            delete_matching(client, f"stockctl:{prefix}:*")
+            client.close()
+        return
+
+    store = request.getfixturevalue("sql_databases")[request.param]._app.store
+    now = [datetime(2024, 6, 1, 12, 0, tzinfo=UTC)]
+
+    def make_sql(ttl: int, hash_tags: bool) -> StockCache:
+        return SqlStockCache(store, CacheKeys(prefix, hash_tags), ttl, lambda: now[0])
+
+    def get_sql(cache: StockCache, key: str) -> str | None:
+        assert isinstance(cache, SqlStockCache)
+        return cache.get(key)
+
+    def advance(seconds: float) -> None:
+        now[0] += timedelta(seconds=seconds)
+
+    try:
+        yield Adapter(request.param, make_sql, get_sql, advance)
+    finally:
+        with store.transaction() as tx:
+            tx.conn.execute(
+                delete(cache_entries).where(
+                    or_(
+                        cache_entries.c.key.startswith(f"{prefix}:"),
+                        cache_entries.c.key.startswith(f"stockctl:heartbeat:{prefix}"),
+                        cache_entries.c.key.startswith(f"stockctl:{prefix}:"),
+                    )
+                )
+            )
+
+
+def inv(p: str, w: str, version: int, available: int, reserved: int = 0, thr: int = 0) -> Inventory:
+    return Inventory(p, w, available, reserved, thr, version, None)
+
+
+def upd(
+    p: str, w: str, version: int, available: int, reserved: int = 0, thr: int = 0
+) -> StockUpdate:
+    return StockUpdate(new_id("e"), p, RowState(w, version, available, reserved, thr))
+
+
+def product(p: str, *rows: Inventory) -> ProductStock:
+    return ProductStock(
+        p, tuple(RowState.of(r) for r in sorted(rows, key=lambda r: r.warehouse_id))
+    )
+
+
+def fill(cache: StockCache, *rows: Inventory) -> None:
+    by: dict[str, list[RowState]] = {}
+    for r in rows:
+        by.setdefault(r.product_id, []).append(RowState.of(r))
+    cache.fill(by)
+
+
+def assert_plain(adapter: Adapter, cache: StockCache, p: str, *rows: Inventory) -> None:
+    keys = cache.keys
+    want = expected_plain(keys, p, rows)
+    assert read_plain(adapter.getter(cache), want) == want
+
+
+# -- fill and the plain keys
+
+
+@pytest.mark.parametrize(
+    ("rows", "status"),
+    [
+        ([(50, 5, 10), (7, 0, 3)], "in_stock"),
+        ([(8, 2, 10), (3, 3, 2)], "low_stock"),
+        ([(4, 4, 1), (0, 0, 0)], "out_of_stock"),
+        ([(9, 0, 9)], "low_stock"),  # sellable equal to the threshold is low stock
+    ],
+)
+def test_fill_writes_every_plain_key_as_designed(
+    adapter: Adapter, rows: list[tuple[int, int, int]], status: str
+) -> None:
+    cache = adapter.cache()
+    p = new_id("P")
+    inventory = [inv(p, f"W{i}", 3, a, r, t) for i, (a, r, t) in enumerate(rows)]
+    fill(cache, *inventory)
+    assert cache.get_products([p]) == {p: product(p, *inventory)}
+    assert_plain(adapter, cache, p, *inventory)
+    assert adapter.getter(cache)(f"{cache.keys.prefix}:stock:{p}:status") == status
+
+
+def test_the_literal_key_names_hold_the_values(adapter: Adapter) -> None:
+    cache = adapter.cache()
+    prefix = cache.keys.prefix
+    get = adapter.getter(cache)
+    p = new_id("P")
+    fill(cache, inv(p, "WA", 1, 10, 4, 2), inv(p, "WB", 1, 5, 0, 8))
+    assert get(f"{prefix}:stock:{p}:warehouse:WA") == "6"
+    assert get(f"{prefix}:stock:{p}:warehouse:WB") == "5"
+    assert get(f"{prefix}:stock:{p}:total") == "15"
+    assert get(f"{prefix}:stock:{p}:available") == "11"
+    assert get(f"{prefix}:stock:{p}:status") == "in_stock"
+    assert get(f"{prefix}:stock:{p}:low_stock") == "0"
+    detail = json.loads(get(f"{prefix}:product:{p}") or "null")
+    assert detail == {
+        "product_id": p,
+        "total": 15,
+        "available": 11,
+        "status": "in_stock",
+        "warehouses": {"WA": 6, "WB": 5},
+    }
+
+
+def test_hash_tagged_keys(adapter: Adapter) -> None:
+    cache = adapter.cache(hash_tags=True)
+    prefix = cache.keys.prefix
+    get = adapter.getter(cache)
+    p = new_id("P")
+    fill(cache, inv(p, "W1", 1, 10, 0, 2))
+    result = cache.apply([upd(p, "W1", 2, 12, 1, 2)])
+    assert result == ApplyResult(1, 0, 0, ())
+    assert get(f"{prefix}:stock:{{{p}}}:warehouse:W1") == "11"
+    assert get(f"{prefix}:stock:{{{p}}}:total") == "12"
+    assert get(f"{prefix}:stock:{{{p}}}:status") == "in_stock"
+    assert json.loads(get(f"{prefix}:product:{{{p}}}") or "{}")["available"] == 11
+    assert get(f"{prefix}:stock:{p}:total") is None
+    assert cache.get_products([p]) == {p: product(p, inv(p, "W1", 2, 12, 1, 2))}
+
+
+def test_fill_is_version_guarded_and_adds_new_rows(adapter: Adapter) -> None:
+    cache = adapter.cache()
+    p = new_id("P")
+    fill(cache, inv(p, "W1", 5, 10))
+    fill(cache, inv(p, "W1", 4, 99), inv(p, "W2", 1, 3))  # W1 older: kept; W2 new: added
+    assert cache.get_products([p]) == {p: product(p, inv(p, "W1", 5, 10), inv(p, "W2", 1, 3))}
+    assert_plain(adapter, cache, p, inv(p, "W1", 5, 10), inv(p, "W2", 1, 3))
+
+
+def test_get_products_reports_unknown_products_as_none(adapter: Adapter) -> None:
+    cache = adapter.cache()
+    p, q = new_id("P"), new_id("P")
+    fill(cache, inv(p, "W1", 1, 1))
+    assert cache.get_products([q, p]) == {q: None, p: product(p, inv(p, "W1", 1, 1))}
+    assert cache.get_products([]) == {}
+
+
+# -- apply
+
+
+def test_a_product_with_no_cached_rows_is_reported_incomplete(adapter: Adapter) -> None:
+    cache = adapter.cache()
+    p, q = new_id("P"), new_id("P")
+    fill(cache, inv(q, "W1", 1, 5))
+    batch = [upd(p, "W1", 3, 9), upd(p, "W2", 1, 2), upd(q, "W1", 2, 6)]
+    result = cache.apply(batch)
+    assert result == ApplyResult(1, 0, 0, (p,))
+    # Nothing of the incomplete product is written: its totals need all its rows.
+    assert cache.get_products([p]) == {p: None}
+    assert adapter.getter(cache)(cache.keys.total(p)) is None
+    assert adapter.getter(cache)(cache.keys.warehouse(p, "W1")) is None
+    # Its events are marked processed: after the fill a redelivery is a duplicate.
+    fill(cache, inv(p, "W1", 3, 9), inv(p, "W2", 1, 2))
+    assert cache.apply(batch) == ApplyResult(0, 3, 0, ())
+    assert_plain(adapter, cache, p, inv(p, "W1", 3, 9), inv(p, "W2", 1, 2))
+
+
+def test_apply_updates_the_row_and_the_product_totals(adapter: Adapter) -> None:
+    cache = adapter.cache()
+    p = new_id("P")
+    fill(cache, inv(p, "W1", 1, 10, 0, 4), inv(p, "W2", 1, 6, 0, 4))
+    assert cache.apply([upd(p, "W1", 2, 10, 8, 4)]) == ApplyResult(1, 0, 0, ())
+    rows = [inv(p, "W1", 2, 10, 8, 4), inv(p, "W2", 1, 6, 0, 4)]
+    assert cache.get_products([p]) == {p: product(p, *rows)}
+    assert_plain(adapter, cache, p, *rows)
+    # A new warehouse of a cached product is added to it.
+    assert cache.apply([upd(p, "W3", 1, 2, 0, 0)]) == ApplyResult(1, 0, 0, ())
+    rows.append(inv(p, "W3", 1, 2))
+    assert cache.get_products([p]) == {p: product(p, *rows)}
+    assert_plain(adapter, cache, p, *rows)
+
+
+def test_older_and_equal_versions_are_stale_and_change_nothing(adapter: Adapter) -> None:
+    cache = adapter.cache()
+    p = new_id("P")
+    fill(cache, inv(p, "W1", 7, 10, 2, 1))
+    result = cache.apply([upd(p, "W1", 6, 99), upd(p, "W1", 7, 98), upd(p, "W1", 1, 0)])
+    assert result == ApplyResult(0, 0, 3, ())
+    assert cache.get_products([p]) == {p: product(p, inv(p, "W1", 7, 10, 2, 1))}
+    assert_plain(adapter, cache, p, inv(p, "W1", 7, 10, 2, 1))
+
+
+def test_versions_in_one_batch_count_as_if_delivered_one_by_one(adapter: Adapter) -> None:
+    cache = adapter.cache()
+    p = new_id("P")
+    fill(cache, inv(p, "W1", 1, 1))
+    # v2 then v3 are each newer than what is held when they arrive; v1 is stale.
+    result = cache.apply([upd(p, "W1", 2, 2), upd(p, "W1", 3, 3), upd(p, "W1", 1, 9)])
+    assert result == ApplyResult(2, 0, 1, ())
+    assert cache.get_products([p]) == {p: product(p, inv(p, "W1", 3, 3))}
+
+
+def test_duplicates_are_counted_and_not_applied(adapter: Adapter) -> None:
+    cache = adapter.cache()
+    p = new_id("P")
+    fill(cache, inv(p, "W1", 1, 5))
+    first = upd(p, "W1", 2, 6)
+    # The same event twice in one batch.
+    assert cache.apply([first, first]) == ApplyResult(1, 1, 0, ())
+    # Delivered again later, even carrying other values: still a duplicate.
+    again = StockUpdate(first.event_id, p, RowState("W1", 9, 100, 0, 0))
+    assert cache.apply([again]) == ApplyResult(0, 1, 0, ())
+    assert cache.get_products([p]) == {p: product(p, inv(p, "W1", 2, 6))}
+    assert cache.processed([first.event_id]) == [True]
+
+
+def test_many_products_in_one_batch(adapter: Adapter) -> None:
+    cache = adapter.cache()
+    ps = [new_id("P") for _ in range(30)]
+    fill(cache, *[inv(p, w, 1, 10) for p in ps for w in ("W1", "W2")])
+    batch = [upd(p, w, 2, 10 + i) for i, p in enumerate(ps) for w in ("W1", "W2")]
+    random.Random(1).shuffle(batch)
+    assert cache.apply(batch) == ApplyResult(60, 0, 0, ())
+    got = cache.get_products(ps)
+    for i, p in enumerate(ps):
+        rows = [inv(p, "W1", 2, 10 + i), inv(p, "W2", 2, 10 + i)]
+        assert got[p] == product(p, *rows)
+        assert_plain(adapter, cache, p, *rows)
+
+
+def test_an_empty_batch_is_a_no_op(adapter: Adapter) -> None:
+    cache = adapter.cache()
+    assert cache.apply([]) == ApplyResult(0, 0, 0, ())
+    cache.fill({})
+    assert cache.claim_events([]) == []
+    assert cache.processed([]) == []
+
+
+@settings(
+    max_examples=8,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(seed=st.integers(0, 2**32 - 1), cuts=st.lists(st.integers(1, 199), max_size=12))
+def test_each_event_twice_and_versions_shuffled_end_at_version_100(
+    adapter: Adapter, seed: int, cuts: list[int]
+) -> None:
+    """Versions 1..100 of one row, each delivered twice, shuffled, in random batches (with a
+    steady second warehouse beside it): the cache ends at version 100's values."""
+    cache = adapter.cache()
+    p = new_id("P")
+    fill(cache, inv(p, "W1", 0, 0), inv(p, "W2", 4, 7, 1, 3))
+
+    def state(v: int) -> tuple[int, int, int]:  # available, reserved, threshold at version v
+        return (v * 7) % 53 + 20, v % 11, v % 5
+
+    events = [upd(p, "W1", v, *state(v)) for v in range(1, 101)]
+    deliveries = events + events
+    rnd = random.Random(seed)
+    rnd.shuffle(deliveries)
+    bounds = [0, *sorted(set(cuts)), len(deliveries)]
+    applied = stale = dup = 0
+    for a, b in zip(bounds, bounds[1:], strict=False):
+        r = cache.apply(deliveries[a:b])
+        assert r.incomplete == ()
+        applied, stale, dup = applied + r.applied, stale + r.stale, dup + r.duplicates
+    assert dup == 100 and applied + stale == 100 and applied >= 1
+    rows = [inv(p, "W1", 100, *state(100)), inv(p, "W2", 4, 7, 1, 3)]
+    assert cache.get_products([p]) == {p: product(p, *rows)}
+    assert_plain(adapter, cache, p, *rows)
+
+
+# -- markers, expiry, heartbeats
+
+
+def test_claim_events_and_processed(adapter: Adapter) -> None:
+    cache = adapter.cache()
+    a, b, c = new_id("e"), new_id("e"), new_id("e")
+    assert cache.processed([a, b]) == [False, False]
+    assert cache.claim_events([a, b, a]) == [True, True, False]
+    assert cache.claim_events([b, c]) == [False, True]
+    assert cache.processed([c, a, new_id("e")]) == [True, True, False]
+
+
+def test_cached_products_expire_after_the_ttl(adapter: Adapter) -> None:
+    cache = adapter.cache(ttl=1)
+    p = new_id("P")
+    fill(cache, inv(p, "W1", 1, 5))
+    marker = upd(p, "W1", 2, 6)
+    assert cache.apply([marker]).applied == 1
+    adapter.advance(1.3)
+    assert cache.get_products([p]) == {p: None}
+    assert adapter.getter(cache)(cache.keys.total(p)) is None
+    # The product is incomplete again; the de-duplication marker (24 h) outlives it.
+    assert cache.apply([upd(p, "W1", 3, 7)]) == ApplyResult(0, 0, 0, (p,))
+    assert cache.processed([marker.event_id]) == [True]
+
+
+def test_heartbeats_by_prefix_and_expiry(adapter: Adapter) -> None:
+    cache = adapter.cache()
+    group = cache.keys.prefix + "hb"  # deleted with the prefix
+    cache.heartbeat(f"{group}:c1", '{"n": 1}', 1)
+    cache.heartbeat(f"{group}:c2", '{"n": 2}', 60)
+    cache.heartbeat(f"{group}x:c3", "other group", 60)
+    assert cache.heartbeats(f"{group}:") == {f"{group}:c1": '{"n": 1}', f"{group}:c2": '{"n": 2}'}
+    cache.heartbeat(f"{group}:c2", '{"n": 3}', 60)  # a fresh beat replaces the last
+    adapter.advance(1.3)
+    assert cache.heartbeats(f"{group}:") == {f"{group}:c2": '{"n": 3}'}
+    assert cache.heartbeats(unique("none")) == {}
+
+
+def test_ping(adapter: Adapter) -> None:
+    adapter.cache().ping()
