@@ -92,8 +92,13 @@ class App:
         self.store.close()
 
 
-def build_client(settings: Settings, redis_client: redis.Redis | None = None) -> WarehouseClient:
-    """The warehouse API client from settings; with Redis, the circuit is shared by processes."""
+def build_client(
+    settings: Settings,
+    redis_client: redis.Redis | None = None,
+    metrics: Metrics | None = None,
+) -> WarehouseClient:
+    """The warehouse API client from settings; with Redis, the circuit is shared by processes;
+    with ``metrics``, its state changes are exported."""
     from stockctl.clients.breaker import Breaker
     from stockctl.clients.warehouse import ClientOptions, WarehouseClient
     from stockctl.errors import InvalidInput
@@ -107,8 +112,13 @@ def build_client(settings: Settings, redis_client: redis.Redis | None = None) ->
         storage = pybreaker.CircuitRedisStorage(
             pybreaker.STATE_CLOSED, redis_client, namespace="stockctl-warehouse"
         )
+    on_change = metrics.circuit_changed("warehouse") if metrics is not None else None
     breaker = Breaker(
-        "warehouse", settings.breaker_fail_max, settings.breaker_reset_seconds, storage
+        "warehouse",
+        settings.breaker_fail_max,
+        settings.breaker_reset_seconds,
+        storage,
+        on_change=on_change,
     )
     token = settings.api_token.get_secret_value() if settings.api_token else None
     options = ClientOptions(

@@ -5,7 +5,7 @@ Names follow the seed document where it has one (``catalog_*``); the rest are ``
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -78,6 +78,28 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+
+        self.circuit_state = Gauge(
+            "stockctl_circuit_open",
+            "1 while the warehouse client's circuit is open or half-open",
+            ["circuit"],
+            registry=r,
+        )
+        self.circuit_changes = Counter(
+            "stockctl_circuit_state_changes_total",
+            "Circuit breaker state changes",
+            ["circuit", "state"],
+            registry=r,
+        )
+
+    def circuit_changed(self, name: str) -> Callable[[str, str], None]:
+        """An ``on_change`` hook for a ``Breaker`` named ``name``."""
+
+        def changed(old: str, new: str) -> None:
+            self.circuit_changes.labels(name, new).inc()
+            self.circuit_state.labels(name).set(0 if new == "closed" else 1)
+
+        return changed
 
     def count_reads(self, hits: int, misses: int) -> None:
         self.cache_hits.inc(hits)

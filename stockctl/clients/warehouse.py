@@ -32,7 +32,6 @@ from stockctl.core.model import (
 from stockctl.core.reservations import Line
 
 BULK_LIMIT = 1000
-_RETRY_STATUS = {502, 503, 504}
 _READS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
