@@ -31,17 +31,9 @@ def _out(s: ProductStock) -> schemas.ProductStockOut:
 @router.post("/batch/stock", dependencies=READ)
 def bulk_stock(app: AppDep, body: schemas.BulkStock) -> schemas.BulkStockOut:
     """Sellable units of up to 1000 products (in one warehouse, or summed over all)."""
-    found = cache.get_stock(app.store, app.cache(), body.product_ids, app.read_counters)
-    stocks: dict[str, int] = {}
-    missing: list[str] = []
-    for product_id, s in found.items():
-        if s is None:
-            missing.append(product_id)
-        elif body.warehouse_id is None:
-            stocks[product_id] = s.available
-        else:
-            row = next((r for r in s.rows if r.warehouse_id == body.warehouse_id), None)
-            stocks[product_id] = max(row.sellable, 0) if row else 0
+    stocks, missing = cache.bulk_sellable(
+        app.store, app.cache(), body.product_ids, body.warehouse_id, app.read_counters
+    )
     return schemas.BulkStockOut(stocks=stocks, missing=missing)
 
 

@@ -67,6 +67,7 @@ def warm_cache(
         "rows": result.rows,
         "seconds": round(result.seconds, 3),
         "rows_per_second": round(result.rows / result.seconds) if result.seconds else None,
+        "not_found": result.not_found,
     }
     if output is Output.json:
         emit_json(data)
@@ -74,6 +75,13 @@ def warm_cache(
         console().print(
             f"warmed {result.rows:,} rows of {result.products:,} products in {result.seconds:.2f} s"
         )
+        if result.not_found:
+            shown = ", ".join(result.not_found[:10])
+            more = f" and {len(result.not_found) - 10} more" if len(result.not_found) > 10 else ""
+            console().print(
+                f"[yellow]{len(result.not_found)} product id(s) not found[/] "
+                f"(no inventory rows): {shown}{more}"
+            )
 
 
 def _warm_via_api(st: Any, url: str, cache: Any, batch: int, ids: list[str] | None) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import signal
 import sys
 import threading
 from typing import Annotated, Any
@@ -44,6 +45,18 @@ def _log_setup() -> None:
     )
 
 
+def _exit_zero_on_stop_signals() -> None:
+    """SIGTERM and SIGINT ask for the graceful stop: once uvicorn has shut down it re-raises the
+    signal it stopped on, which would end the process killed by it (-15, or click's "Aborted!"
+    exit 1); here that re-raised signal, or one before uvicorn listens, ends it with status 0."""
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+
+
 @handled
 def serve(
     ctx: typer.Context,
@@ -60,6 +73,7 @@ def serve(
     bind, at = host or settings.api_host, port or settings.api_port
     check_bind(bind, bool(settings.api_tokens), insecure)
     _log_setup()
+    _exit_zero_on_stop_signals()
     if workers == 1:
         from stockctl.api.app import create_app
 
@@ -100,6 +114,7 @@ def up(
     bind, at = host or s.api_host, port or s.api_port
     check_bind(bind, bool(s.api_tokens), insecure)
     _log_setup()
+    _exit_zero_on_stop_signals()
     runner = Runner(app, WorkerOptions(only=("relay", "processor", "expiry", "sync")))
     jobs = threading.Thread(
         target=runner.run, kwargs={"handle_signals": False}, name="stockctl-jobs", daemon=True

@@ -7,6 +7,7 @@ overwrites a newer one written by the event processor.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -15,11 +16,13 @@ from datetime import datetime, timedelta
 from stockctl.core.model import Inventory, check_id
 from stockctl.core.ports import StockCache, Store
 from stockctl.core.projection import CacheKeys, ProductStock, RowState, product_values
-from stockctl.errors import InvalidInput
+from stockctl.errors import CacheUnavailable, InvalidInput
 
 MAX_BATCH = 10_000
 MAX_PAGE = 1000
 SYNC_CHECKPOINT = "sync:checkpoint"
+
+log = logging.getLogger("stockctl.cache")
 
 
 def check_batch(batch: int) -> int:
@@ -63,19 +66,96 @@ def get_stock(
     limit: int = 1000,
 ) -> dict[str, ProductStock | None]:
     """Stock of many products: cache hits, then one database query for the misses, which fill
-    the cache. Products unknown to the database map to None."""
+    the cache. Products unknown to the database map to None.
+
+    An unreachable cache is not an error: every read goes to the database and counts as a miss
+    (in ``counters``; the shared counts and the fill are skipped until the cache is back)."""
     ids = check_product_ids(product_ids, limit)
-    found = cache.get_products(ids)
+    cache_up = True
+    try:
+        found = cache.get_products(ids)
+    except CacheUnavailable as exc:
+        log.warning("stock read from the database: %s", exc)
+        found, cache_up = {}, False
     misses = [p for p in ids if found.get(p) is None]
     if counters is not None:
         counters.add(len(ids) - len(misses), len(misses))
-    cache.count_reads(len(ids) - len(misses), len(misses))
+    if cache_up:
+        cache_up = _tolerate(lambda: cache.count_reads(len(ids) - len(misses), len(misses)))
     if misses:
         rows = store.inventory_for_products(misses)
-        cache.fill({p: [RowState.of(r) for r in rs] for p, rs in rows.items()})
+        if cache_up:
+            _tolerate(
+                lambda: cache.fill({p: [RowState.of(r) for r in rs] for p, rs in rows.items()})
+            )
         for p in misses:
             found[p] = _stock(p, rows[p]) if p in rows else None
     return {p: found.get(p) for p in ids}
+
+
+def _tolerate(write: Callable[[], None]) -> bool:
+    """Run a cache write of the read path; False (logged) if the cache is unreachable."""
+    try:
+        write()
+    except CacheUnavailable as exc:
+        log.warning("stock cache write skipped: %s", exc)
+        return False
+    return True
+
+
+def bulk_sellable(
+    store: Store,
+    cache: StockCache,
+    product_ids: Sequence[str],
+    warehouse_id: str | None = None,
+    counters: ReadCounters | None = None,
+    limit: int = 1000,
+) -> tuple[dict[str, int], list[str]]:
+    """Sellable units of many products, summed over warehouses or in one: (stocks, unknown ids).
+
+    The seed's plain keys (``...:available`` / ``...:warehouse:{w}``) answer in one read (MGET
+    on Redis); only the products they lack go through ``get_stock`` (rows, then the database).
+    Decoding every row of 1000 products x 20 warehouses would cost several times more.
+    """
+    ids = check_product_ids(product_ids, limit)
+    if warehouse_id is not None:
+        check_id(warehouse_id, "warehouse")
+    stocks, rest = _plain_sellable(cache, ids, warehouse_id)
+    if stocks:
+        if counters is not None:
+            counters.add(len(stocks), 0)
+        _tolerate(lambda: cache.count_reads(len(stocks), 0))
+    missing: list[str] = []
+    if rest:  # get_stock counts these itself
+        for p, s in get_stock(store, cache, rest, counters, limit).items():
+            if s is None:
+                missing.append(p)
+            elif warehouse_id is None:
+                stocks[p] = s.available
+            else:
+                row = next((r for r in s.rows if r.warehouse_id == warehouse_id), None)
+                stocks[p] = max(row.sellable, 0) if row else 0
+    return {p: stocks[p] for p in ids if p in stocks}, missing
+
+
+def _plain_sellable(
+    cache: StockCache, ids: Sequence[str], warehouse_id: str | None
+) -> tuple[dict[str, int], list[str]]:
+    """(sellable by product, products without a plain key): one MGET on Redis."""
+    k = cache.keys
+    wanted = [k.available(p) if warehouse_id is None else k.warehouse(p, warehouse_id) for p in ids]
+    try:
+        values = cache.get_keys(wanted)
+    except CacheUnavailable:  # get_stock reads them all from the database (and logs it)
+        return {}, list(ids)
+    stocks: dict[str, int] = {}
+    rest: list[str] = []
+    for p, value in zip(ids, values, strict=True):
+        if value is not None and value.lstrip("-").isdigit():
+            stocks[p] = max(int(value), 0)
+        else:
+            rest.append(p)
+    return stocks, rest
 
 
 @dataclass
@@ -83,6 +163,7 @@ class WarmResult:
     products: int = 0
     rows: int = 0
     seconds: float = 0.0
+    not_found: list[str] = field(default_factory=list)  # asked-for ids without inventory rows
 
 
 def _by_product(rows: Iterator[tuple[str, RowState]]) -> Iterator[tuple[str, list[RowState]]]:
@@ -121,6 +202,7 @@ def warm(
         groups: Iterator[tuple[str, list[RowState]]] = iter(
             (p, [RowState.of(r) for r in rs]) for p, rs in found.items()
         )
+        result.not_found = [p for p in ids if p not in found]
     else:
         groups = _by_product(store.iter_row_states(batch=max(batch * 20, 5000)))
     pending: dict[str, list[RowState]] = {}

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, delete, or_, select
+from sqlalchemy import Connection, delete, or_, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 
 from stockctl.core.model import utcnow
@@ -97,6 +97,7 @@ class SqlStockCache:
             return
         names = {self._meta("reads:hits"): hits, self._meta("reads:misses"): misses}
         with self.store.transaction() as tx:
+            self._lock_writes(tx.conn, "reads")  # read-add-write: take turns, lose no count
             held = {
                 r.key: int(r.value)
                 for r in tx.conn.execute(select(ce.c.key, ce.c.value).where(ce.c.key.in_(names)))
@@ -205,6 +206,7 @@ class SqlStockCache:
     def apply_in(self, conn: Connection, updates: Sequence[StockUpdate]) -> ApplyResult:
         if not updates:
             return ApplyResult(0, 0, 0, ())
+        self._lock_writes(conn)
         fresh = self.claim_events_in(conn, [u.event_id for u in updates])
         new = [u for u, ok in zip(updates, fresh, strict=True) if ok]
         held = self._rows(conn, sorted({u.product_id for u in new}))
@@ -225,6 +227,9 @@ class SqlStockCache:
         return ApplyResult(applied, len(updates) - len(new), stale, tuple(incomplete))
 
     def fill_in(self, conn: Connection, products: Mapping[str, Sequence[RowState]]) -> None:
+        if not products:
+            return
+        self._lock_writes(conn)
         held = self._rows(conn, list(products))
         self._write_products(
             conn, {p: merge(held.get(p, {}), rows) for p, rows in products.items()}
@@ -244,6 +249,22 @@ class SqlStockCache:
         return out
 
     # -- helpers
+
+    def _lock_writes(self, conn: Connection, what: str = "rows") -> None:
+        """Make the version guard's read-merge-write atomic on PostgreSQL.
+
+        A write reads the products' held rows, merges through the guard and upserts the result;
+        under READ COMMITTED two such transactions interleave, and the later upsert overwrites
+        what the other committed in between (a warm holding version 4 over the event's 5). A
+        transaction-scoped advisory lock per key prefix makes cache writes take turns, as they do
+        on SQLite, where every write transaction starts with BEGIN IMMEDIATE. One lock, not one
+        per product: a warm batch of 10,000 products would not fit the server's lock table.
+        """
+        if conn.dialect.name == "postgresql":
+            conn.execute(
+                text("SELECT pg_advisory_xact_lock(hashtextextended(:name, 0))"),
+                {"name": f"stockctl:cache:{self.keys.prefix}:{what}"},
+            )
 
     def _rows(self, conn: Connection, product_ids: Sequence[str]) -> dict[str, dict[str, RowState]]:
         if not product_ids:
