@@ -35,7 +35,7 @@ STOCKCTL = str(BIN / "stockctl")
 PG_ADMIN_URL = os.environ.get(
     "STOCKCTL_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
-REDIS_URL = os.environ.get("STOCKCTL_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
+REDIS_URL = os.environ.get("STOCKCTL_BENCH_REDIS_URL", "redis://127.0.0.1:6379/9")
 
 
 @dataclass
