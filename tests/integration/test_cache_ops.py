@@ -287,7 +287,10 @@ def test_sync_refreshes_what_the_events_missed_and_then_only_the_overlap(world: 
 
     rng = random.Random(5)
     targets = {(rng.choice(ids), demo.warehouse_id(rng.randint(1, WAREHOUSES))) for _ in range(100)}
-    for p, wh in sorted(targets):
+    ordered = sorted(targets)
+    for n, (p, wh) in enumerate(ordered):
+        if n == len(ordered) // 2:  # the later half only falls inside the next overlap
+            time.sleep(overlap.total_seconds() * 3)
         world.sc.adjust(p, wh, rng.randint(1, 9), reason="missed by the events")
     changed = {p for p, _ in targets}
     stale = cache_uc.verify(app.store, cache, cache.keys, ids)
