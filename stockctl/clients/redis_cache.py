@@ -50,7 +50,14 @@ local function recompute(p, changed)
     if t > maxthr then maxthr = t end
     per[flat[j]] = s
   end
-  for w, _ in pairs(changed) do put(b .. ':warehouse:' .. w, per[w]) end
+  -- With a TTL every warehouse key is rewritten, so all of a product's keys expire together
+  -- (a plain GET never finds one warehouse missing while the rest is cached); without one,
+  -- only the changed warehouses need writing.
+  if ttl > 0 then
+    for w, v in pairs(per) do put(b .. ':warehouse:' .. w, v) end
+  else
+    for w, _ in pairs(changed) do put(b .. ':warehouse:' .. w, per[w]) end
+  end
   local status = 'in_stock'
   if avail <= 0 then status = 'out_of_stock' elseif avail <= maxthr then status = 'low_stock' end
   put(b .. ':total', total)

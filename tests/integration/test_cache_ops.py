@@ -255,8 +255,13 @@ def test_warming_while_changes_are_applied_never_rolls_the_cache_back(churned: W
     app = churned.app
     ids = seed(app)
     with Churn(churned, hot=ids[:40]) as churn:
-        warms, deadline = 0, time.monotonic() + 2
-        while (time.monotonic() < deadline or warms < 3) and not churn.failures:
+        warms, deadline, limit = 0, time.monotonic() + 2, time.monotonic() + 30
+        # at least 2 s, 3 warms and 50 changes (a loaded machine makes changes slowly)
+        while (
+            (time.monotonic() < deadline or warms < 3 or churn.changes < 50)
+            and not churn.failures
+            and time.monotonic() < limit
+        ):
             result = cache_uc.warm(app.store, app.cache(), batch=25)
             assert result.rows == PRODUCTS * WAREHOUSES
             warms += 1
