@@ -25,7 +25,9 @@ from the sum of their ACTIVE + CONFIRMED reservations, and reservations counted 
 successes reported by both sides. Exit 1 if any unit is oversold, any row drifts, or any
 reservation raised an error.
 
-Usage: bench/reserve.py [--json] [--seconds N] [--threads T]
+With --quick each phase lasts 2 s (explicit --seconds still wins).
+
+Usage: bench/reserve.py [--json] [--quick] [--seconds N] [--threads T]
 """
 
 from __future__ import annotations
@@ -451,9 +453,12 @@ def figures(r: Run, threads: int) -> list[Figure]:
 
 def main() -> int:
     p = parser(__doc__.splitlines()[0])
-    p.add_argument("--seconds", type=int, default=10, help="length of each timed phase")
+    p.add_argument("--quick", action="store_true", help="2 s phases")
+    p.add_argument("--seconds", type=int, default=None, help="each timed phase (10; quick 2)")
     p.add_argument("--threads", type=int, default=16, help="library threads = pgbench clients")
     args = p.parse_args()
+    if args.seconds is None:
+        args.seconds = 2 if args.quick else 10
     if args.seconds < 1 or args.threads < 1:
         p.error("--seconds and --threads must be at least 1")
     r = run(args.seconds, args.threads)

@@ -9,7 +9,9 @@ dumped to files, then loaded into the same schema in a second fresh database wit
 process doing `\\copy` in a single transaction (psycopg COPY FROM STDIN if psql is missing). The
 ratio is raw_time / stockctl_time: 1.0 means stockctl loads as fast as PostgreSQL can ingest.
 
-Usage: bench/seed.py [--json] [--products N] [--warehouses M] [--repeat R]
+With --quick: 2,000 products x 20 warehouses, one run of each side (explicit flags still win).
+
+Usage: bench/seed.py [--json] [--quick] [--products N] [--warehouses M] [--repeat R]
 """
 
 from __future__ import annotations
@@ -135,10 +137,13 @@ def raw_seed(
 
 def main() -> None:
     p = parser(__doc__.splitlines()[0])
-    p.add_argument("--products", type=int, default=10_000)
+    p.add_argument("--quick", action="store_true", help="2,000 x 20 rows, one run of each side")
+    p.add_argument("--products", type=int, default=None, help="default 10,000 (quick 2,000)")
     p.add_argument("--warehouses", type=int, default=20)
-    p.add_argument("--repeat", type=int, default=3, help="runs of each side; medians reported")
+    p.add_argument("--repeat", type=int, default=None, help="runs of each side (3; quick 1)")
     args = p.parse_args()
+    args.products = args.products or (2_000 if args.quick else 10_000)
+    args.repeat = args.repeat or (1 if args.quick else 3)
     rows = args.products * args.warehouses
 
     walls: list[float] = []

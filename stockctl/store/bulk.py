@@ -40,6 +40,9 @@ def load(
         ],
     )
     if conn.dialect.name == "postgresql":
+        # COPY is one statement: the request-path statement timeout (30 s by default) would
+        # cancel a big seed (10M rows take minutes). Lifted for this transaction only.
+        conn.exec_driver_sql("SET LOCAL statement_timeout = 0")
         _copy(conn, "inventory", _INV_COLS, (_inv_tuple(r) for r in inventory_rows))
         _copy(
             conn,

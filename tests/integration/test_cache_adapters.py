@@ -404,6 +404,22 @@ def test_cached_products_expire_after_the_ttl(adapter: Adapter) -> None:
     assert cache.processed([marker.event_id]) == [True]
 
 
+def test_a_change_renews_every_key_of_the_product(adapter: Adapter) -> None:
+    """A product's keys live and expire together: a change to one warehouse renews the TTL of
+    the other warehouses' plain keys too. Otherwise a product that keeps changing (its rows
+    hash renewed) loses the plain key of a quiet warehouse: the cache holds the product as
+    complete, a plain GET misses, and nothing writes the key back (found by bench/soak.py)."""
+    cache = adapter.cache(ttl=2)
+    p = new_id("P")
+    fill(cache, inv(p, "W1", 1, 5), inv(p, "W2", 1, 7))
+    adapter.advance(1.2)
+    assert cache.apply([upd(p, "W1", 2, 6)]).applied == 1
+    adapter.advance(1.2)  # past the fill's TTL, within the change's
+    rows = [inv(p, "W1", 2, 6), inv(p, "W2", 1, 7)]
+    assert cache.get_products([p]) == {p: product(p, *rows)}
+    assert_plain(adapter, cache, p, *rows)
+
+
 def test_heartbeats_by_prefix_and_expiry(adapter: Adapter) -> None:
     cache = adapter.cache()
     group = cache.keys.prefix + "hb"  # deleted with the prefix

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
+import stockctl
 from stockctl.core import seed
 from stockctl.core.model import utcnow
 from stockctl.errors import AlreadyExists, InvalidInput
@@ -57,3 +58,18 @@ def test_seed_refuses_a_database_with_products(sc: Stockctl) -> None:
 def test_seed_plan_bounds(products: int, warehouses: int) -> None:
     with pytest.raises(InvalidInput):
         seed.SeedPlan(products, warehouses)
+
+
+def test_a_seed_longer_than_the_statement_timeout_completes(pg_url: str) -> None:
+    """The seed's COPY is one long statement (10M rows take minutes): the request-path
+    statement timeout must not cancel it, and it must still apply afterwards."""
+    with stockctl.connect(pg_url) as setup:
+        setup.init()
+    sc = stockctl.connect(pg_url, db_statement_timeout_ms=1)
+    try:
+        seed.load(sc._app.store, seed.SeedPlan(400, 10), utcnow(), "seeder")
+        assert sc._app.store.count_rows()["inventory"] == 4000
+        with dbutil.engine_of(sc).connect() as conn:
+            assert conn.execute(text("SHOW statement_timeout")).scalar() == "1ms"
+    finally:
+        sc.close()
