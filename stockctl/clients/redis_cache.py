@@ -35,7 +35,9 @@ end
 local function put(key, value)
   if ttl > 0 then redis.call('SET', key, value, 'EX', ttl) else redis.call('SET', key, value) end
 end
-local function recompute(p, changed)
+-- Every key of the product is rewritten, with a fresh TTL: a product's keys live and expire
+-- together (a quiet warehouse's plain key must not expire while its rows hash is renewed).
+local function recompute(p)
   local b = base(p)
   local flat = redis.call('HGETALL', b .. ':rows')
   local total, avail, maxthr = 0, 0, 0
@@ -56,7 +58,7 @@ local function recompute(p, changed)
   if ttl > 0 then
     for w, v in pairs(per) do put(b .. ':warehouse:' .. w, v) end
   else
-    for w, _ in pairs(changed) do put(b .. ':warehouse:' .. w, per[w]) end
+    for w, s in pairs(per) do put(b .. ':warehouse:' .. w, s) end
   end
   local status = 'in_stock'
   if avail <= 0 then status = 'out_of_stock' elseif avail <= maxthr then status = 'low_stock' end
@@ -100,7 +102,7 @@ for i = 5, #ARGV, 7 do
     if guard(p, w, enc, ver, dirty, order) then applied = applied + 1 else stale = stale + 1 end
   end
 end
-for _, p in ipairs(order) do recompute(p, dirty[p]) end
+for _, p in ipairs(order) do recompute(p) end
 return {applied, dup, stale, missing}
 """
 )
@@ -125,7 +127,7 @@ while i <= #ARGV do
   end
   if not dirty[p] then dirty[p] = {}; order[#order + 1] = p end
 end
-for _, p in ipairs(order) do recompute(p, dirty[p]) end
+for _, p in ipairs(order) do recompute(p) end
 return #order
 """
 )

@@ -369,15 +369,18 @@ def stock(ctx: Context, product_id: str, warehouse_id: str | None = None) -> Sto
     check_id(product_id, "product")
     if warehouse_id is not None:
         check_id(warehouse_id, "warehouse")
+    if warehouse_id is not None:  # one row: one indexed read (the stock-check hot path)
+        row = ctx.store.get_inventory(product_id, warehouse_id)
+        if row is not None:
+            return StockSummary(product_id, [row])
+        if ctx.store.get_product(product_id) is None:
+            raise ProductNotFound(f"unknown product {product_id!r}")
+        if ctx.store.get_warehouse(warehouse_id) is None:
+            raise WarehouseNotFound(f"unknown warehouse {warehouse_id!r}")
+        raise InventoryNotFound(f"no stock of {product_id!r} in warehouse {warehouse_id!r}")
     rows = ctx.store.product_inventory(product_id)
     if not rows and ctx.store.get_product(product_id) is None:
         raise ProductNotFound(f"unknown product {product_id!r}")
-    if warehouse_id is not None:
-        rows = [r for r in rows if r.warehouse_id == warehouse_id]
-        if not rows:
-            if ctx.store.get_warehouse(warehouse_id) is None:
-                raise WarehouseNotFound(f"unknown warehouse {warehouse_id!r}")
-            raise InventoryNotFound(f"no stock of {product_id!r} in warehouse {warehouse_id!r}")
     return StockSummary(product_id, rows)
 
 

@@ -326,6 +326,14 @@ class SqlStore:
             r = conn.execute(select(warehouses).where(warehouses.c.id == warehouse_id)).first()
             return _warehouse(r) if r else None
 
+    def get_inventory(self, product_id: str, warehouse_id: str) -> Inventory | None:
+        stmt = select(inventory).where(
+            inventory.c.product_id == product_id, inventory.c.warehouse_id == warehouse_id
+        )
+        with self.read() as conn:
+            r = conn.execute(stmt).first()
+            return _inventory(r) if r else None
+
     def product_inventory(self, product_id: str) -> list[Inventory]:
         stmt = (
             select(inventory)
