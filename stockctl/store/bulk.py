@@ -22,6 +22,10 @@ def load(
     movements: Iterable[Movement],
 ) -> None:
     """Insert everything in the caller's transaction."""
+    if conn.dialect.name == "postgresql":
+        # A bulk load is a few long statements (10M rows take minutes): the request-path
+        # statement timeout (30 s by default) must not cancel it. Lifted for this transaction.
+        conn.exec_driver_sql("SET LOCAL statement_timeout = 0")
     conn.execute(
         insert(products),
         [{"id": p.id, "name": p.name, "created_at": p.created_at} for p in product_rows],
@@ -40,9 +44,6 @@ def load(
         ],
     )
     if conn.dialect.name == "postgresql":
-        # COPY is one statement: the request-path statement timeout (30 s by default) would
-        # cancel a big seed (10M rows take minutes). Lifted for this transaction only.
-        conn.exec_driver_sql("SET LOCAL statement_timeout = 0")
         _copy(conn, "inventory", _INV_COLS, (_inv_tuple(r) for r in inventory_rows))
         _copy(
             conn,

@@ -65,11 +65,13 @@ def test_a_seed_longer_than_the_statement_timeout_completes(pg_url: str) -> None
     statement timeout must not cancel it, and it must still apply afterwards."""
     with stockctl.connect(pg_url) as setup:
         setup.init()
-    sc = stockctl.connect(pg_url, db_statement_timeout_ms=1)
+    # 20 ms: far below the load of 40,000 rows (hundreds of ms), above a plain small query
+    sc = stockctl.connect(pg_url, db_statement_timeout_ms=20)
     try:
-        seed.load(sc._app.store, seed.SeedPlan(400, 10), utcnow(), "seeder")
-        assert sc._app.store.count_rows()["inventory"] == 4000
+        seed.load(sc._app.store, seed.SeedPlan(4000, 10), utcnow(), "seeder")
+        with stockctl.connect(pg_url) as check:  # counting 40,000 rows may take over 20 ms
+            assert check._app.store.count_rows()["inventory"] == 40_000
         with dbutil.engine_of(sc).connect() as conn:
-            assert conn.execute(text("SHOW statement_timeout")).scalar() == "1ms"
+            assert conn.execute(text("SHOW statement_timeout")).scalar() == "20ms"
     finally:
         sc.close()
