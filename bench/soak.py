@@ -133,8 +133,10 @@ class Plan:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def take(self) -> int | None:
+        """The next change's index; None once all are taken or the window is over (a machine
+        that cannot keep up skips the rest rather than stretching the soak)."""
         with self.lock:
-            if self.taken >= self.total:
+            if self.taken >= self.total or monotonic() > self.start + self.total / self.rate + 1:
                 return None
             self.taken += 1
             return self.taken - 1
@@ -264,8 +266,24 @@ def collect(results: Any, soak: Soak) -> None:
                 (found.latencies if found else soak.warmup_latencies).append(seconds)
 
 
+def report_due(soak: Soak, plan: Plan, worker_pid: int, reported: int, now: float) -> int:
+    """Log every interval ended more than a second before ``now`` (its last samples have
+    landed) and not yet reported, with its change count and the worker's memory."""
+    while reported < len(soak.intervals) and now >= soak.start + (reported + 1) * soak.interval + 1:
+        item = soak.intervals[reported]
+        first = int(soak.start - plan.start + reported * soak.interval)
+        with plan.lock:
+            item.changes = sum(
+                plan.per_second.get(s, 0) for s in range(first, first + int(soak.interval))
+            )
+        item.rss_mb = rss_mb(worker_pid)
+        log(item.line(soak.interval))
+        reported += 1
+    return reported
+
+
 def monitor(app: Any, worker_pid: int, plan: Plan, soak: Soak, stop: threading.Event) -> None:
-    """Thread: the backlog every second, the worker's memory and a report line per interval."""
+    """Thread: the backlog every second, a report line per interval (the rest at the end)."""
     reported = 0
     while not stop.wait(1.0):
         now = monotonic()
@@ -280,20 +298,8 @@ def monitor(app: Any, worker_pid: int, plan: Plan, soak: Soak, stop: threading.E
                 soak.lag_max = max(soak.lag_max, behind.total)
                 if current is not None:
                     current.lag_max = max(current.lag_max, behind.total)
-        # Report an interval one second after it ends (its last samples have landed).
-        while (
-            reported < len(soak.intervals)
-            and now >= soak.start + (reported + 1) * soak.interval + 1
-        ):
-            item = soak.intervals[reported]
-            first = int(soak.start - plan.start + reported * soak.interval)
-            with plan.lock:
-                item.changes = sum(
-                    plan.per_second.get(s, 0) for s in range(first, first + int(soak.interval))
-                )
-            item.rss_mb = rss_mb(worker_pid)
-            log(item.line(soak.interval))
-            reported += 1
+        reported = report_due(soak, plan, worker_pid, reported, now)
+    report_due(soak, plan, worker_pid, reported, float("inf"))
 
 
 def drive(app: Any, url: str, prefix: str, worker_pid: int, args: Any, soak: Soak) -> Plan:
@@ -419,7 +425,8 @@ def figures(soak: Soak, plan: Plan, args: Any, load_start: str) -> list[Figure]:
         f"{args.seconds:.0f} s at {soak.achieved_rate:,.0f} changes/s achieved (target "
         f"{args.rate:,.0f}/s open loop, {args.threads} threads, max {plan.max_late * 1000:.0f} ms "
         f"behind schedule; {plan.counts['reserve']:,} reserves, {plan.counts['release']:,} "
-        f"releases, {plan.counts['adjust']:,} adjusts, {plan.errors} errors"
+        f"releases, {plan.counts['adjust']:,} adjusts, {plan.errors} errors, "
+        f"{plan.total - plan.taken:,} scheduled changes skipped at the end of the window"
         f"{f' ({plan.first_error})' if plan.errors else ''}) through the library on PostgreSQL, "
         f"{args.products:,} x {args.warehouses} rows, `worker run --only relay,processor` as a "
         f"process; {len(ms):,} sampled changes (every {args.sample}th, an adjust +1), {lost} never "
