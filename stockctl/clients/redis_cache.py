@@ -52,14 +52,7 @@ local function recompute(p)
     if t > maxthr then maxthr = t end
     per[flat[j]] = s
   end
-  -- With a TTL every warehouse key is rewritten, so all of a product's keys expire together
-  -- (a plain GET never finds one warehouse missing while the rest is cached); without one,
-  -- only the changed warehouses need writing.
-  if ttl > 0 then
-    for w, v in pairs(per) do put(b .. ':warehouse:' .. w, v) end
-  else
-    for w, s in pairs(per) do put(b .. ':warehouse:' .. w, s) end
-  end
+  for w, v in pairs(per) do put(b .. ':warehouse:' .. w, v) end
   local status = 'in_stock'
   if avail <= 0 then status = 'out_of_stock' elseif avail <= maxthr then status = 'low_stock' end
   put(b .. ':total', total)
