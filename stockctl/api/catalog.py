@@ -10,21 +10,21 @@ from stockctl.api import schemas
 from stockctl.api.deps import AppDep, require
 from stockctl.core import cache
 from stockctl.core.model import StockStatus
-from stockctl.core.projection import ProductStock
+from stockctl.core.projection import StockLevel
 from stockctl.errors import ProductNotFound
 
 router = APIRouter(tags=["catalog"])
 READ = [Depends(require("read"))]
 
 
-def _out(s: ProductStock) -> schemas.ProductStockOut:
+def _out(s: StockLevel) -> schemas.ProductStockOut:
     return schemas.ProductStockOut(
         product_id=s.product_id,
         total=s.total,
         available=s.available,
         status=s.status.value,
-        low_stock=s.status is StockStatus.LOW_STOCK,
-        warehouses={r.warehouse_id: max(r.sellable, 0) for r in s.rows},
+        low_stock=s.low_stock,
+        warehouses=dict(sorted(s.warehouses.items())),
     )
 
 
@@ -56,7 +56,10 @@ def products(
     ids = [p.id for p in app.store.list_products(limit, offset)]
     found = cache.get_stock(app.store, app.cache(), ids, app.read_counters) if ids else {}
     return schemas.ProductsOut(
-        products=[_out(s) if s else _out(ProductStock(p, ())) for p, s in found.items()],
+        products=[
+            _out(s) if s else _out(StockLevel(p, 0, 0, StockStatus.OUT_OF_STOCK, {}))
+            for p, s in found.items()
+        ],
         limit=limit,
         offset=offset,
     )

@@ -10,6 +10,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import orjson
 import redis
 
 from stockctl.core.ports import ApplyResult
@@ -18,12 +19,18 @@ from stockctl.core.projection import (
     CacheKeys,
     ProductStock,
     RowState,
+    StockLevel,
     StockUpdate,
 )
 from stockctl.errors import CacheUnavailable
 
-# Shared by both scripts: recompute every derived key of the products in `dirty`.
+# The rows hash's field holding "total:available:max_threshold:deadline_ms" of the product
+# (deadline 0: no expiry). Warehouse ids start with a letter or digit: no clash.
+AGG_FIELD = "#agg"
+
+# Shared by both scripts: key names, row parsing, and the full recompute of a product.
 _RECOMPUTE = r"""
+local AGG = '#agg'
 local function base(p)
   if tags then return prefix .. ':stock:{' .. p .. '}' end
   return prefix .. ':stock:' .. p
@@ -32,96 +39,219 @@ local function product_key(p)
   if tags then return prefix .. ':product:{' .. p .. '}' end
   return prefix .. ':product:' .. p
 end
-local function put(key, value)
-  if ttl > 0 then redis.call('SET', key, value, 'EX', ttl) else redis.call('SET', key, value) end
+-- at: the product's deadline (unix ms) shared by all its keys; 0 for no expiry
+local function put(key, value, at)
+  if at > 0 then redis.call('SET', key, value, 'PXAT', at) else redis.call('SET', key, value) end
 end
--- Every key of the product is rewritten, with a fresh TTL: a product's keys live and expire
--- together (a quiet warehouse's plain key must not expire while its rows hash is renewed).
-local function recompute(p)
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function parse_row(enc)
+  local v, a, r, t = string.match(enc, '^(%d+):(%d+):(%d+):(%d+)$')
+  return tonumber(v), tonumber(a), tonumber(r), tonumber(t)
+end
+local function sellable(a, r)
+  if a > r then return a - r end
+  return 0
+end
+local function status_of(avail, maxthr)
+  if avail <= 0 then return 'out_of_stock' elseif avail <= maxthr then return 'low_stock' end
+  return 'in_stock'
+end
+-- The product detail, written as JSON by hand (ids are [A-Za-z0-9_.-], nothing to escape) so
+-- that a change can patch its warehouse's number in place: cjson costs ~9 us per product.
+local function detail_head(p, total, avail, status)
+  return '{"product_id":"' .. p .. '","total":' .. total .. ',"available":' .. avail ..
+         ',"status":"' .. status .. '","warehouses":{'
+end
+-- raw detail with new totals and the given warehouses' numbers; nil if raw is not our shape
+local function patch_detail(raw, p, total, avail, status, changed)
+  local k = string.find(raw, ',"warehouses":{', 1, true)
+  if not k then return nil end
+  local map = string.sub(raw, k + 15)
+  for w, v in pairs(changed) do
+    local _, e = string.find(map, '"' .. w .. '":', 1, true)
+    if not e then return nil end
+    local _, d = string.find(map, '^%d+', e + 1)
+    if not d then return nil end
+    map = string.sub(map, 1, e) .. v .. string.sub(map, d + 1)
+  end
+  return detail_head(p, total, avail, status) .. map
+end
+local function put_agg(b, total, avail, maxthr, at)
+  redis.call('HSET', b .. ':rows', AGG, total .. ':' .. avail .. ':' .. maxthr .. ':' .. at)
+end
+-- From every row of the product: every key rewritten, the rows hash given the deadline.
+local function recompute(p, at)
   local b = base(p)
   local flat = redis.call('HGETALL', b .. ':rows')
-  local total, avail, maxthr = 0, 0, 0
-  local per = {}
+  local total, avail, maxthr, names, per = 0, 0, 0, {}, {}
   for j = 1, #flat, 2 do
-    local _, a, r, t = string.match(flat[j + 1], '^(%d+):(%d+):(%d+):(%d+)$')
-    a, r, t = tonumber(a), tonumber(r), tonumber(t)
-    local s = a - r
-    if s < 0 then s = 0 end
-    total = total + a
-    avail = avail + s
-    if t > maxthr then maxthr = t end
-    per[flat[j]] = s
+    local w = flat[j]
+    if w ~= AGG then
+      local _, a, r, t = parse_row(flat[j + 1])
+      local s = sellable(a, r)
+      total = total + a
+      avail = avail + s
+      if t > maxthr then maxthr = t end
+      names[#names + 1] = w
+      per[w] = s
+      put(b .. ':warehouse:' .. w, s, at)
+    end
   end
-  for w, v in pairs(per) do put(b .. ':warehouse:' .. w, v) end
-  local status = 'in_stock'
-  if avail <= 0 then status = 'out_of_stock' elseif avail <= maxthr then status = 'low_stock' end
-  put(b .. ':total', total)
-  put(b .. ':available', avail)
-  put(b .. ':status', status)
-  put(b .. ':low_stock', status == 'low_stock' and '1' or '0')
-  local detail = cjson.encode({product_id = p, total = total, available = avail,
-                               status = status, warehouses = per})
-  put(product_key(p), detail)
-  if ttl > 0 then redis.call('EXPIRE', b .. ':rows', ttl) end
-end
-local function guard(p, w, enc, ver, dirty, order)
-  local cur = redis.call('HGET', base(p) .. ':rows', w)
-  if cur and tonumber(string.match(cur, '^(%d+)')) >= ver then return false end
-  redis.call('HSET', base(p) .. ':rows', w, enc)
-  if not dirty[p] then dirty[p] = {}; order[#order + 1] = p end
-  dirty[p][w] = true
-  return true
+  table.sort(names)
+  local body = {}
+  for n, w in ipairs(names) do body[n] = '"' .. w .. '":' .. per[w] end
+  local status = status_of(avail, maxthr)
+  put(b .. ':total', total, at)
+  put(b .. ':available', avail, at)
+  put(b .. ':status', status, at)
+  put(b .. ':low_stock', status == 'low_stock' and '1' or '0', at)
+  put(product_key(p), detail_head(p, total, avail, status) .. table.concat(body, ',') .. '}}', at)
+  put_agg(b, total, avail, maxthr, at)
+  if at > 0 then
+    redis.call('PEXPIREAT', b .. ':rows', at)
+  else
+    redis.call('PERSIST', b .. ':rows')
+  end
 end
 """
 
 # ARGV: prefix, tags, ttl, processed_ttl, then 7 per update:
 #   event_id, product, warehouse, version, available, reserved, threshold
+# Incremental: an applied row moves its product's totals (#agg) by its difference from the row
+# it replaces; only the keys whose values change are written, all with the product's deadline
+# (set by its last fill: a change does not extend it). A product is recomputed from all its
+# rows only when needed: no #agg, the highest threshold lowered, or no readable detail.
 _APPLY = (
     r"""
 local prefix, tags, ttl, pttl = ARGV[1], ARGV[2] == '1', tonumber(ARGV[3]), tonumber(ARGV[4])
 """
     + _RECOMPUTE
     + r"""
-local dirty, order, missing, seen = {}, {}, {}, {}
+local state, order, missing = {}, {}, {}
 local applied, dup, stale = 0, 0, 0
 for i = 5, #ARGV, 7 do
   local p, w, ver = ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
   if not redis.call('SET', prefix .. ':event:processed:' .. ARGV[i], '1', 'NX', 'EX', pttl) then
     dup = dup + 1
-  elseif redis.call('EXISTS', base(p) .. ':rows') == 0 and not dirty[p] then
-    if not seen[p] then seen[p] = true; missing[#missing + 1] = p end
   else
-    local enc = ARGV[i + 3] .. ':' .. ARGV[i + 4] .. ':' .. ARGV[i + 5] .. ':' .. ARGV[i + 6]
-    if guard(p, w, enc, ver, dirty, order) then applied = applied + 1 else stale = stale + 1 end
+    local st = state[p]
+    if st == nil then
+      local rows = base(p) .. ':rows'
+      local got = redis.call('HMGET', rows, w, AGG)
+      st = {full = false, rows = {[w] = got[1]}, w = {}}
+      local t, a, m, at
+      if got[2] then t, a, m, at = string.match(got[2], '^(%d+):(%d+):(%d+):(%d+)$') end
+      if t then
+        st.total, st.avail, st.maxthr, st.at = tonumber(t), tonumber(a), tonumber(m), tonumber(at)
+        st.total0, st.avail0, st.status0 = st.total, st.avail, status_of(st.avail, st.maxthr)
+      elseif redis.call('EXISTS', rows) == 1 then
+        st.full = true
+      else
+        st = false
+        missing[#missing + 1] = p
+      end
+      state[p] = st
+      if st then order[#order + 1] = p end
+    elseif st and st.rows[w] == nil then
+      st.rows[w] = redis.call('HGET', base(p) .. ':rows', w)
+    end
+    if st then
+      local cur = st.rows[w]
+      local ov, oa, orr, ot = 0, 0, 0, 0
+      if cur then ov, oa, orr, ot = parse_row(cur) end
+      if cur and ov >= ver then
+        stale = stale + 1
+      else
+        local na, nr, nt = tonumber(ARGV[i + 4]), tonumber(ARGV[i + 5]), tonumber(ARGV[i + 6])
+        st.rows[w] = ARGV[i + 3] .. ':' .. na .. ':' .. nr .. ':' .. nt
+        applied = applied + 1
+        local s, os = sellable(na, nr), sellable(oa, orr)
+        if st.w[w] == nil then st.w[w] = {old = cur and os or -1} end
+        st.w[w].new = s
+        if not st.full then
+          st.total = st.total + na - oa
+          st.avail = st.avail + s - os
+          if nt >= st.maxthr then st.maxthr = nt
+          elseif cur and ot >= st.maxthr and nt < ot then st.full = true end
+        end
+      end
+    end
   end
 end
-for _, p in ipairs(order) do recompute(p) end
+for _, p in ipairs(order) do
+  local st, b = state[p], base(p)
+  if not st.full and st.at == 0 and ttl > 0 then st.full = true end  -- give it a deadline
+  local detail, status = nil, nil
+  if not st.full and next(st.w) ~= nil then
+    status = status_of(st.avail, st.maxthr)
+    local raw, changed = redis.call('GET', product_key(p)), {}
+    for w, c in pairs(st.w) do changed[w] = c.new end
+    if raw then detail = patch_detail(raw, p, st.total, st.avail, status, changed) end
+    if not detail then st.full = true end  -- missing, not ours, or a new warehouse
+  end
+  if next(st.w) ~= nil then  -- the applied rows, and the moved totals unless recomputed below
+    local hset = {'HSET', b .. ':rows'}
+    for w, _ in pairs(st.w) do hset[#hset + 1] = w; hset[#hset + 1] = st.rows[w] end
+    if detail then
+      hset[#hset + 1] = AGG
+      hset[#hset + 1] = st.total .. ':' .. st.avail .. ':' .. st.maxthr .. ':' .. st.at
+    end
+    redis.call(unpack(hset))
+  end
+  if st.full then
+    local at = 0
+    local left = redis.call('PTTL', b .. ':rows')
+    if left > 0 then at = now_ms() + left elseif ttl > 0 then at = now_ms() + ttl * 1000 end
+    recompute(p, at)
+  elseif detail then
+    local at = st.at
+    for w, c in pairs(st.w) do
+      if c.new ~= c.old then put(b .. ':warehouse:' .. w, c.new, at) end
+    end
+    if st.total ~= st.total0 then put(b .. ':total', st.total, at) end
+    if st.avail ~= st.avail0 then put(b .. ':available', st.avail, at) end
+    if status ~= st.status0 then
+      put(b .. ':status', status, at)
+      put(b .. ':low_stock', status == 'low_stock' and '1' or '0', at)
+    end
+    put(product_key(p), detail, at)
+  end
+end
 return {applied, dup, stale, missing}
 """
 )
 
 # ARGV: prefix, tags, ttl, then per product: product, n, and n x "warehouse:v:a:r:t"
-# (one argument per row: packing arguments is most of redis-py's cost when warming)
+# (one argument per row: packing arguments is most of redis-py's cost when warming).
+# Rows pass the version guard; every key of a filled product gets a fresh deadline.
 _FILL = (
     r"""
 local prefix, tags, ttl = ARGV[1], ARGV[2] == '1', tonumber(ARGV[3])
 """
     + _RECOMPUTE
     + r"""
-local dirty, order = {}, {}
-local i = 4
+local at = 0
+if ttl > 0 then at = now_ms() + ttl * 1000 end
+local i, n_products = 4, 0
 while i <= #ARGV do
   local p, n = ARGV[i], tonumber(ARGV[i + 1])
+  local rows = base(p) .. ':rows'
   i = i + 2
   for _ = 1, n do
     local w, enc = string.match(ARGV[i], '^([^:]+):(.*)$')
-    guard(p, w, enc, tonumber(string.match(enc, '^(%d+)')), dirty, order)
+    local cur = redis.call('HGET', rows, w)
+    if not cur or tonumber(string.match(cur, '^(%d+)')) < tonumber(string.match(enc, '^(%d+)')) then
+      redis.call('HSET', rows, w, enc)
+    end
     i = i + 1
   end
-  if not dirty[p] then dirty[p] = {}; order[#order + 1] = p end
+  recompute(p, at)
+  n_products = n_products + 1
 end
-for _, p in ipairs(order) do recompute(p) end
-return #order
+return n_products
 """
 )
 
@@ -204,6 +334,8 @@ class RedisStockCache:
         found = self._run(pipe.execute)
         out: dict[str, ProductStock | None] = {}
         for product_id, flat in zip(product_ids, found, strict=True):
+            flat.pop(AGG_FIELD.encode(), None)
+            flat.pop(AGG_FIELD, None)
             if not flat:
                 out[product_id] = None
                 continue
@@ -213,6 +345,13 @@ class RedisStockCache:
             )
             out[product_id] = ProductStock(product_id, tuple(rows))
         return out
+
+    def get_levels(self, product_ids: Sequence[str]) -> dict[str, StockLevel | None]:
+        if not product_ids:
+            return {}
+        keys = [self.keys.product(p) for p in product_ids]
+        found = self._run(lambda: self.client.mget(keys))
+        return {p: _level(p, raw) for p, raw in zip(product_ids, found, strict=True)}
 
     def count_reads(self, hits: int, misses: int) -> None:
         pipe = self.client.pipeline(transaction=False)
@@ -252,7 +391,7 @@ class RedisStockCache:
 
     def _product_keys(self, product_id: str, warehouses: Sequence[str]) -> list[str]:
         held = self._run(lambda: self.client.hkeys(self.keys.rows(product_id)))
-        names = {*warehouses, *(_text(w) for w in held)}
+        names = {*warehouses, *(_text(w) for w in held)} - {AGG_FIELD}
         return [
             *self.keys.product_keys(product_id),
             *(self.keys.warehouse(product_id, w) for w in sorted(names)),
@@ -314,6 +453,15 @@ class RedisStockCache:
             return fn()
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise CacheUnavailable(f"redis unavailable at {self.target}: {exc}") from None
+
+
+def _level(product_id: str, raw: bytes | str | None) -> StockLevel | None:
+    if raw is None:
+        return None
+    try:
+        return StockLevel.from_detail(product_id, orjson.loads(raw))
+    except orjson.JSONDecodeError:
+        return None
 
 
 def _text(value: Any) -> str:

@@ -15,7 +15,13 @@ from datetime import datetime, timedelta
 
 from stockctl.core.model import Inventory, check_id
 from stockctl.core.ports import StockCache, Store
-from stockctl.core.projection import CacheKeys, ProductStock, RowState, product_values
+from stockctl.core.projection import (
+    CacheKeys,
+    ProductStock,
+    RowState,
+    StockLevel,
+    product_values,
+)
 from stockctl.errors import CacheUnavailable, InvalidInput
 
 MAX_BATCH = 10_000
@@ -58,22 +64,27 @@ def _stock(product_id: str, rows: Iterable[Inventory]) -> ProductStock:
     return ProductStock(product_id, tuple(RowState.of(r) for r in rows))
 
 
+def _level(product_id: str, rows: Iterable[Inventory]) -> StockLevel:
+    return _stock(product_id, sorted(rows, key=lambda r: r.warehouse_id)).level()
+
+
 def get_stock(
     store: Store,
     cache: StockCache,
     product_ids: Sequence[str],
     counters: ReadCounters | None = None,
     limit: int = 1000,
-) -> dict[str, ProductStock | None]:
-    """Stock of many products: cache hits, then one database query for the misses, which fill
-    the cache. Products unknown to the database map to None.
+) -> dict[str, StockLevel | None]:
+    """Stock of many products as the catalog shows it (totals, status, sellable per
+    warehouse): the cached product details in one read, then one database query for the
+    misses, which fill the cache. Products unknown to the database map to None.
 
     An unreachable cache is not an error: every read goes to the database and counts as a miss
     (in ``counters``; the shared counts and the fill are skipped until the cache is back)."""
     ids = check_product_ids(product_ids, limit)
     cache_up = True
     try:
-        found = cache.get_products(ids)
+        found = cache.get_levels(ids)
     except CacheUnavailable as exc:
         log.warning("stock read from the database: %s", exc)
         found, cache_up = {}, False
@@ -89,7 +100,7 @@ def get_stock(
                 lambda: cache.fill({p: [RowState.of(r) for r in rs] for p, rs in rows.items()})
             )
         for p in misses:
-            found[p] = _stock(p, rows[p]) if p in rows else None
+            found[p] = _level(p, rows[p]) if p in rows else None
     return {p: found.get(p) for p in ids}
 
 
@@ -114,8 +125,8 @@ def bulk_sellable(
     """Sellable units of many products, summed over warehouses or in one: (stocks, unknown ids).
 
     The seed's plain keys (``...:available`` / ``...:warehouse:{w}``) answer in one read (MGET
-    on Redis); only the products they lack go through ``get_stock`` (rows, then the database).
-    Decoding every row of 1000 products x 20 warehouses would cost several times more.
+    on Redis); only the products they lack go through ``get_stock`` (product details, then
+    the database).
     """
     ids = check_product_ids(product_ids, limit)
     if warehouse_id is not None:
@@ -133,8 +144,7 @@ def bulk_sellable(
             elif warehouse_id is None:
                 stocks[p] = s.available
             else:
-                row = next((r for r in s.rows if r.warehouse_id == warehouse_id), None)
-                stocks[p] = max(row.sellable, 0) if row else 0
+                stocks[p] = s.warehouses.get(warehouse_id, 0)
     return {p: stocks[p] for p in ids if p in stocks}, missing
 
 

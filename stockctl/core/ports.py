@@ -14,7 +14,7 @@ from typing import Protocol
 
 from stockctl.core.events import CloudEvent
 from stockctl.core.model import Inventory, Movement, Product, Reservation, Warehouse
-from stockctl.core.projection import CacheKeys, ProductStock, RowState, StockUpdate
+from stockctl.core.projection import CacheKeys, ProductStock, RowState, StockLevel, StockUpdate
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,7 +255,14 @@ class StockCache(Protocol):
         """Live heartbeats whose name starts with ``prefix``."""
         ...
 
-    def get_products(self, product_ids: Sequence[str]) -> dict[str, ProductStock | None]: ...
+    def get_products(self, product_ids: Sequence[str]) -> dict[str, ProductStock | None]:
+        """Each product's cached rows (with versions); None where it is incomplete."""
+        ...
+
+    def get_levels(self, product_ids: Sequence[str]) -> dict[str, StockLevel | None]:
+        """Each product's detail (one read of ``catalog:product:{p}`` keys); None where it is
+        absent or not a product detail."""
+        ...
 
     def count_reads(self, hits: int, misses: int) -> None:
         """Add to the hit and miss totals shared by every process."""

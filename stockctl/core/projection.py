@@ -8,7 +8,10 @@ One definition, used by every cache adapter (Redis and the embedded table):
     catalog:stock:{p}:status         in_stock | low_stock | out_of_stock
     catalog:stock:{p}:low_stock      1 | 0
     catalog:stock:{p}:rows           internal hash: warehouse -> "version:avail:reserved:threshold"
-    catalog:product:{p}              product detail with stock (JSON)
+                                     (on Redis also "#agg" -> the product's running totals)
+    catalog:product:{p}              product detail with stock (JSON): product_id, total,
+                                     available, status, warehouses {w: sellable}; what the
+                                     read path (``get_stock``) serves
     catalog:event:processed:{id}     de-duplication marker (24 h)
 
 A row's values are written only if the event's version is newer than the version held in
@@ -17,6 +20,10 @@ hash is absent (never cached, expired, flushed) is *incomplete*: its totals cann
 from one event, so the processor loads the product's rows from the database and fills it.
 The product status: out of stock when nothing is sellable, low stock when the sellable total is
 at or below the highest threshold of its rows, otherwise in stock.
+
+Expiry (TTL > 0): a product's keys live and expire together, at the deadline its last fill (warm,
+read-through, sync, or the processor's load of an incomplete product) gave them; a change keeps
+that deadline. So every cached product is read again from the database at least once per TTL.
 """
 
 from __future__ import annotations
@@ -77,6 +84,39 @@ class StockUpdate:
 
 
 @dataclass(frozen=True, slots=True)
+class StockLevel:
+    """What the catalog shows of a product: its totals, status and sellable units per
+    warehouse, as ``catalog:product:{p}`` holds them. The read path serves these."""
+
+    product_id: str
+    total: int
+    available: int
+    status: StockStatus
+    warehouses: Mapping[str, int]
+
+    @property
+    def low_stock(self) -> bool:
+        return self.status is StockStatus.LOW_STOCK
+
+    @classmethod
+    def from_detail(cls, product_id: str, detail: Any) -> StockLevel | None:
+        """From a decoded product detail; None if it is not one of this product."""
+        try:
+            if detail["product_id"] != product_id:
+                return None
+            total, available = detail["total"], detail["available"]
+            warehouses, status = detail["warehouses"], _STATUSES[detail["status"]]
+        except (KeyError, TypeError, IndexError):
+            return None
+        if type(total) is not int or type(available) is not int or type(warehouses) is not dict:
+            return None
+        return cls(product_id, total, available, status, warehouses)
+
+
+_STATUSES = {s.value: s for s in StockStatus}
+
+
+@dataclass(frozen=True, slots=True)
 class ProductStock:
     """The derived values of a product, from all its rows."""
 
@@ -98,6 +138,15 @@ class ProductStock:
         if self.available <= max((r.threshold for r in self.rows), default=0):
             return StockStatus.LOW_STOCK
         return StockStatus.IN_STOCK
+
+    def level(self) -> StockLevel:
+        return StockLevel(
+            self.product_id,
+            self.total,
+            self.available,
+            self.status,
+            {r.warehouse_id: max(r.sellable, 0) for r in self.rows},
+        )
 
     def detail(self) -> dict[str, Any]:
         return {

@@ -22,6 +22,7 @@ from stockctl.core.projection import (
     CacheKeys,
     ProductStock,
     RowState,
+    StockLevel,
     StockUpdate,
     is_newer,
     merge,
@@ -86,11 +87,23 @@ class SqlStockCache:
         with self.store.read() as conn:
             held = self._rows(conn, product_ids)
         return {
-            p: ProductStock(p, tuple(sorted(held[p].values(), key=lambda r: r.warehouse_id)))
+            p: ProductStock(p, tuple(sorted(held[p][0].values(), key=lambda r: r.warehouse_id)))
             if p in held
             else None
             for p in product_ids
         }
+
+    def get_levels(self, product_ids: Sequence[str]) -> dict[str, StockLevel | None]:
+        keys = [self.keys.product(p) for p in product_ids]
+        found = dict(zip(keys, self.get_keys(keys), strict=True))
+        out: dict[str, StockLevel | None] = {}
+        for p, key in zip(product_ids, keys, strict=True):
+            raw = found[key]
+            try:
+                out[p] = None if raw is None else StockLevel.from_detail(p, json.loads(raw))
+            except ValueError:
+                out[p] = None
+        return out
 
     def count_reads(self, hits: int, misses: int) -> None:
         if not hits and not misses:
@@ -217,13 +230,14 @@ class SqlStockCache:
             if u.product_id not in held:
                 incomplete[u.product_id] = None
                 continue
-            rows = merged.setdefault(u.product_id, held[u.product_id])
+            rows = merged.setdefault(u.product_id, held[u.product_id][0])
             if is_newer(u.row, rows.get(u.row.warehouse_id)):
                 rows[u.row.warehouse_id] = u.row
                 applied += 1
             else:
                 stale += 1
-        self._write_products(conn, merged)
+        # A change keeps the product's deadline (given by its last fill), as on Redis.
+        self._write_products(conn, merged, {p: held[p][1] for p in merged})
         return ApplyResult(applied, len(updates) - len(new), stale, tuple(incomplete))
 
     def fill_in(self, conn: Connection, products: Mapping[str, Sequence[RowState]]) -> None:
@@ -232,7 +246,7 @@ class SqlStockCache:
         self._lock_writes(conn)
         held = self._rows(conn, list(products))
         self._write_products(
-            conn, {p: merge(held.get(p, {}), rows) for p, rows in products.items()}
+            conn, {p: merge(held[p][0] if p in held else {}, rows) for p, rows in products.items()}
         )
 
     def claim_events_in(self, conn: Connection, event_ids: Sequence[str]) -> list[bool]:
@@ -266,29 +280,43 @@ class SqlStockCache:
                 {"name": f"stockctl:cache:{self.keys.prefix}:{what}"},
             )
 
-    def _rows(self, conn: Connection, product_ids: Sequence[str]) -> dict[str, dict[str, RowState]]:
+    def _rows(
+        self, conn: Connection, product_ids: Sequence[str]
+    ) -> dict[str, tuple[dict[str, RowState], datetime | None]]:
+        """Each cached product's rows and the deadline of its keys."""
         if not product_ids:
             return {}
         by_key = {self.keys.rows(p): p for p in product_ids}
-        stmt = select(ce.c.key, ce.c.value).where(ce.c.key.in_(by_key), _live(self.clock()))
-        out: dict[str, dict[str, RowState]] = {}
+        stmt = select(ce.c.key, ce.c.value, ce.c.expires_at).where(
+            ce.c.key.in_(by_key), _live(self.clock())
+        )
+        out: dict[str, tuple[dict[str, RowState], datetime | None]] = {}
         for r in conn.execute(stmt):
             encoded: dict[str, str] = json.loads(r.value)
-            out[by_key[r.key]] = {w: RowState.decode(w, v) for w, v in encoded.items()}
+            rows = {w: RowState.decode(w, v) for w, v in encoded.items()}
+            out[by_key[r.key]] = (rows, r.expires_at)
         return out
 
     def _write_products(
-        self, conn: Connection, products: Mapping[str, dict[str, RowState]]
+        self,
+        conn: Connection,
+        products: Mapping[str, dict[str, RowState]],
+        deadlines: Mapping[str, datetime | None] | None = None,
     ) -> None:
-        values: dict[str, str] = {}
+        """Every key of each product, expiring together: at its deadline when given (a change
+        keeps it), else a fresh TTL (a fill, or a product that had no deadline)."""
+        fresh = self.clock() + timedelta(seconds=self.ttl) if self.ttl > 0 else None
+        groups: dict[datetime | None, dict[str, str]] = {}
         for product_id, rows in products.items():
             ordered = tuple(sorted(rows.values(), key=lambda r: r.warehouse_id))
+            deadline = (deadlines or {}).get(product_id) or fresh
+            values = groups.setdefault(deadline, {})
             values.update(product_values(self.keys, ProductStock(product_id, ordered)))
             values[self.keys.rows(product_id)] = json.dumps(
                 {r.warehouse_id: r.encode() for r in ordered}, separators=(",", ":")
             )
-        expires = self.clock() + timedelta(seconds=self.ttl) if self.ttl > 0 else None
-        self._upsert(conn, values, expires)
+        for deadline, values in groups.items():
+            self._upsert(conn, values, deadline)
 
     def _upsert(
         self, conn: Connection, values: Mapping[str, str], expires: datetime | None
