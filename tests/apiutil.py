@@ -134,7 +134,7 @@ def assert_problem(response: Response, status: int, slug: str) -> dict[str, Any]
     body: dict[str, Any] = response.json()
     assert body["type"] == PROBLEM_BASE + slug, body
     assert body["status"] == status
-    assert isinstance(body["title"], str) and body["title"]
+    assert body["title"] == slug.replace("-", " ").capitalize()  # one title per type
     assert isinstance(body["detail"], str) and body["detail"]
     assert "Traceback" not in response.text and 'File "' not in response.text
     return body

@@ -110,13 +110,14 @@ class Server:
 
 
 @contextmanager
-def serve(database_url: str, workdir: Path, **env: str) -> Iterator[Server]:
-    """Start ``stockctl serve`` on ``database_url`` (already initialised); stop it at the end."""
+def serve(database_url: str, workdir: Path, command: str = "serve", **env: str) -> Iterator[Server]:
+    """Start ``stockctl serve`` (or ``up``: the API and the worker jobs) on ``database_url``
+    (already initialised); stop it at the end."""
     port = free_port()
-    log = workdir / f"serve-{port}.log"
+    log = workdir / f"{command}-{port}.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [*COMMAND, "--database-url", database_url, "serve", "--port", str(port)],
+            [*COMMAND, "--database-url", database_url, command, "--port", str(port)],
             env=clean_env(XDG_DATA_HOME=str(workdir / "xdg"), **env),
             stdout=out,
             stderr=subprocess.STDOUT,

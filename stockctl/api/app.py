@@ -76,9 +76,8 @@ def _document_problems(api: FastAPI) -> None:
 def _errors(api: FastAPI) -> None:
     @api.exception_handler(StockctlError)
     async def stockctl_error(request: Request, exc: StockctlError) -> JSONResponse:
-        title = type(exc).__name__
         return JSONResponse(
-            problem(exc.http_status, title, exc.message, exc.slug),
+            problem(exc.http_status, exc.message, exc.slug),
             status_code=exc.http_status,
             media_type=PROBLEM,
         )
@@ -89,7 +88,7 @@ def _errors(api: FastAPI) -> None:
         first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
         detail = f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
         return JSONResponse(
-            problem(422, "InvalidInput", detail, "invalid-input", errors=errors),
+            problem(422, detail, "invalid-input", errors=errors),
             status_code=422,
             media_type=PROBLEM,
         )
@@ -105,7 +104,7 @@ def _errors(api: FastAPI) -> None:
             413: "payload-too-large",
         }.get(exc.status_code, "http")
         return JSONResponse(
-            problem(exc.status_code, slug.replace("-", " ").title(), str(exc.detail), slug),
+            problem(exc.status_code, str(exc.detail), slug),
             status_code=exc.status_code,
             media_type=PROBLEM,
             headers=getattr(exc, "headers", None),
@@ -115,7 +114,7 @@ def _errors(api: FastAPI) -> None:
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return JSONResponse(
-            problem(500, "InternalError", "internal error", "internal"),
+            problem(500, "internal error", "internal"),
             status_code=500,
             media_type=PROBLEM,
         )
@@ -164,7 +163,7 @@ async def _too_large(send: Send, limit: int) -> None:
     import json
 
     body = json.dumps(
-        problem(413, "PayloadTooLarge", f"request body over {limit} bytes", "payload-too-large")
+        problem(413, f"request body over {limit} bytes", "payload-too-large")
     ).encode()
     await send(
         {

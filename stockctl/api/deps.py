@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, HTTPException, Request
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from stockctl.api import schemas
 from stockctl.bootstrap import App
@@ -24,20 +25,27 @@ def get_app(request: Request) -> App:
 AppDep = Annotated[App, Depends(get_app)]
 
 
+# Declared as security schemes, so the OpenAPI document says how to authenticate.
+_BEARER = HTTPBearer(auto_error=False, description="a token from settings `api_tokens`")
+_DAPR = APIKeyHeader(
+    name="dapr-api-token",
+    auto_error=False,
+    description="Dapr's app API token (the sidecar sends it on pushed events)",
+)
+
+
 def require(scope: str) -> Callable[..., None]:
     """A dependency that lets the request through only with a token granting ``scope``."""
 
     def check(
         request: Request,
-        authorization: Annotated[str | None, Header()] = None,
-        dapr_api_token: Annotated[str | None, Header()] = None,
+        bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)] = None,
+        dapr_api_token: Annotated[str | None, Depends(_DAPR)] = None,
     ) -> None:
         tokens = get_app(request).settings.api_tokens
         if not tokens:
             return  # no tokens configured: serve binds to loopback only (see `serve`)
-        presented = dapr_api_token
-        if authorization and authorization.lower().startswith("bearer "):
-            presented = authorization[7:].strip()
+        presented = bearer.credentials.strip() if bearer else dapr_api_token
         if not presented:
             raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
         granted: set[str] = set()
@@ -92,10 +100,12 @@ def reservation_out(r: Reservation) -> schemas.ReservationOut:
     )
 
 
-def problem(status: int, title: str, detail: str, slug: str, **extra: Any) -> dict[str, Any]:
+def problem(status: int, detail: str, slug: str, **extra: Any) -> dict[str, Any]:
+    """RFC 9457 problem details. One title per problem type, from its slug
+    (``insufficient-stock`` -> ``Insufficient stock``); ``detail`` says what happened here."""
     return {
         "type": f"https://stockctl.dev/problems/{slug}",
-        "title": title,
+        "title": slug.replace("-", " ").capitalize(),
         "status": status,
         "detail": detail,
         **extra,

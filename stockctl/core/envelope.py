@@ -6,10 +6,11 @@ A Dapr sidecar publishing plain data wraps it as ``type: com.dapr.event.sent`` w
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+import orjson
 
 MAX_ENVELOPE_BYTES = 1 << 20
 MAX_ID_LENGTH = 256
@@ -39,12 +40,10 @@ def parse(raw: bytes | str, topic: str | None = None) -> Incoming:
     )
     if size > MAX_ENVELOPE_BYTES:
         raise InvalidEvent(f"envelope larger than {MAX_ENVELOPE_BYTES} bytes")
-    try:
-        env = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    try:  # orjson: several times faster than json, on the processor's hot path
+        env = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:  # also invalid UTF-8, and nesting over 1024 levels
         raise InvalidEvent(f"not JSON: {exc}") from None
-    except RecursionError:  # nested too deep for the decoder: a poison entry, not a crash
-        raise InvalidEvent("not JSON: nested too deeply") from None
     return from_dict(env, topic)
 
 

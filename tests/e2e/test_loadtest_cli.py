@@ -1,6 +1,8 @@
-"""``stockctl loadtest`` as a real process against a running ``stockctl worker run`` (issue 9):
-on the embedded default and on PostgreSQL + Redis, 0 invariant violations and a PNG that opens;
-and a run over a corrupted reservation counter exits 1 naming the row.
+"""``stockctl loadtest`` as a real process (issue 9): through the library against a running
+``stockctl worker run``, and through the HTTP API (``--api-url``) against ``stockctl up`` on the
+embedded default and against ``serve`` + ``worker run`` on PostgreSQL + Redis: 0 invariant
+violations and a PNG that opens; and a run over a corrupted reservation counter exits 1 naming
+the row.
 
 Redis: the events lane of ``tests/eventutil.py`` (own database, lock, streams deleted).
 """
@@ -23,6 +25,7 @@ import stockctl
 from stockctl.core import cache as cache_uc
 from stockctl.core import seed as demo
 from stockctl.store.tables import inventory
+from tests.clientutil import serve
 from tests.eventutil import Lane, cli, redis_lane, spawn, wait_until
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -132,6 +135,51 @@ def test_loadtest_on_postgresql_and_redis_with_a_worker(
     with worker(env, "relay,processor", pg_url, **settings):
         code, report = loadtest(env, "--duration", "4s", "--plot", str(plot))
     assert_healthy_run(code, report, 4)
+    assert_png(plot)
+
+
+def over_the_api(report: dict[str, Any], log: Path) -> None:
+    """The operations went through the server: its access log holds them."""
+    text = log.read_text()
+    assert "POST /v1/inventory/reserve" in text, text[-2000:]
+    assert report["outcomes"].get("ok", 0) > 0
+
+
+def test_loadtest_over_the_api_against_up_on_the_embedded_default(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'up.db'}"
+    prepare(url)
+    with serve(url, tmp_path, "up", STOCKCTL_RELAY_POLL_INTERVAL_MS="50") as server:
+        env = {
+            **os.environ,
+            "COLUMNS": "200",
+            "NO_COLOR": "1",
+            "STOCKCTL_DATABASE_URL": url,  # read only: targets and the invariant checks
+            "STOCKCTL_API_URL": server.url,
+        }
+        code, report = loadtest(env, "--duration", "4s")
+        assert_healthy_run(code, report, 4)
+        over_the_api(report, server.log)
+
+
+def test_loadtest_over_the_api_against_serve_and_a_worker_on_postgresql_and_redis(
+    pg_url: str, lane: Lane, tmp_path: Path
+) -> None:
+    settings = lane.settings()
+    prepare(pg_url, **settings)
+    env = lane.env(pg_url)
+    lane_env = {
+        k: v for k, v in env.items() if k.startswith("STOCKCTL_") and k != "STOCKCTL_DATABASE_URL"
+    }
+    plot = tmp_path / "api.png"
+    with (
+        serve(pg_url, tmp_path, **lane_env) as server,
+        worker(env, "relay,processor", pg_url, **settings),
+    ):
+        code, report = loadtest(
+            {**env, "STOCKCTL_API_URL": server.url}, "--duration", "4s", "--plot", str(plot)
+        )
+    assert_healthy_run(code, report, 4)
+    over_the_api(report, server.log)
     assert_png(plot)
 
 

@@ -424,6 +424,19 @@ def test_health_ready_metrics_openapi_docs(api: Api) -> None:
     reserve = spec["paths"]["/v1/inventory/reserve"]["post"]
     assert "expires_at" in str(spec["components"]["schemas"]["ReservationOut"])
     assert reserve["responses"]["201"]
+    # How to authenticate is in the document: every route behind a scope names both schemes.
+    schemes = spec["components"]["securitySchemes"]
+    assert schemes["HTTPBearer"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "a token from settings `api_tokens`",
+    }
+    assert schemes["APIKeyHeader"]["in"] == "header"
+    assert schemes["APIKeyHeader"]["name"] == "dapr-api-token"
+    secured = [{"HTTPBearer": []}, {"APIKeyHeader": []}]
+    assert reserve["security"] == secured
+    assert spec["paths"]["/v1/products"]["get"]["security"] == secured
+    assert "security" not in spec["paths"]["/health"]["get"]
 
     docs = anonymous.get("/docs")
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
