@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from stockctl.core.envelope import Incoming, InvalidEvent
 from stockctl.core.events import STOCK_EVENT_TYPES
@@ -83,10 +83,10 @@ class StockUpdate:
     row: RowState
 
 
-@dataclass(frozen=True, slots=True)
-class StockLevel:
+class StockLevel(NamedTuple):
     """What the catalog shows of a product: its totals, status and sellable units per
-    warehouse, as ``catalog:product:{p}`` holds them. The read path serves these."""
+    warehouse, as ``catalog:product:{p}`` holds them. The read path serves these (a named
+    tuple: built 1000 at a time per read, at half a frozen dataclass's cost)."""
 
     product_id: str
     total: int
