@@ -87,6 +87,9 @@ class OutboxRelay:
         self.clock = clock
         self.waiter = waiter or NotifyWaiter(listen_conninfo(store))
         self.processed = 0  # rows published
+        # The last claim took every row there was: wait for the next NOTIFY (commits made
+        # meanwhile have sent theirs) instead of spending a transaction to find nothing.
+        self.drained = False
         self._next_prune = time.monotonic() + PRUNE_EVERY_SECONDS
         self.metrics: Any = None
 
@@ -98,6 +101,7 @@ class OutboxRelay:
                 self.publish(entries)
                 tx.mark_published([e.id for e in entries], self.clock())
         self.processed += len(entries)
+        self.drained = self.waiter.conninfo is not None and len(entries) < self.batch_size
         if self.metrics is not None and entries:
             self.metrics.outbox_published.inc(len(entries))
         if time.monotonic() >= self._next_prune:

@@ -229,6 +229,8 @@ class Runner:
                 if self.options.burst:
                     return
                 job.idle(self.stop)
+            elif not self.options.burst and getattr(job, "drained", False):
+                job.idle(self.stop)  # it took all there was: no empty step before waiting
 
     def _heartbeats(self) -> None:
         s = self.app.settings

@@ -10,12 +10,14 @@ from __future__ import annotations
 import json
 import os
 import random
+import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from sqlalchemy import event, func, select
@@ -188,6 +190,60 @@ def test_concurrent_changes_all_reach_the_cache(pg_url: str, lane: Lane) -> None
     finally:
         writers.close()
         worker.close()
+
+
+def test_a_drained_relay_waits_for_notify_and_misses_no_commit(pipeline: Stockctl) -> None:
+    """After a claim that took every row, the relay waits for the next NOTIFY instead of
+    claiming again; a change committed while it was publishing still wakes it at once (its
+    NOTIFY is queued), with the poll fallback 20 s away."""
+    from datetime import timedelta
+
+    from stockctl.workers.relay import OutboxRelay
+
+    app = pipeline._app
+    ps, ws = seed(pipeline, 1, 1)
+    published: list[list[str]] = []
+
+    def publish(entries: list[Any]) -> None:
+        published.append([e.event_id for e in entries])
+        if len(published) == 1:  # a commit lands while the first batch is being published
+            pipeline.adjust(ps[0], ws[0], 1, reason="test")
+
+    relay = OutboxRelay(
+        app.store,
+        publish,
+        batch_size=100,
+        poll_seconds=20,
+        retention=timedelta(hours=1),
+        clock=app.ctx.clock,
+    )
+    stop = threading.Event()
+    try:
+        relay.waiter.wait(0.01, stop)  # LISTEN before the first claim, as the runner's loop
+        waiting, _ = app.store.outbox_backlog()
+        assert relay.step() == waiting > 0
+        assert relay.drained
+        started = time.monotonic()
+        relay.idle(stop)  # returns on the queued NOTIFY of the adjust, not after 20 s
+        assert time.monotonic() - started < 5
+        assert relay.step() == 1 and relay.drained
+        full = OutboxRelay(
+            app.store,
+            publish,
+            batch_size=1,
+            poll_seconds=20,
+            retention=timedelta(hours=1),
+            clock=app.ctx.clock,
+        )
+        pipeline.adjust(ps[0], ws[0], 1, reason="test")
+        pipeline.adjust(ps[0], ws[0], 1, reason="test")
+        assert full.step() == 1 and not full.drained  # a full batch: more may be waiting
+        assert full.step() == 1
+        full.close()
+    finally:
+        relay.close()
+    assert sum(len(b) for b in published) == waiting + 3
+    assert app.store.outbox_backlog()[0] == 0
 
 
 def published_out_of_id_order(app: App, lane: Lane) -> int:
