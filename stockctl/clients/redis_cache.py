@@ -121,9 +121,9 @@ end
 # ARGV: prefix, tags, ttl, processed_ttl, then 7 per update:
 #   event_id, product, warehouse, version, available, reserved, threshold
 # Incremental: an applied row moves its product's totals (#agg) by its difference from the row
-# it replaces; only the keys whose values change are written, all with the product's deadline
-# (set by its last fill: a change does not extend it). A product is recomputed from all its
-# rows only when needed: no #agg, the highest threshold lowered, or no readable detail.
+# it replaces; only the keys whose values change are written, all with the product's deadline.
+# A product is recomputed from all its rows (every key rewritten) only when needed: no #agg,
+# the highest threshold lowered, no readable detail, or its deadline to renew.
 _APPLY = (
     r"""
 local prefix, tags, ttl, pttl = ARGV[1], ARGV[2] == '1', tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -181,9 +181,18 @@ for i = 5, #ARGV, 7 do
     end
   end
 end
+local now = nil
+local function clock()
+  if not now then now = now_ms() end
+  return now
+end
 for _, p in ipairs(order) do
   local st, b = state[p], base(p)
-  if not st.full and st.at == 0 and ttl > 0 then st.full = true end  -- give it a deadline
+  -- A changing product gets a fresh deadline once less than half its TTL is left (or it has
+  -- none): hot products stay cached, and renewing costs one recompute per half TTL.
+  local renew = ttl > 0 and not st.full and next(st.w) ~= nil
+                and (st.at == 0 or st.at - clock() < ttl * 500)
+  if renew then st.full = true end
   local detail, status = nil, nil
   if not st.full and next(st.w) ~= nil then
     status = status_of(st.avail, st.maxthr)
@@ -204,7 +213,8 @@ for _, p in ipairs(order) do
   if st.full then
     local at = 0
     local left = redis.call('PTTL', b .. ':rows')
-    if left > 0 then at = now_ms() + left elseif ttl > 0 then at = now_ms() + ttl * 1000 end
+    if renew or (left <= 0 and ttl > 0) then at = clock() + ttl * 1000
+    elseif left > 0 then at = clock() + left end
     recompute(p, at)
   elseif detail then
     local at = st.at

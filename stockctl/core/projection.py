@@ -22,8 +22,9 @@ The product status: out of stock when nothing is sellable, low stock when the se
 at or below the highest threshold of its rows, otherwise in stock.
 
 Expiry (TTL > 0): a product's keys live and expire together, at the deadline its last fill (warm,
-read-through, sync, or the processor's load of an incomplete product) gave them; a change keeps
-that deadline. So every cached product is read again from the database at least once per TTL.
+read-through, sync, or the processor's load of an incomplete product) gave them. A change keeps
+that deadline until less than half the TTL is left, then renews every key of the product: a
+product that keeps changing stays cached, a quiet one expires whole.
 """
 
 from __future__ import annotations

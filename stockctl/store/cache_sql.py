@@ -226,6 +226,7 @@ class SqlStockCache:
         incomplete: dict[str, None] = {}
         applied = stale = 0
         merged: dict[str, dict[str, RowState]] = {}
+        changed: set[str] = set()
         for u in new:  # one by one, as the Redis script counts: each is guarded on arrival
             if u.product_id not in held:
                 incomplete[u.product_id] = None
@@ -233,11 +234,22 @@ class SqlStockCache:
             rows = merged.setdefault(u.product_id, held[u.product_id][0])
             if is_newer(u.row, rows.get(u.row.warehouse_id)):
                 rows[u.row.warehouse_id] = u.row
+                changed.add(u.product_id)
                 applied += 1
             else:
                 stale += 1
-        # A change keeps the product's deadline (given by its last fill), as on Redis.
-        self._write_products(conn, merged, {p: held[p][1] for p in merged})
+        # As on Redis: a change keeps the product's deadline until less than half the TTL is
+        # left, then gives it a fresh one.
+        now, half = self.clock(), timedelta(seconds=self.ttl / 2)
+        self._write_products(
+            conn,
+            {p: merged[p] for p in changed},
+            {
+                p: d
+                for p in changed
+                if (d := held[p][1]) is not None and (self.ttl <= 0 or d - now >= half)
+            },
+        )
         return ApplyResult(applied, len(updates) - len(new), stale, tuple(incomplete))
 
     def fill_in(self, conn: Connection, products: Mapping[str, Sequence[RowState]]) -> None:
@@ -304,7 +316,7 @@ class SqlStockCache:
         deadlines: Mapping[str, datetime | None] | None = None,
     ) -> None:
         """Every key of each product, expiring together: at its deadline when given (a change
-        keeps it), else a fresh TTL (a fill, or a product that had no deadline)."""
+        keeps it), else a fresh TTL (a fill, a renewal, or a product that had no deadline)."""
         fresh = self.clock() + timedelta(seconds=self.ttl) if self.ttl > 0 else None
         groups: dict[datetime | None, dict[str, str]] = {}
         for product_id, rows in products.items():

@@ -508,30 +508,35 @@ def test_cached_products_expire_after_the_ttl(adapter: Adapter) -> None:
     assert cache.processed([marker.event_id]) == [True]
 
 
-def test_a_change_keeps_the_deadline_of_the_product(adapter: Adapter) -> None:
-    """A product's keys live and expire together, at the deadline its last fill gave them: a
-    change writes its keys with the time the product has left. (Were a change to renew only
-    the keys it writes, a product that keeps changing would lose the plain key of a quiet
-    warehouse while looking complete, and nothing would write it back: found by
-    bench/soak.py.) Past the deadline the product is incomplete and the next event or read
-    refills it from the database."""
-    cache = adapter.cache(ttl=2)
+def test_a_change_keeps_the_deadline_until_half_the_ttl_is_left(adapter: Adapter) -> None:
+    """A product's keys live and expire together. A change writes its keys with the time the
+    product has left (were a change to renew only the keys it writes, a product that keeps
+    changing would lose the plain key of a quiet warehouse while looking complete: found by
+    bench/soak.py); once less than half the TTL is left, a change renews every key of the
+    product, so a product that keeps changing stays cached. A quiet product expires whole and
+    is refilled from the database by the next event or read."""
+    cache = adapter.cache(ttl=4)
     p = new_id("P")
     fill(cache, inv(p, "W1", 1, 5), inv(p, "W2", 1, 7))
-    adapter.advance(1.2)
+    adapter.advance(1)  # 3 s of 4 left: the change keeps the deadline
     assert cache.apply([upd(p, "W1", 2, 6), upd(p, "W3", 1, 4)]).applied == 2
     rows = [inv(p, "W1", 2, 6), inv(p, "W2", 1, 7), inv(p, "W3", 1, 4)]
     assert cache.get_products([p]) == {p: product(p, *rows)}
     assert_plain(adapter, cache, p, *rows)
-    adapter.advance(1.2)  # past the fill's deadline: every key is gone, the new ones too
+    adapter.advance(3.3)  # past the fill's deadline: every key is gone, the new ones too
     assert cache.get_products([p]) == {p: None}
     assert set(read_plain(adapter.getter(cache), expected_plain(cache.keys, p, rows)).values()) == {
         None
     }
     assert cache.apply([upd(p, "W1", 3, 6)]).incomplete == (p,)
-    fill(cache, inv(p, "W1", 3, 6), inv(p, "W2", 1, 7))  # a refill starts a fresh deadline
-    adapter.advance(1.2)
-    assert cache.get_products([p]) == {p: product(p, inv(p, "W1", 3, 6), inv(p, "W2", 1, 7))}
+
+    fill(cache, inv(p, "W1", 3, 6), inv(p, "W2", 1, 7))  # a refill: a fresh deadline
+    adapter.advance(2.6)  # 1.4 s of 4 left: the change renews the whole product
+    assert cache.apply([upd(p, "W1", 4, 9)]).applied == 1
+    adapter.advance(1.6)  # past the refill's deadline, within the renewed one
+    rows = [inv(p, "W1", 4, 9), inv(p, "W2", 1, 7)]
+    assert cache.get_products([p]) == {p: product(p, *rows)}
+    assert_plain(adapter, cache, p, *rows)  # the quiet W2's key too
 
 
 def test_heartbeats_by_prefix_and_expiry(adapter: Adapter) -> None:
