@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import signal
 import subprocess
 import tempfile
@@ -46,6 +47,45 @@ def topics() -> tuple[str, ...]:
     from stockctl.core.catalog import TOPICS
 
     return tuple(TOPICS)
+
+
+def poll_versions(
+    client: Any, samples: Any, give_up: float
+) -> Iterator[tuple[float, list[Any], list[Any]]]:
+    """The loop of a commit -> cache latency poller (a process of its own, so no writer's GIL
+    delays its clock). Samples (rows key, warehouse, version, commit time, ...) arrive on the
+    ``samples`` queue; None ends the run once none is outstanding. About every millisecond all
+    outstanding samples are read in one pipelined round trip; each round yields (now, samples
+    whose version the cache holds, samples given up after ``give_up`` seconds)."""
+    pending: list[Any] = []
+    done = False
+    while not done or pending:
+        items: list[Any] = []
+        try:
+            items.append(samples.get(timeout=0.001 if pending else 0.2))
+            while True:
+                items.append(samples.get_nowait())
+        except queue.Empty:
+            pass
+        done = done or None in items
+        pending += [item for item in items if item is not None]
+        if not pending:
+            continue
+        pipe = client.pipeline(transaction=False)
+        for key, warehouse, *_ in pending:
+            pipe.hget(key, warehouse)
+        values = pipe.execute()
+        now = monotonic()
+        seen, lost, still = [], [], []
+        for item, value in zip(pending, values, strict=True):
+            if value is not None and int(value.split(b":", 1)[0]) >= item[2]:
+                seen.append(item)
+            elif now - item[3] > give_up:
+                lost.append(item)
+            else:
+                still.append(item)
+        pending = still
+        yield now, seen, lost
 
 
 def delete_matching(client: Any, pattern: str) -> int:

@@ -47,7 +47,6 @@ import gc
 import json
 import multiprocessing as mp
 import os
-import queue
 import random
 import shlex
 import signal
@@ -73,6 +72,7 @@ from _common import (
     parser,
     stockctl,
 )
+from _pipeline import delete_matching, monotonic, poll_versions
 
 from stockctl.clients.redis_cache import AGG_FIELD
 
@@ -85,11 +85,6 @@ WARMUP_SECONDS = 2.0
 THROUGHPUT_GOAL = ">= 25,000 events/s and >= 0.25x raw drain"
 LATENCY_GOAL = "p99 <= 50 ms (seed: 100 ms)"
 UNIT = "events/s"
-
-
-def monotonic() -> float:
-    """System-wide clock: comparable between the writer and the poller processes."""
-    return time.clock_gettime(time.CLOCK_MONOTONIC)
 
 
 def load_average() -> float:
@@ -365,37 +360,11 @@ def poller(samples: Any, results: Any, redis_url: str, give_up: float) -> None:
     import redis
 
     client = redis.Redis.from_url(redis_url)
-    pending: list[tuple[Any, ...]] = []
     seen: list[tuple[float, str, str, int, float]] = []
     lost = 0
-    done = False
-    while not done or pending:
-        items = []
-        try:
-            items.append(samples.get(timeout=0.001 if pending else 0.2))
-            while True:
-                items.append(samples.get_nowait())
-        except queue.Empty:
-            pass
-        done = done or None in items
-        pending += [item for item in items if item is not None]
-        if not pending:
-            continue
-        pipe = client.pipeline(transaction=False)
-        for key, warehouse, *_ in pending:
-            pipe.hget(key, warehouse)
-        values = pipe.execute()
-        now = monotonic()
-        still = []
-        for item, value in zip(pending, values, strict=True):
-            if value is not None and int(value.split(b":", 1)[0]) >= item[2]:
-                if item[4]:
-                    seen.append((now - item[3], item[5], item[1], item[2], item[6]))
-            elif now - item[3] > give_up:
-                lost += 1
-            else:
-                still.append(item)
-        pending = still
+    for now, found, gone in poll_versions(client, samples, give_up):
+        seen += [(now - s[3], s[5], s[1], s[2], s[6]) for s in found if s[4]]
+        lost += len(gone)
     client.close()
     results.put((seen, lost))
 
@@ -722,14 +691,7 @@ def check_streams_free(client: Any) -> list[str]:
 def cleanup(client: Any, streams: Sequence[str], run_id: str) -> None:
     removed = client.delete(*streams) if streams else 0
     for pattern in (f"bench{run_id}*", f"stockctl:heartbeat:bench-{run_id}*"):
-        batch: list[Any] = []
-        for key in client.scan_iter(pattern, count=5000):
-            batch.append(key)
-            if len(batch) >= 5000:
-                removed += client.unlink(*batch)
-                batch = []
-        if batch:
-            removed += client.unlink(*batch)
+        removed += delete_matching(client, pattern)
     log(f"cleanup: {removed:,} keys and streams removed from {REDIS_URL}")
 
 

@@ -35,7 +35,6 @@ Usage: bench/soak.py [--json] [--quick] [--seconds D] [--rate N] [--interval S] 
 from __future__ import annotations
 
 import multiprocessing as mp
-import queue
 import random
 import threading
 import time
@@ -52,6 +51,7 @@ from _pipeline import (
     invariant_violations,
     load_average,
     monotonic,
+    poll_versions,
     raise_stock,
     rss_mb,
     start_worker,
@@ -75,37 +75,10 @@ def poller(samples: Any, results: Any, redis_url: str, give_up: float) -> None:
     import redis
 
     client = redis.Redis.from_url(redis_url)
-    pending: list[tuple[str, str, int, float]] = []
-    done = False
-    while not done or pending:
-        items: list[Any] = []
-        try:
-            items.append(samples.get(timeout=0.001 if pending else 0.2))
-            while True:
-                items.append(samples.get_nowait())
-        except queue.Empty:
-            pass
-        done = done or None in items
-        pending += [item for item in items if item is not None]
-        if not pending:
-            continue
-        pipe = client.pipeline(transaction=False)
-        for key, warehouse, _, _ in pending:
-            pipe.hget(key, warehouse)
-        values = pipe.execute()
-        now = monotonic()
-        seen: list[tuple[float, float]] = []
-        still = []
-        for item, value in zip(pending, values, strict=True):
-            if value is not None and int(value.split(b":", 1)[0]) >= item[2]:
-                seen.append((item[3], now - item[3]))
-            elif now - item[3] > give_up:
-                seen.append((item[3], give_up))
-            else:
-                still.append(item)
-        pending = still
-        if seen:
-            results.put(seen)
+    for now, seen, lost in poll_versions(client, samples, give_up):
+        timed = [(s[3], now - s[3]) for s in seen] + [(s[3], give_up) for s in lost]
+        if timed:
+            results.put(timed)
     client.close()
     results.put(None)
 

@@ -40,6 +40,7 @@ from stockctl.core.ports import StockCache
 from stockctl.core.projection import CacheKeys, ProductStock, RowState
 from stockctl.store.tables import outbox
 from stockctl.workers.runner import Runner, WorkerOptions
+from tests.conftest import new_id
 
 EVENTS_REDIS_URL = os.environ.get("STOCKCTL_TEST_EVENTS_REDIS_URL", "redis://127.0.0.1:6379/14")
 DEAD_LETTER = "stockctl.deadletter"
@@ -312,3 +313,16 @@ def spawn(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def seed_stock(sc: Any, products: int, warehouses: int, units: int) -> tuple[list[str], list[str]]:
+    """New products x new warehouses, ``units`` received into every row."""
+    ps = [new_id("P") for _ in range(products)]
+    ws = [new_id("W") for _ in range(warehouses)]
+    for w in ws:
+        sc.add_warehouse(w)
+    for p in ps:
+        sc.add_product(p)
+        for w in ws:
+            sc.receive(p, w, units)
+    return ps, ws

@@ -65,22 +65,23 @@ local function detail_head(p, total, avail, status)
   return '{"product_id":"' .. p .. '","total":' .. total .. ',"available":' .. avail ..
          ',"status":"' .. status .. '","warehouses":{'
 end
--- raw detail with new totals and the given warehouses' numbers; nil if raw is not our shape
+-- raw detail with new totals and the changed warehouses' numbers (changed: w -> {new = n});
+-- nil if raw is not our shape or lacks one of them
 local function patch_detail(raw, p, total, avail, status, changed)
   local k = string.find(raw, ',"warehouses":{', 1, true)
   if not k then return nil end
   local map = string.sub(raw, k + 15)
-  for w, v in pairs(changed) do
+  for w, c in pairs(changed) do
     local _, e = string.find(map, '"' .. w .. '":', 1, true)
     if not e then return nil end
     local _, d = string.find(map, '^%d+', e + 1)
     if not d then return nil end
-    map = string.sub(map, 1, e) .. v .. string.sub(map, d + 1)
+    map = string.sub(map, 1, e) .. c.new .. string.sub(map, d + 1)
   end
   return detail_head(p, total, avail, status) .. map
 end
-local function put_agg(b, total, avail, maxthr, at)
-  redis.call('HSET', b .. ':rows', AGG, total .. ':' .. avail .. ':' .. maxthr .. ':' .. at)
+local function agg_of(total, avail, maxthr, at)
+  return total .. ':' .. avail .. ':' .. maxthr .. ':' .. at
 end
 -- From every row of the product: every key rewritten, the rows hash given the deadline.
 local function recompute(p, at)
@@ -109,7 +110,7 @@ local function recompute(p, at)
   put(b .. ':status', status, at)
   put(b .. ':low_stock', status == 'low_stock' and '1' or '0', at)
   put(product_key(p), detail_head(p, total, avail, status) .. table.concat(body, ',') .. '}}', at)
-  put_agg(b, total, avail, maxthr, at)
+  redis.call('HSET', b .. ':rows', AGG, agg_of(total, avail, maxthr, at))
   if at > 0 then
     redis.call('PEXPIREAT', b .. ':rows', at)
   else
@@ -196,9 +197,8 @@ for _, p in ipairs(order) do
   local detail, status = nil, nil
   if not st.full and next(st.w) ~= nil then
     status = status_of(st.avail, st.maxthr)
-    local raw, changed = redis.call('GET', product_key(p)), {}
-    for w, c in pairs(st.w) do changed[w] = c.new end
-    if raw then detail = patch_detail(raw, p, st.total, st.avail, status, changed) end
+    local raw = redis.call('GET', product_key(p))
+    if raw then detail = patch_detail(raw, p, st.total, st.avail, status, st.w) end
     if not detail then st.full = true end  -- missing, not ours, or a new warehouse
   end
   if next(st.w) ~= nil then  -- the applied rows, and the moved totals unless recomputed below
@@ -206,7 +206,7 @@ for _, p in ipairs(order) do
     for w, _ in pairs(st.w) do hset[#hset + 1] = w; hset[#hset + 1] = st.rows[w] end
     if detail then
       hset[#hset + 1] = AGG
-      hset[#hset + 1] = st.total .. ':' .. st.avail .. ':' .. st.maxthr .. ':' .. st.at
+      hset[#hset + 1] = agg_of(st.total, st.avail, st.maxthr, st.at)
     end
     redis.call(unpack(hset))
   end

@@ -64,10 +64,6 @@ def _stock(product_id: str, rows: Iterable[Inventory]) -> ProductStock:
     return ProductStock(product_id, tuple(RowState.of(r) for r in rows))
 
 
-def _level(product_id: str, rows: Iterable[Inventory]) -> StockLevel:
-    return _stock(product_id, sorted(rows, key=lambda r: r.warehouse_id)).level()
-
-
 def get_stock(
     store: Store,
     cache: StockCache,
@@ -100,7 +96,7 @@ def get_stock(
                 lambda: cache.fill({p: [RowState.of(r) for r in rs] for p, rs in rows.items()})
             )
         for p in misses:
-            found[p] = _level(p, rows[p]) if p in rows else None
+            found[p] = _stock(p, rows[p]).level() if p in rows else None
     return {p: found.get(p) for p in ids}
 
 

@@ -26,6 +26,7 @@ from tests.eventutil import (
     cli,
     drain,
     redis_lane,
+    seed_stock,
     settled,
     spawn,
     wait_until,
@@ -46,18 +47,6 @@ def sc(pg_url: str, lane: Lane) -> Iterator[Stockctl]:
         yield client
     finally:
         client.close()
-
-
-def seed(sc: Stockctl, products: int, warehouses: int) -> tuple[list[str], list[str]]:
-    ps = [new_id("P") for _ in range(products)]
-    ws = [new_id("W") for _ in range(warehouses)]
-    for w in ws:
-        sc.add_warehouse(w)
-    for p in ps:
-        sc.add_product(p)
-        for w in ws:
-            sc.receive(p, w, 30)
-    return ps, ws
 
 
 def heartbeats(lane: Lane) -> list[bytes]:
@@ -82,7 +71,7 @@ def stop(proc: subprocess.Popen[str], timeout: float = 10) -> tuple[int, str]:
 def test_sigterm_drains_and_exits_0_and_check_follows_the_heartbeat(
     sc: Stockctl, lane: Lane, pg_url: str
 ) -> None:
-    (p,), (w,) = seed(sc, 1, 1)
+    (p,), (w,) = seed_stock(sc, 1, 1, 30)
     env = lane.env(
         pg_url,
         STOCKCTL_WORKER_HEARTBEAT_TTL_SECONDS="2",
@@ -174,7 +163,7 @@ def test_kill_9_after_the_cache_write_before_the_ack_then_restart(
     sc: Stockctl, lane: Lane, pg_url: str
 ) -> None:
     app = sc._app
-    ps, ws = seed(sc, 10, 3)
+    ps, ws = seed_stock(sc, 10, 3, 30)
     drain(app)
     for i in range(120):
         p, w = ps[i % len(ps)], ws[i % len(ws)]
@@ -207,7 +196,7 @@ def test_kill_9_after_the_cache_write_before_the_ack_then_restart(
 
 def test_kill_9_while_changes_go_on_then_restart(sc: Stockctl, lane: Lane, pg_url: str) -> None:
     app = sc._app
-    ps, ws = seed(sc, 8, 2)
+    ps, ws = seed_stock(sc, 8, 2, 30)
     env = lane.env(
         pg_url,
         STOCKCTL_RELAY_POLL_INTERVAL_MS="50",

@@ -44,6 +44,7 @@ from tests.eventutil import (
     drain,
     outbox_event_ids,
     redis_lane,
+    seed_stock,
     settled,
     text_of,
     wait_until,
@@ -79,20 +80,6 @@ def pipeline(pg_url: str, lane: Lane) -> Iterator[Stockctl]:
         yield sc
     finally:
         sc.close()
-
-
-def seed(
-    sc: Stockctl, products: int, warehouses: int, units: int = 50
-) -> tuple[list[str], list[str]]:
-    ps = [new_id("P") for _ in range(products)]
-    ws = [new_id("W") for _ in range(warehouses)]
-    for w in ws:
-        sc.add_warehouse(w)
-    for p in ps:
-        sc.add_product(p)
-        for w in ws:
-            sc.receive(p, w, units)
-    return ps, ws
 
 
 def check_converged(sc: Stockctl, lane: Lane) -> None:
@@ -162,7 +149,7 @@ def test_concurrent_changes_all_reach_the_cache(pg_url: str, lane: Lane) -> None
         pg_url, **lane.settings(relay_poll_interval_ms=50, worker_batch_timeout_ms=20)
     )
     try:
-        ps, ws = seed(writers, 40, 4)
+        ps, ws = seed_stock(writers, 40, 4, 50)
 
         @event.listens_for(writers._app.store.engine, "commit")
         def _delay_commit(conn: object) -> None:  # inside the transaction, just before COMMIT
@@ -201,7 +188,7 @@ def test_a_drained_relay_waits_for_notify_and_misses_no_commit(pipeline: Stockct
     from stockctl.workers.relay import OutboxRelay
 
     app = pipeline._app
-    ps, ws = seed(pipeline, 1, 1)
+    ps, ws = seed_stock(pipeline, 1, 1, 50)
     published: list[list[str]] = []
 
     def publish(entries: list[Any]) -> None:
@@ -209,14 +196,17 @@ def test_a_drained_relay_waits_for_notify_and_misses_no_commit(pipeline: Stockct
         if len(published) == 1:  # a commit lands while the first batch is being published
             pipeline.adjust(ps[0], ws[0], 1, reason="test")
 
-    relay = OutboxRelay(
-        app.store,
-        publish,
-        batch_size=100,
-        poll_seconds=20,
-        retention=timedelta(hours=1),
-        clock=app.ctx.clock,
-    )
+    def relay_of(batch_size: int) -> OutboxRelay:
+        return OutboxRelay(
+            app.store,
+            publish,
+            batch_size=batch_size,
+            poll_seconds=20,
+            retention=timedelta(hours=1),
+            clock=app.ctx.clock,
+        )
+
+    relay, full = relay_of(100), relay_of(1)
     stop = threading.Event()
     try:
         relay.waiter.wait(0.01, stop)  # LISTEN before the first claim, as the runner's loop
@@ -227,21 +217,13 @@ def test_a_drained_relay_waits_for_notify_and_misses_no_commit(pipeline: Stockct
         relay.idle(stop)  # returns on the queued NOTIFY of the adjust, not after 20 s
         assert time.monotonic() - started < 5
         assert relay.step() == 1 and relay.drained
-        full = OutboxRelay(
-            app.store,
-            publish,
-            batch_size=1,
-            poll_seconds=20,
-            retention=timedelta(hours=1),
-            clock=app.ctx.clock,
-        )
         pipeline.adjust(ps[0], ws[0], 1, reason="test")
         pipeline.adjust(ps[0], ws[0], 1, reason="test")
         assert full.step() == 1 and not full.drained  # a full batch: more may be waiting
         assert full.step() == 1
-        full.close()
     finally:
         relay.close()
+        full.close()
     assert sum(len(b) for b in published) == waiting + 3
     assert app.store.outbox_backlog()[0] == 0
 
@@ -273,7 +255,7 @@ def test_a_batch_written_to_the_cache_but_not_acked_is_finished_by_another_consu
     pipeline: Stockctl, lane: Lane
 ) -> None:
     app = pipeline._app
-    ps, ws = seed(pipeline, 12, 3)
+    ps, ws = seed_stock(pipeline, 12, 3, 50)
     drain(app)  # the cache holds every product
     for i in range(160):
         p, w = ps[i % len(ps)], ws[i % len(ws)]
@@ -316,7 +298,7 @@ def test_a_restarted_consumer_in_burst_mode_takes_back_all_its_pending_entries(
     """`worker run --burst --consumer NAME` after a crash that left several batches pending
     under NAME: it exits only when none is left."""
     app = pipeline._app
-    ps, ws = seed(pipeline, 6, 2)
+    ps, ws = seed_stock(pipeline, 6, 2, 50)
     drain(app)
     for i in range(120):
         pipeline.receive(ps[i % len(ps)], ws[i % len(ws)], 1)
@@ -360,7 +342,7 @@ def test_malformed_entries_are_dead_lettered_after_n_attempts(
 ) -> None:
     monkeypatch.setattr("stockctl.workers.processor.RECOVER_EVERY_SECONDS", 0.1)  # retry sooner
     app = pipeline._app
-    ps, ws = seed(pipeline, 2, 1)
+    ps, ws = seed_stock(pipeline, 2, 1, 50)
     drain(app)
     bad = {  # (topic, entry id) -> why
         (ev.STOCK_UPDATED, lane.xadd(ev.STOCK_UPDATED, "not json")): "not JSON",
@@ -433,7 +415,7 @@ def test_changes_keep_committing_while_redis_is_unreachable_and_the_relay_catche
     pg_url: str, pipeline: Stockctl, lane: Lane
 ) -> None:
     app = pipeline._app
-    ps, ws = seed(pipeline, 6, 2)
+    ps, ws = seed_stock(pipeline, 6, 2, 50)
     drain(app)
     # The relay pointed at a Redis that is not there; changes go on meanwhile.
     cut_off = stockctl.connect(pg_url, redis_url="redis://127.0.0.1:1/0", relay_poll_interval_ms=20)
@@ -466,7 +448,7 @@ def test_an_entry_written_the_way_dapr_writes_it_is_processed(
     pipeline: Stockctl, lane: Lane
 ) -> None:
     app = pipeline._app
-    (p,), (w,) = seed(pipeline, 1, 1, units=10)
+    (p,), (w,) = seed_stock(pipeline, 1, 1, 10)
     drain(app)
     version = pipeline.stock(p, w).rows[0].version
     dapr = {
@@ -507,7 +489,7 @@ def test_order_cancelled_and_payment_failed_release_the_orders_reservations(
     pipeline: Stockctl, lane: Lane
 ) -> None:
     app = pipeline._app
-    ps, ws = seed(pipeline, 2, 2, units=10)
+    ps, ws = seed_stock(pipeline, 2, 2, 10)
     cancelled, failed, kept = new_id("O"), new_id("O"), new_id("O")
     held = {
         cancelled: [pipeline.reserve(ps[0], ws[0], 3, order_id=cancelled)],

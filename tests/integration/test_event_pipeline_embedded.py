@@ -32,6 +32,7 @@ from tests.eventutil import (
     assert_cache_matches_db,
     cli,
     drain,
+    seed_stock,
     wait_until,
 )
 
@@ -58,18 +59,6 @@ def check_converged(sc: Stockctl) -> None:
     assert_cache_matches_db(app, cache, cache.get, cache.keys, all_product_ids(app))
 
 
-def seed(sc: Stockctl, products: int, warehouses: int) -> tuple[list[str], list[str]]:
-    ps = [new_id("P") for _ in range(products)]
-    ws = [new_id("W") for _ in range(warehouses)]
-    for w in ws:
-        sc.add_warehouse(w)
-    for p in ps:
-        sc.add_product(p)
-        for w in ws:
-            sc.receive(p, w, 20)
-    return ps, ws
-
-
 def churn(sc: Stockctl, ps: Sequence[str], ws: Sequence[str], n: int, seed_: int) -> int:
     rnd = random.Random(seed_)
     done = 0
@@ -94,7 +83,7 @@ def churn(sc: Stockctl, ps: Sequence[str], ws: Sequence[str], n: int, seed_: int
 def test_worker_run_burst_brings_the_embedded_cache_to_the_database(
     embedded: Stockctl, sqlite_url: str
 ) -> None:
-    ps, ws = seed(embedded, 8, 3)
+    ps, ws = seed_stock(embedded, 8, 3, 20)
     # Changes while an embedded worker runs, then `stockctl worker run --burst` drains the rest.
     with Background(embedded._app, only=["processor"], consumer="embedded"):
         threads = [threading.Thread(target=churn, args=(embedded, ps, ws, 60, k)) for k in range(3)]
@@ -117,7 +106,7 @@ def test_worker_run_burst_brings_the_embedded_cache_to_the_database(
 def test_order_events_release_reservations_on_the_embedded_default(
     embedded: Stockctl, sqlite_url: str
 ) -> None:
-    (p,), (w1, w2) = seed(embedded, 1, 2)
+    (p,), (w1, w2) = seed_stock(embedded, 1, 2, 20)
     cancelled, failed, kept = new_id("O"), new_id("O"), new_id("O")
     a = embedded.reserve(p, w1, 5, order_id=cancelled)
     b = embedded.reserve(p, w2, 3, order_id=cancelled)
@@ -156,7 +145,7 @@ def test_rows_committed_out_of_order_are_not_skipped(pg_url: str) -> None:
     sc = stockctl.connect(pg_url)
     sc.init()
     try:
-        (p,), (wa, wb) = seed(sc, 1, 2)
+        (p,), (wa, wb) = seed_stock(sc, 1, 2, 20)
         drain(sc._app)
         in_commit, release = threading.Event(), threading.Event()
 
@@ -207,7 +196,7 @@ def test_two_embedded_pipelines_on_postgresql_share_the_work(pg_url: str) -> Non
     sc.init()
     other = stockctl.connect(pg_url, relay_poll_interval_ms=20)
     try:
-        ps, ws = seed(sc, 6, 3)
+        ps, ws = seed_stock(sc, 6, 3, 20)
         with (
             Background(sc._app, only=["processor"], consumer="one") as one,
             Background(other._app, only=["processor"], consumer="two") as two,

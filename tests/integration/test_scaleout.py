@@ -24,7 +24,6 @@ import stockctl
 from stockctl.core.catalog import TOPICS
 from stockctl.library import Stockctl
 from stockctl.workers.runner import Runner, WorkerOptions
-from tests.conftest import new_id
 from tests.eventutil import (
     DEAD_LETTER,
     Lane,
@@ -32,6 +31,7 @@ from tests.eventutil import (
     assert_cache_matches_db,
     drain,
     redis_lane,
+    seed_stock,
     settled,
     spawn,
     text_of,
@@ -47,18 +47,6 @@ CHANGES = 1500  # per phase: a few thousand events in all, the test well under 4
 def lane() -> Iterator[Lane]:
     with redis_lane() as lane:
         yield lane
-
-
-def seed(sc: Stockctl, products: int, warehouses: int) -> tuple[list[str], list[str]]:
-    ps = [new_id("P") for _ in range(products)]
-    ws = [new_id("W") for _ in range(warehouses)]
-    for w in ws:
-        sc.add_warehouse(w)
-    for p in ps:
-        sc.add_product(p)
-        for w in ws:
-            sc.receive(p, w, 10_000)
-    return ps, ws
 
 
 def change(sc: Stockctl, ps: Sequence[str], ws: Sequence[str], n: int, seed_: int) -> None:
@@ -155,7 +143,7 @@ def test_two_workers_share_the_load_and_one_killed_loses_nothing(pg_url: str, la
     alpha = beta = None
     try:
         app = sc._app
-        ps, ws = seed(sc, 30, 4)
+        ps, ws = seed_stock(sc, 30, 4, 10_000)
         drain(app)  # the cache holds every product at its seeded state; the group exists
         alpha, beta = start(lane, pg_url, "alpha"), start(lane, pg_url, "beta")
         wait_until(lambda: beat(lane, "alpha") and beat(lane, "beta"), 60, "both workers")
