@@ -116,11 +116,10 @@ class StoreTx(Protocol):
 
     def held_quantity(self, product_id: str, warehouse_id: str) -> int: ...
 
-    def claim_outbox(self, limit: int) -> list[OutboxEntry]:
-        """Unpublished rows, locked, skipping rows another transaction holds."""
+    def take_outbox(self, limit: int, at: datetime) -> list[OutboxEntry]:
+        """Unpublished rows, in id order, marked published at ``at`` and locked until the
+        transaction ends; rows another transaction holds are skipped."""
         ...
-
-    def mark_published(self, ids: list[int], at: datetime) -> None: ...
 
 
 class Store(Protocol):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import Connection, delete, func, select, update
 
@@ -11,31 +10,39 @@ from stockctl.core.ports import OutboxEntry
 from stockctl.store.tables import outbox
 
 
-def entry_from_row(r: Any) -> OutboxEntry:
-    return OutboxEntry(r.id, r.event_id, r.topic, r.payload, r.created_at, r.published_at)
-
-
 class OutboxTx:
     """Outbox statements of a unit of work (mixed into ``SqlTx``)."""
 
     conn: Connection
 
-    def claim_outbox(self, limit: int) -> list[OutboxEntry]:
-        """Unpublished rows in id order, locked; rows another relay holds are skipped, so
-        relays never publish the same row twice in the normal path. Ids commit out of order,
-        so the claim is by state (``published_at IS NULL``), never by "id above the last"."""
-        stmt = (
-            select(outbox)
+    def take_outbox(self, limit: int, at: datetime) -> list[OutboxEntry]:
+        """Claim up to ``limit`` unpublished rows and mark them published at ``at``, in one
+        statement; returned in id order. The rows stay locked until the transaction ends, so a
+        caller that fails to publish rolls back and the rows are unpublished again. Rows another
+        relay holds are skipped (SKIP LOCKED), so relays never publish the same row twice in the
+        normal path. Ids commit out of order, so the claim is by state (``published_at IS
+        NULL``), never by "id above the last"."""
+        claim = (
+            select(outbox.c.id)
             .where(outbox.c.published_at.is_(None))
             .order_by(outbox.c.id)
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
-        return [entry_from_row(r) for r in self.conn.execute(stmt)]
-
-    def mark_published(self, ids: list[int], at: datetime) -> None:
-        if ids:
-            self.conn.execute(update(outbox).where(outbox.c.id.in_(ids)).values(published_at=at))
+        stmt = (
+            update(outbox)
+            .where(outbox.c.id.in_(claim.scalar_subquery()))
+            .values(published_at=at)
+            .returning(
+                outbox.c.id,
+                outbox.c.event_id,
+                outbox.c.topic,
+                outbox.c.payload,
+                outbox.c.created_at,
+            )
+        )
+        rows = sorted(self.conn.execute(stmt), key=lambda r: r.id)
+        return [OutboxEntry(r.id, r.event_id, r.topic, r.payload, r.created_at, at) for r in rows]
 
     def count_failed_attempt(self, ids: list[int]) -> None:
         if ids:

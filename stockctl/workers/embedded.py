@@ -53,7 +53,7 @@ class EmbeddedPipeline:
     def step(self) -> int:
         started = time.perf_counter()
         with self.store.transaction() as tx:
-            entries = tx.claim_outbox(self.batch_size)
+            entries = tx.take_outbox(self.batch_size, self.clock())
             if not entries:
                 return 0
             events: list[Incoming] = []
@@ -64,7 +64,6 @@ class EmbeddedPipeline:
                     log.warning("outbox row %d is not a valid event, skipped: %s", e.id, exc)
                     self.dead_lettered += 1
             outcome = self._project(tx, events)
-            tx.mark_published([e.id for e in entries], self.clock())
         self.processed += len(entries)
         self.last_batch_seconds = time.perf_counter() - started
         if self.metrics is not None:

@@ -14,6 +14,7 @@ from stockctl.clients.redis_bus import Delivery, StreamConsumer
 from stockctl.core.catalog import Outcome, project
 from stockctl.core.envelope import Incoming, InvalidEvent, parse
 from stockctl.core.ports import StockCache, Store
+from stockctl.errors import CacheUnavailable
 from stockctl.metrics import Metrics
 
 log = logging.getLogger("stockctl.processor")
@@ -86,7 +87,7 @@ class StreamProcessor:
         outcome = project(self.store, self.cache, [e for _, e in parsed], self.release_order)
         failed += [(parsed[i][0], reason) for i, reason in outcome.invalid]
         bad = {d.entry_id for d, _ in failed}
-        self.consumer.ack([d for d in deliveries if d.entry_id not in bad])
+        self.consumer.ack([d for d in deliveries if d.entry_id not in bad], with_next_read=True)
         for d, reason in failed:
             self._failed(d, reason)
         self._count(outcome, len(deliveries) - len(failed))
@@ -126,4 +127,8 @@ class StreamProcessor:
         """The blocking read already waited ``block_ms``."""
 
     def close(self) -> None:
-        """The consumer's Redis client belongs to the app."""
+        """Send the acks still owed (the consumer's Redis client belongs to the app)."""
+        try:
+            self.consumer.flush_acks()
+        except CacheUnavailable as exc:  # they stay pending: redelivered and de-duplicated
+            log.warning("could not ack the last batch: %s", exc)

@@ -94,12 +94,11 @@ class OutboxRelay:
         self.metrics: Any = None
 
     def step(self) -> int:
-        """Publish one batch; the row locks are held until the batch is marked."""
+        """Publish one batch; its rows stay locked until the transaction commits."""
         with self.store.transaction() as tx:
-            entries = tx.claim_outbox(self.batch_size)
+            entries = tx.take_outbox(self.batch_size, self.clock())
             if entries:
-                self.publish(entries)
-                tx.mark_published([e.id for e in entries], self.clock())
+                self.publish(entries)  # raising rolls the marks back
         self.processed += len(entries)
         self.drained = self.waiter.conninfo is not None and len(entries) < self.batch_size
         if self.metrics is not None and entries:

@@ -144,13 +144,13 @@ from stockctl.clients import redis_bus
 acks = 0
 original = redis_bus.StreamConsumer.ack
 
-def ack(self, deliveries):
+def ack(self, deliveries, **kw):  # kills before the acks go out, now or with the next read
     global acks
     if deliveries:
         acks += 1
         if acks == int(os.environ["DIE_AT_ACK"]):
             os.kill(os.getpid(), signal.SIGKILL)
-    original(self, deliveries)
+    original(self, deliveries, **kw)
 
 redis_bus.StreamConsumer.ack = ack
 from stockctl.cli import main

@@ -165,11 +165,10 @@ def project_outbox(app: App, stop: threading.Event) -> None:
     stream keys are shared by every test and benchmark on that Redis database) can reach it."""
     while True:
         with app.store.transaction() as tx:
-            entries = tx.claim_outbox(200)
+            entries = tx.take_outbox(200, app.ctx.clock())
             if entries:
                 events = [parse(e.payload, topic=e.topic) for e in entries]
                 catalog.project(app.store, app.cache(), events, lambda order, why: None)
-                tx.mark_published([e.id for e in entries], app.ctx.clock())
         if not entries and stop.wait(0.01):
             return
 

@@ -247,8 +247,8 @@ class Killed(Exception):
 
 
 class DiesBeforeAck(StreamConsumer):
-    def ack(self, deliveries: Sequence[Delivery]) -> None:
-        raise Killed()
+    def ack(self, deliveries: Sequence[Delivery], *, with_next_read: bool = False) -> None:
+        raise Killed()  # before the acks are sent, now or with the next read
 
 
 def test_a_batch_written_to_the_cache_but_not_acked_is_finished_by_another_consumer(
