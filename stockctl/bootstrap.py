@@ -78,11 +78,19 @@ class App:
             if self.uses_redis:
                 from stockctl.clients.redis_cache import RedisStockCache
 
-                self._cache = RedisStockCache(self.redis(), keys, ttl, self.redis_target)
+                self._cache = RedisStockCache(
+                    self.redis(),
+                    keys,
+                    ttl,
+                    self.redis_target,
+                    self.settings.event_dedupe_ttl_seconds,
+                )
             else:
                 from stockctl.store.cache_sql import SqlStockCache
 
-                self._cache = SqlStockCache(self.store, keys, ttl, self.ctx.clock)
+                self._cache = SqlStockCache(
+                    self.store, keys, ttl, self.ctx.clock, self.settings.event_dedupe_ttl_seconds
+                )
         return self._cache
 
     def close(self) -> None:

@@ -79,6 +79,8 @@ class Settings(BaseSettings):
     reservation_max_ttl_seconds: int = Field(86_400, ge=1, le=30 * 86400)
     allocation_strategy: Literal["priority", "most_stock"] = "priority"
     cache_ttl_seconds: int = Field(300, ge=0)
+    # How long an event id's de-duplication marker lives (catalog:event:processed:{id}).
+    event_dedupe_ttl_seconds: int = Field(86_400, ge=60, le=30 * 86400)
     idempotency_window_seconds: int = Field(86_400, ge=60)
     bulk_limit: int = Field(1000, ge=1, le=10_000)
 

@@ -273,11 +273,13 @@ class RedisStockCache:
         keys: CacheKeys | None = None,
         ttl_seconds: int = 300,
         target: str = "redis",
+        dedupe_ttl_seconds: int = PROCESSED_TTL_SECONDS,
     ) -> None:
         self.client = client
         self.keys = keys or CacheKeys()
         self.ttl = ttl_seconds
         self.target = target
+        self.dedupe_ttl = dedupe_ttl_seconds
         self._apply = client.register_script(_APPLY)
         self._fill = client.register_script(_FILL)
         self._head = [self.keys.prefix, "1" if self.keys.hash_tags else "0", str(self.ttl)]
@@ -285,7 +287,7 @@ class RedisStockCache:
     def apply(self, updates: Sequence[StockUpdate]) -> ApplyResult:
         if not updates:
             return ApplyResult(0, 0, 0, ())
-        args: list[Any] = [*self._head, PROCESSED_TTL_SECONDS]
+        args: list[Any] = [*self._head, self.dedupe_ttl]
         for u in updates:
             r = u.row
             args += (
@@ -315,7 +317,7 @@ class RedisStockCache:
     def claim_events(self, event_ids: Sequence[str]) -> list[bool]:
         pipe = self.client.pipeline(transaction=False)
         for event_id in event_ids:
-            pipe.set(self.keys.processed(event_id), "1", nx=True, ex=PROCESSED_TTL_SECONDS)
+            pipe.set(self.keys.processed(event_id), "1", nx=True, ex=self.dedupe_ttl)
         return [bool(x) for x in self._run(pipe.execute)]
 
     def processed(self, event_ids: Sequence[str]) -> list[bool]:

@@ -39,11 +39,13 @@ class SqlStockCache:
         keys: CacheKeys | None = None,
         ttl_seconds: int = 300,
         clock: Callable[[], datetime] = utcnow,
+        dedupe_ttl_seconds: int = PROCESSED_TTL_SECONDS,
     ) -> None:
         self.store = store
         self.keys = keys or CacheKeys()
         self.ttl = ttl_seconds
         self.clock = clock
+        self.dedupe_ttl = dedupe_ttl_seconds
 
     # -- the port, each call in its own transaction
 
@@ -271,7 +273,7 @@ class SqlStockCache:
             out.append(ok)
             if ok:
                 new[key] = "1"
-        self._upsert(conn, new, now + timedelta(seconds=PROCESSED_TTL_SECONDS))
+        self._upsert(conn, new, now + timedelta(seconds=self.dedupe_ttl))
         return out
 
     # -- helpers

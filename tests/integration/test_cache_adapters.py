@@ -55,8 +55,8 @@ class Adapter:
     set_with: Callable[[StockCache, str, str], None]
     made: list[StockCache] = field(default_factory=list)
 
-    def cache(self, ttl: int = 300, hash_tags: bool = False) -> StockCache:
-        cache = self.make(ttl, hash_tags)
+    def cache(self, ttl: int = 300, hash_tags: bool = False, **options: int) -> StockCache:
+        cache = self.make(ttl, hash_tags, **options)
         self.made.append(cache)
         return cache
 
@@ -102,8 +102,8 @@ def adapter(request: pytest.FixtureRequest) -> Iterator[Adapter]:
     if request.param == "redis":
         client = redis.Redis.from_url(EVENTS_REDIS_URL)
 
-        def make_redis(ttl: int, hash_tags: bool) -> StockCache:
-            return RedisStockCache(client, CacheKeys(prefix, hash_tags), ttl)
+        def make_redis(ttl: int, hash_tags: bool, **options: int) -> StockCache:
+            return RedisStockCache(client, CacheKeys(prefix, hash_tags), ttl, **options)
 
         def get_redis(_: StockCache, key: str) -> str | None:
             value = client.get(key)
@@ -124,8 +124,8 @@ def adapter(request: pytest.FixtureRequest) -> Iterator[Adapter]:
     store = request.getfixturevalue("sql_databases")[request.param]._app.store
     now = [datetime(2024, 6, 1, 12, 0, tzinfo=UTC)]
 
-    def make_sql(ttl: int, hash_tags: bool) -> StockCache:
-        return SqlStockCache(store, CacheKeys(prefix, hash_tags), ttl, lambda: now[0])
+    def make_sql(ttl: int, hash_tags: bool, **options: int) -> StockCache:
+        return SqlStockCache(store, CacheKeys(prefix, hash_tags), ttl, lambda: now[0], **options)
 
     def get_sql(cache: StockCache, key: str) -> str | None:
         assert isinstance(cache, SqlStockCache)
@@ -492,6 +492,23 @@ def test_claim_events_and_processed(adapter: Adapter) -> None:
     assert cache.claim_events([a, b, a]) == [True, True, False]
     assert cache.claim_events([b, c]) == [False, True]
     assert cache.processed([c, a, new_id("e")]) == [True, True, False]
+
+
+def test_markers_live_for_the_dedupe_window_then_a_replay_is_stopped_by_the_version_guard(
+    adapter: Adapter,
+) -> None:
+    cache = adapter.cache(dedupe_ttl_seconds=1)
+    p = new_id("P")
+    fill(cache, inv(p, "W1", 1, 5))
+    event = upd(p, "W1", 2, 6)
+    assert cache.apply([event]).applied == 1
+    assert cache.apply([event]) == ApplyResult(0, 1, 0, ())
+    assert cache.claim_events([new_id("e")]) == [True]
+    adapter.advance(1.3)
+    assert cache.processed([event.event_id]) == [False]
+    # Past the window the same event is no longer a duplicate, and still changes nothing.
+    assert cache.apply([event]) == ApplyResult(0, 0, 1, ())
+    assert adapter.getter(cache)(cache.keys.warehouse(p, "W1")) == "6"
 
 
 def test_cached_products_expire_after_the_ttl(adapter: Adapter) -> None:
