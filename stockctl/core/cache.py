@@ -185,6 +185,12 @@ def _by_product(rows: Iterator[tuple[str, RowState]]) -> Iterator[tuple[str, lis
         yield current, group
 
 
+# A cache write of a warm holds at most this many rows (a product is never split): one Redis
+# script call runs ~10 us a row and blocks every other client meanwhile, so a write of a
+# thousand 100-warehouse products (100,000 rows) would stall readers for over a second.
+WARM_WRITE_ROWS = 2000
+
+
 def warm(
     store: Store,
     cache: StockCache,
@@ -193,9 +199,11 @@ def warm(
     batch: int = 1000,
     progress: Callable[[int, int], None] | None = None,
 ) -> WarmResult:
-    """Stream inventory ordered by product and write ``batch`` products per cache call.
+    """Stream inventory ordered by product; write ``batch`` products (at most
+    ``WARM_WRITE_ROWS`` rows, unless one product has more) per cache call, in a writer thread,
+    so that reading the next rows from the database overlaps the cache's work.
 
-    ``progress(products, rows)`` is called after every batch.
+    ``progress(products, rows)`` is called after every batch handed to the writer.
     """
     import time
 
@@ -211,13 +219,7 @@ def warm(
         result.not_found = [p for p in ids if p not in found]
     else:
         groups = _by_product(store.iter_row_states(batch=max(batch * 20, 5000)))
-    pending: dict[str, list[RowState]] = {}
-    for product_id, rows in groups:
-        pending[product_id] = rows
-        result.rows += len(rows)
-        if len(pending) >= batch:
-            _flush(cache, pending, result, progress)
-    _flush(cache, pending, result, progress)
+    _write_batches(cache, groups, batch, result, progress)
     result.seconds = time.perf_counter() - started
     cache.set_meta(
         "warm:last",
@@ -226,19 +228,74 @@ def warm(
     return result
 
 
-def _flush(
+def _write_batches(
     cache: StockCache,
-    pending: dict[str, list[RowState]],
+    groups: Iterable[tuple[str, list[RowState]]],
+    batch: int,
     result: WarmResult,
     progress: Callable[[int, int], None] | None,
 ) -> None:
-    if not pending:
-        return
-    cache.fill(pending)
-    result.products += len(pending)
-    pending.clear()
-    if progress is not None:
-        progress(result.products, result.rows)
+    pending: dict[str, list[RowState]] = {}
+    rows = 0
+    with _Writer(cache) as writer:
+
+        def hand_over() -> None:
+            nonlocal pending, rows
+            writer.put(pending)
+            result.products += len(pending)
+            result.rows += rows
+            pending, rows = {}, 0
+            if progress is not None:
+                progress(result.products, result.rows)
+
+        for product_id, states in groups:
+            if pending and rows + len(states) > WARM_WRITE_ROWS:
+                hand_over()
+            pending[product_id] = states
+            rows += len(states)
+            if len(pending) >= batch:
+                hand_over()
+        if pending:
+            hand_over()
+
+
+class _Writer:
+    """Fills the cache from a thread of its own, at most ``depth`` batches behind the caller;
+    the first error it meets is raised to the caller (at its next ``put`` or on leaving)."""
+
+    def __init__(self, cache: StockCache, depth: int = 2) -> None:
+        import queue
+
+        self.cache = cache
+        self._queue: queue.Queue[dict[str, list[RowState]] | None] = queue.Queue(depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="stockctl-warm-writer", daemon=True)
+
+    def __enter__(self) -> _Writer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        if exc[0] is None:
+            self._raise()
+
+    def put(self, products: dict[str, list[RowState]]) -> None:
+        self._raise()
+        self._queue.put(products)
+
+    def _run(self) -> None:
+        while (products := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self.cache.fill(products)
+                except BaseException as exc:  # handed to the caller's thread
+                    self._error = exc
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
 
 
 @dataclass(frozen=True)
@@ -398,14 +455,14 @@ def warm_from_pages(
     progress: Callable[[int, int], None] | None = None,
 ) -> WarmResult:
     """Warm from a paged source (the warehouse API): ``in_flight`` pages at a time, every row
-    gathered first so each product is written whole, then ``batch`` products per write."""
+    gathered first so each product is written whole, then written as ``warm`` writes."""
     import time
     from concurrent.futures import ThreadPoolExecutor
 
     check_batch(batch)
     started = time.perf_counter()
     by_product: dict[str, dict[str, RowState]] = {}
-    page, more, rows = 1, True, 0
+    page, more = 1, True
     with ThreadPoolExecutor(max_workers=in_flight) as pool:
         while more:
             results = list(pool.map(fetch, range(page, page + in_flight)))
@@ -414,15 +471,10 @@ def warm_from_pages(
                     held = by_product.setdefault(r.product_id, {}).get(r.warehouse_id)
                     if held is None or r.version > held.version:
                         by_product[r.product_id][r.warehouse_id] = RowState.of(r)
-                rows += len(found)
                 more = more and has_more
             page += in_flight
-    result = WarmResult(rows=sum(len(v) for v in by_product.values()))
-    pending: dict[str, list[RowState]] = {}
-    for product_id, states in by_product.items():
-        pending[product_id] = list(states.values())
-        if len(pending) >= batch:
-            _flush(cache, pending, result, progress)
-    _flush(cache, pending, result, progress)
+    result = WarmResult()
+    groups = ((p, list(states.values())) for p, states in by_product.items())
+    _write_batches(cache, groups, batch, result, progress)
     result.seconds = time.perf_counter() - started
     return result
