@@ -92,6 +92,7 @@ class Settings(BaseSettings):
     worker_batch_size: int = Field(100, ge=1, le=100_000)
     worker_batch_timeout_ms: int = Field(100, ge=1, le=60_000)
     worker_queue_size: int = Field(1000, ge=1, le=1_000_000)
+    worker_linger_ms: int = Field(5, ge=0, le=1000)
     worker_max_deliveries: int = Field(5, ge=1, le=1000)
     worker_claim_idle_ms: int = Field(30_000, ge=100)
     worker_heartbeat_ttl_seconds: int = Field(15, ge=2, le=3600)

@@ -100,8 +100,9 @@ class StreamConsumer:
                 if "BUSYGROUP" not in str(exc):
                     raise
 
-    def read(self, count: int, block_ms: int) -> list[Delivery]:
-        """New entries across all topics (blocks up to ``block_ms`` when there are none)."""
+    def read(self, count: int, block_ms: int | None) -> list[Delivery]:
+        """New entries across all topics (blocks up to ``block_ms`` when there are none;
+        None: does not block)."""
         streams: dict[Any, Any] = dict.fromkeys(self.topics, ">")
         reply = self._after_acks(
             lambda pipe: pipe.xreadgroup(

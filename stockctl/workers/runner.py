@@ -132,11 +132,12 @@ class Runner:
             pipeline.metrics = app.metrics()
             return [pipeline]
         from stockctl.clients.redis_bus import StreamConsumer
-        from stockctl.workers.processor import StreamProcessor
+        from stockctl.workers.processor import ReadTurn, StreamProcessor
 
         count = self.options.workers or s.worker_count
         timeout = self.options.batch_timeout_ms or s.worker_batch_timeout_ms
         per_worker = max(1, min(batch, s.worker_queue_size // count))
+        turn = ReadTurn()
         jobs: list[Job] = []
         for i in range(count):
             name = self.consumer if count == 1 else f"{self.consumer}-{i}"
@@ -155,6 +156,8 @@ class Runner:
                 max_deliveries=s.worker_max_deliveries,
                 claim_idle_ms=s.worker_claim_idle_ms,
                 burst=self.options.burst,
+                turn=turn,
+                linger_ms=s.worker_linger_ms,
             )
             job.metrics = app.metrics()
             jobs.append(job)

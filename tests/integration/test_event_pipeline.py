@@ -32,7 +32,7 @@ from stockctl.core.model import ReservationStatus
 from stockctl.errors import DependencyUnavailable, StockRuleViolation
 from stockctl.library import Stockctl
 from stockctl.store.tables import outbox, stock_movements
-from stockctl.workers.processor import StreamProcessor
+from stockctl.workers.processor import ReadTurn, StreamProcessor
 from tests.conftest import new_id
 from tests.eventutil import (
     DEAD_LETTER,
@@ -325,6 +325,65 @@ def test_a_restarted_consumer_in_burst_mode_takes_back_all_its_pending_entries(
         WorkerOptions(only=["processor"], workers=1, batch_size=10, consumer="again", burst=True),
     ).run(handle_signals=False)
     assert lane.pending_and_lag() == (0, 0)
+    check_converged(pipeline, lane)
+
+
+def test_processors_take_turns_to_read_and_a_trickle_lingers_into_one_batch(
+    pipeline: Stockctl, lane: Lane, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The processors of a worker share a ReadTurn: after a read that found less than a batch,
+    the next reader first lingers, and what arrives meanwhile joins its batch; a processor that
+    has to wait for its turn first sends the acks it owes."""
+    app = pipeline._app
+    ps, ws = seed_stock(pipeline, 4, 1, 50)
+    drain(app)
+    turn = ReadTurn()
+
+    def processor(name: str) -> StreamProcessor:
+        consumer = StreamConsumer(app.redis(), lane.app_id, name, TOPICS, DEAD_LETTER)
+        return StreamProcessor(
+            app.store,
+            app.cache(),
+            consumer,
+            pipeline.release_order,
+            batch_size=50,
+            block_ms=50,
+            max_deliveries=3,
+            claim_idle_ms=60_000,
+            turn=turn,
+            linger_ms=5,
+        )
+
+    def owed(name: str) -> int:
+        client, group = app.redis(), lane.app_id
+        return sum(
+            len(client.xpending_range(t, group, "-", "+", 100, consumername=name)) for t in TOPICS
+        )
+
+    a, b = processor("a"), processor("b")
+    pipeline.adjust(ps[0], ws[0], 1, reason="one change")
+    drain_relay_only(app)
+    assert a.step() == 1 and turn.trickle  # a trickle: the next read lingers
+    assert owed("a") == 1  # its ack goes with its next read
+
+    lingered: list[float] = []
+
+    def arrivals_during(seconds: float) -> None:
+        lingered.append(seconds)
+        for p in ps[1:]:
+            pipeline.adjust(p, ws[0], 1, reason="during the linger")
+        drain_relay_only(app)
+
+    monkeypatch.setattr("stockctl.workers.processor.time.sleep", arrivals_during)
+    assert b.step() == 3 and lingered == [0.005]  # one batch of the three that arrived
+    monkeypatch.undo()
+
+    with turn.lock:  # another thread is waiting on the streams
+        assert a.step() == 0  # no turn within block_ms ...
+        assert owed("a") == 0  # ... but its ack went out first
+    assert owed("b") == 3
+    b.close()  # a stopping processor sends what it owes
+    assert owed("b") == 0 and lane.pending_and_lag() == (0, 0)
     check_converged(pipeline, lane)
 
 
