@@ -7,11 +7,12 @@ event is its type: the Redis stream key, as Dapr lays streams out.
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+import orjson
 
 from stockctl.core.model import Inventory
 
@@ -64,7 +65,7 @@ class CloudEvent:
         }
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), separators=(",", ":"))
+        return orjson.dumps(self.to_dict()).decode()
 
 
 def row_event(

@@ -3,7 +3,6 @@ one-statement reserve that PostgreSQL runs in a single round trip."""
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 
@@ -216,6 +215,6 @@ def fast_reserve(
     for n, e in enumerate((reserved, out_of_stock, low_stock), start=1):
         params[f"e{n}"] = e.id
         params[f"t{n}"] = e.type
-        params[f"j{n}"] = json.dumps(e.to_dict())
+        params[f"j{n}"] = e.to_json()
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         return conn.exec_driver_sql(_FAST_RESERVE, params).first() is not None
