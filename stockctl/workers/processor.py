@@ -23,11 +23,12 @@ RECOVER_EVERY_SECONDS = 1.0
 
 
 class ReadTurn:
-    """Shared by the processors of one process: whose turn it is to read, and whether the
-    last read found a trickle (some entries, less than a batch)."""
+    """Shared by the processors of one process: whose turn it is to read, and what the last
+    read found: a backlog (a full batch) or a trickle (some entries, less than a batch)."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
+        self.backlog = False
         self.trickle = False
 
 
@@ -78,15 +79,18 @@ class StreamProcessor:
         return len(deliveries)
 
     def _read(self) -> list[Delivery]:
-        """New entries. The processors of a process share a ``ReadTurn``: one of them waits on
-        the streams while the others handle what they took, so entries arriving meanwhile
-        queue up for the next read instead of waking a thread each; and after a read that
-        took less than a batch, the next one first lingers ``linger`` seconds. At a steady
-        trickle a batch then carries several events, not one: far fewer round trips and
-        script calls per event, for at most ``linger`` more latency."""
+        """New entries. Below a backlog, the processors of a process take turns (``ReadTurn``)
+        to wait on the streams while the others handle what they took, so entries arriving
+        meanwhile queue up for the next read instead of waking a thread each; and after a
+        read that took less than a batch, the next one first lingers ``linger`` seconds. At a
+        steady trickle a batch then carries several events, not one: far fewer round trips
+        and script calls per event, for at most ``linger`` more latency. While reads come
+        back full (a backlog), every thread reads on its own, keeping Redis busy."""
         turn = self.turn
         if turn is None:
             return self.consumer.read(self.batch_size, self.block_ms)
+        if turn.backlog:
+            return self._note(turn, self.consumer.read(self.batch_size, self.block_ms))
         if not turn.lock.acquire(blocking=False):
             self.consumer.flush_acks()  # do not sit on them while another thread waits
             if not turn.lock.acquire(timeout=self.block_ms / 1000):
@@ -94,11 +98,14 @@ class StreamProcessor:
         try:
             if turn.trickle and self.linger > 0:
                 time.sleep(self.linger)
-            got = self.consumer.read(self.batch_size, self.block_ms)
-            turn.trickle = 0 < len(got) < self.batch_size
-            return got
+            return self._note(turn, self.consumer.read(self.batch_size, self.block_ms))
         finally:
             turn.lock.release()
+
+    def _note(self, turn: ReadTurn, got: list[Delivery]) -> list[Delivery]:
+        turn.backlog = len(got) >= self.batch_size
+        turn.trickle = 0 < len(got) < self.batch_size
+        return got
 
     def _recover(self, now: bool = False) -> list[Delivery]:
         """Now and then: our own pending entries (failed earlier), then a dead peer's."""

@@ -333,7 +333,7 @@ def test_processors_take_turns_to_read_and_a_trickle_lingers_into_one_batch(
 ) -> None:
     """The processors of a worker share a ReadTurn: after a read that found less than a batch,
     the next reader first lingers, and what arrives meanwhile joins its batch; a processor that
-    has to wait for its turn first sends the acks it owes."""
+    has to wait for its turn first sends the acks it owes; after a full batch nobody waits."""
     app = pipeline._app
     ps, ws = seed_stock(pipeline, 4, 1, 50)
     drain(app)
@@ -384,6 +384,18 @@ def test_processors_take_turns_to_read_and_a_trickle_lingers_into_one_batch(
     assert owed("b") == 3
     b.close()  # a stopping processor sends what it owes
     assert owed("b") == 0 and lane.pending_and_lag() == (0, 0)
+
+    # A backlog: after a full batch, reads no longer wait for their turn.
+    for i in range(60):
+        pipeline.adjust(ps[i % len(ps)], ws[0], 1, reason="backlog")
+    drain_relay_only(app)
+    assert a.step() == 50 and turn.backlog and not turn.trickle
+    with turn.lock:
+        assert b.step() == 10  # read at once although another thread holds the turn
+    assert not turn.backlog and turn.trickle
+    a.close()
+    b.close()
+    assert lane.pending_and_lag() == (0, 0)
     check_converged(pipeline, lane)
 
 
