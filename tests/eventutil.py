@@ -315,14 +315,16 @@ def spawn(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
     )
 
 
-def seed_stock(sc: Any, products: int, warehouses: int, units: int) -> tuple[list[str], list[str]]:
-    """New products x new warehouses, ``units`` received into every row."""
+def seed_stock(
+    sc: Any, products: int, warehouses: int, units: int, step: int = 0
+) -> tuple[list[str], list[str]]:
+    """New products x new warehouses; a product's i-th warehouse receives ``units + i * step``."""
     ps = [new_id("P") for _ in range(products)]
     ws = [new_id("W") for _ in range(warehouses)]
     for w in ws:
         sc.add_warehouse(w)
     for p in ps:
         sc.add_product(p)
-        for w in ws:
-            sc.receive(p, w, units)
+        for i, w in enumerate(ws):
+            sc.receive(p, w, units + i * step)
     return ps, ws

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -264,8 +265,6 @@ class _Writer:
     the first error it meets is raised to the caller (at its next ``put`` or on leaving)."""
 
     def __init__(self, cache: StockCache, depth: int = 2) -> None:
-        import queue
-
         self.cache = cache
         self._queue: queue.Queue[dict[str, list[RowState]] | None] = queue.Queue(depth)
         self._error: BaseException | None = None

@@ -31,7 +31,16 @@ from stockctl.library import Stockctl
 from stockctl.store.tables import inventory
 from stockctl.workers.runner import Runner, WorkerOptions
 from tests.conftest import REDIS_URL, new_id
-from tests.eventutil import Background, Lane, drain, redis_lane, settled, unique, wait_until
+from tests.eventutil import (
+    Background,
+    Lane,
+    drain,
+    redis_lane,
+    seed_stock,
+    settled,
+    unique,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
@@ -61,15 +70,7 @@ def connect(database_url: str, lane: Lane, **extra: Any) -> Stockctl:
 
 
 def seed(sc: Stockctl, products: int, warehouses: int, units: int = 500) -> tuple[list[str], ...]:
-    ps = [new_id("P") for _ in range(products)]
-    ws = [new_id("W") for _ in range(warehouses)]
-    for w in ws:
-        sc.add_warehouse(w)
-    for p in ps:
-        sc.add_product(p)
-        for i, w in enumerate(ws):
-            sc.receive(p, w, units + i)
-    return ps, ws
+    return seed_stock(sc, products, warehouses, units, step=1)
 
 
 def named(checks: list[Check]) -> dict[str, Check]:
