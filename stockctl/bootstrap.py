@@ -4,18 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from stockctl.core.cache import ReadCounters
 from stockctl.core.context import Context
 from stockctl.core.ports import StockCache
 from stockctl.settings import Settings
-from stockctl.store.engine import create_store_engine, mask_url
+from stockctl.store.engine import create_store_engine
 from stockctl.store.sql import SqlStore
 
 if TYPE_CHECKING:
     import redis
 
+    from stockctl.clients.redis_topology import RedisTarget
     from stockctl.clients.warehouse import WarehouseClient
     from stockctl.metrics import Metrics
 
@@ -25,7 +26,7 @@ class App:
     settings: Settings
     store: SqlStore
     ctx: Context
-    _redis: redis.Redis | None = field(default=None, repr=False)
+    _redis: Any = field(default=None, repr=False)
     _cache: StockCache | None = field(default=None, repr=False)
     _metrics: Metrics | None = field(default=None, repr=False)
     read_counters: ReadCounters = field(default_factory=ReadCounters)
@@ -46,26 +47,27 @@ class App:
 
     @property
     def redis_target(self) -> str:
+        return self.redis_topology.masked() if self.uses_redis else "-"
+
+    @property
+    def redis_topology(self) -> RedisTarget:
+        """Where Redis is and how it is laid out (standalone, cluster, sentinel)."""
+        from stockctl.clients.redis_topology import parse_redis_url
+
         url = self.settings.redis_url
-        return mask_url(url.get_secret_value()) if url else "-"
+        if url is None:
+            from stockctl.errors import InvalidInput
 
-    def redis(self) -> redis.Redis:
-        """The shared Redis client (connection pool), made on first use."""
+            raise InvalidInput("no Redis configured: set STOCKCTL_REDIS_URL or --redis-url")
+        return parse_redis_url(url.get_secret_value())
+
+    def redis(self) -> Any:
+        """The shared Redis client (connection pool; a ``RedisCluster`` on a cluster), made on
+        first use."""
         if self._redis is None:
-            import redis as redis_lib
+            from stockctl.clients.redis_topology import connect
 
-            url = self.settings.redis_url
-            if url is None:
-                from stockctl.errors import InvalidInput
-
-                raise InvalidInput("no Redis configured: set STOCKCTL_REDIS_URL or --redis-url")
-            timeout = self.settings.redis_timeout_seconds
-            self._redis = redis_lib.Redis.from_url(
-                url.get_secret_value(),
-                socket_timeout=timeout,
-                socket_connect_timeout=timeout,
-                health_check_interval=30,
-            )
+            self._redis = connect(self.redis_topology, self.settings.redis_timeout_seconds)
         return self._redis
 
     def cache(self) -> StockCache:
@@ -73,7 +75,11 @@ class App:
         if self._cache is None:
             from stockctl.core.projection import CacheKeys
 
-            keys = CacheKeys(self.settings.cache_prefix, self.settings.cache_hash_tags)
+            # On a cluster every key of a product shares its slot: hash tags are on by themselves.
+            tags = self.settings.cache_hash_tags or (
+                self.uses_redis and self.redis_topology.cluster
+            )
+            keys = CacheKeys(self.settings.cache_prefix, tags)
             ttl = self.settings.cache_ttl_seconds
             if self.uses_redis:
                 from stockctl.clients.redis_cache import RedisStockCache

@@ -138,6 +138,20 @@ class Settings(BaseSettings):
             return None
         return value
 
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_topology(cls, value: SecretStr | None) -> SecretStr | None:
+        """standalone, redis+cluster:// or redis+sentinel://, checked before anything connects"""
+        if value is not None:
+            from stockctl.clients.redis_topology import parse_redis_url
+            from stockctl.errors import InvalidInput
+
+            try:
+                parse_redis_url(value.get_secret_value())
+            except InvalidInput as exc:
+                raise ValueError(str(exc).removeprefix("invalid settings: redis_url: ")) from None
+        return value
+
     @field_validator("db_pool_max_idle")
     @classmethod
     def _idle_within_open(cls, value: int, info: Any) -> int:
@@ -171,7 +185,11 @@ class Settings(BaseSettings):
 
         out: dict[str, Any] = {}
         for name, value in self.model_dump().items():
-            if isinstance(value, SecretStr):
+            if name == "redis_url" and value is not None:
+                from stockctl.clients.redis_topology import parse_redis_url
+
+                out[name] = parse_redis_url(value.get_secret_value()).masked()
+            elif isinstance(value, SecretStr):
                 out[name] = mask_url(value.get_secret_value())
             elif name == "api_tokens":
                 out[name] = [
