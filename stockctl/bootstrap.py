@@ -8,10 +8,13 @@ from typing import TYPE_CHECKING, Any
 
 from stockctl.core.cache import ReadCounters
 from stockctl.core.context import Context
-from stockctl.core.ports import StockCache
+from stockctl.core.ports import CacheReads, StockCache
 from stockctl.settings import Settings
 from stockctl.store.engine import create_store_engine
 from stockctl.store.sql import SqlStore
+
+# How long ``stockctl health`` and ``worker --check`` wait for Redis (see ``App.probe_cache``).
+PROBE_TIMEOUT_SECONDS = 1.0
 
 if TYPE_CHECKING:
     import redis
@@ -30,6 +33,7 @@ class App:
     _cache: StockCache | None = field(default=None, repr=False)
     _metrics: Metrics | None = field(default=None, repr=False)
     read_counters: ReadCounters = field(default_factory=ReadCounters)
+    _fast: dict[str, Any] = field(default_factory=dict, repr=False)  # fail-fast clients, caches
 
     def metrics(self) -> Metrics:
         if self._metrics is None:
@@ -70,6 +74,50 @@ class App:
             self._redis = connect(self.redis_topology, self.settings.redis_timeout_seconds)
         return self._redis
 
+    def read_cache(self) -> CacheReads:
+        """The cache as the read path uses it (``get_stock``, ``bulk_sellable``, readiness).
+        On Redis: a client of its own that gives up after ``cache_read_timeout_ms`` and never
+        retries, behind a breaker (``cache_breaker_cooldown_seconds``), so that a stalled or
+        lost Redis costs a read one short timeout, then nothing: reads go to the database
+        until a probe finds Redis back. Embedded: the cache table itself."""
+        if not self.uses_redis:
+            return self.cache()
+        if "reads" not in self._fast:
+            from stockctl.core.guard import GuardedReads, ReadBreaker
+
+            def changed(old: str, new: str) -> None:
+                self.metrics().circuit_changed("cache")(old, new)
+
+            breaker = ReadBreaker(self.settings.cache_breaker_cooldown_seconds, on_change=changed)
+            timeout = self.settings.cache_read_timeout_ms / 1000
+            self._fast["reads"] = GuardedReads(self._fast_cache(timeout), breaker)
+        reads: CacheReads = self._fast["reads"]
+        return reads
+
+    def probe_cache(self) -> StockCache:
+        """The cache for one-shot checks (``stockctl health``, ``worker --check``): on Redis,
+        a client that gives up after ``PROBE_TIMEOUT_SECONDS`` (or ``redis_timeout_seconds``
+        if shorter) and never retries: a stalled Redis fails the check in a second."""
+        if not self.uses_redis:
+            return self.cache()
+        return self._fast_cache(min(PROBE_TIMEOUT_SECONDS, self.settings.redis_timeout_seconds))
+
+    def _fast_cache(self, timeout: float) -> StockCache:
+        """A Redis cache on a fail-fast client with ``timeout``, made once per timeout."""
+        name = f"cache:{timeout}"
+        if name not in self._fast:
+            from stockctl.clients.redis_cache import RedisStockCache
+            from stockctl.clients.redis_topology import connect
+
+            client = connect(self.redis_topology, timeout, fail_fast=True)
+            self._fast[f"client:{timeout}"] = client
+            main = self.cache()  # the same keys (hash tags on a cluster) and TTL
+            self._fast[name] = RedisStockCache(
+                client, main.keys, self.settings.cache_ttl_seconds, self.redis_target
+            )
+        cache: StockCache = self._fast[name]
+        return cache
+
     def cache(self) -> StockCache:
         """Redis when configured, else the embedded table."""
         if self._cache is None:
@@ -103,6 +151,10 @@ class App:
         if self._redis is not None:
             self._redis.close()
             self._redis = None
+        for name, client in list(self._fast.items()):
+            if name.startswith("client:"):
+                client.close()
+        self._fast.clear()
         self.store.close()
 
 

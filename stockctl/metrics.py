@@ -81,7 +81,7 @@ class Metrics:
 
         self.circuit_state = Gauge(
             "stockctl_circuit_open",
-            "1 while the warehouse client's circuit is open or half-open",
+            "1 while a circuit (warehouse: the API client; cache: stock reads) is not closed",
             ["circuit"],
             registry=r,
         )

@@ -73,6 +73,10 @@ class Settings(BaseSettings):
     redis_timeout_seconds: float = Field(5.0, gt=0, le=300)
     cache_prefix: str = Field("catalog", pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
     cache_hash_tags: bool = False
+    # Stock reads (the API, readiness) give up on Redis after this long and use the database;
+    # after such a failure they skip Redis for the cool-down, then one read probes it.
+    cache_read_timeout_ms: int = Field(150, ge=1, le=60_000)
+    cache_breaker_cooldown_seconds: float = Field(3.0, gt=0, le=3600)
 
     # reservations, cache, idempotency, bulk
     reservation_ttl_seconds: int = Field(900, ge=1, le=7 * 86400)

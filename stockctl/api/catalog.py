@@ -32,7 +32,7 @@ def _out(s: StockLevel) -> schemas.ProductStockOut:
 def bulk_stock(app: AppDep, body: schemas.BulkStock) -> schemas.BulkStockOut:
     """Sellable units of up to 1000 products (in one warehouse, or summed over all)."""
     stocks, missing = cache.bulk_sellable(
-        app.store, app.cache(), body.product_ids, body.warehouse_id, app.read_counters
+        app.store, app.read_cache(), body.product_ids, body.warehouse_id, app.read_counters
     )
     return schemas.BulkStockOut(stocks=stocks, missing=missing)
 
@@ -40,7 +40,8 @@ def bulk_stock(app: AppDep, body: schemas.BulkStock) -> schemas.BulkStockOut:
 @router.get("/products/{product_id}", dependencies=READ)
 def product(app: AppDep, product_id: str) -> schemas.ProductStockOut:
     """A product's stock as the catalog shows it."""
-    found = cache.get_stock(app.store, app.cache(), [product_id], app.read_counters)[product_id]
+    reads = app.read_cache()
+    found = cache.get_stock(app.store, reads, [product_id], app.read_counters)[product_id]
     if found is None:
         raise ProductNotFound(f"unknown product {product_id!r}")
     return _out(found)
@@ -54,7 +55,7 @@ def products(
 ) -> schemas.ProductsOut:
     """Products by id with their stock."""
     ids = [p.id for p in app.store.list_products(limit, offset)]
-    found = cache.get_stock(app.store, app.cache(), ids, app.read_counters) if ids else {}
+    found = cache.get_stock(app.store, app.read_cache(), ids, app.read_counters) if ids else {}
     return schemas.ProductsOut(
         products=[
             _out(s) if s else _out(StockLevel(p, 0, 0, StockStatus.OUT_OF_STOCK, {}))

@@ -149,13 +149,23 @@ def _bad(why: str) -> InvalidInput:
     return InvalidInput(f"invalid settings: redis_url: {why}")
 
 
-def connect(target: RedisTarget, timeout: float, **options: Any) -> Any:
+def connect(target: RedisTarget, timeout: float, *, fail_fast: bool = False, **options: Any) -> Any:
     """A client for the target: ``redis.Redis`` (standalone; sentinel, through a pool that asks
     the sentinels for the master on every new connection and drops connections to a demoted
-    one) or ``redis.RedisCluster`` (slot map from the seed nodes, refreshed on MOVED)."""
+    one) or ``redis.RedisCluster`` (slot map from the seed nodes, refreshed on MOVED).
+
+    ``timeout`` bounds each connect and each reply. ``fail_fast``: a command that times out or
+    cannot connect fails at once, never retried (redis-py otherwise retries up to 10 times with
+    backoff, so a stalled server holds a call for many times ``timeout``): for reads that have
+    somewhere else to go, and for probes."""
     import redis
     from redis.cluster import ClusterNode, RedisCluster
 
+    if fail_fast:
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        options.setdefault("retry", Retry(NoBackoff(), 0))
     common: dict[str, Any] = {
         "username": target.username,
         "password": target.password,
@@ -181,6 +191,8 @@ def connect(target: RedisTarget, timeout: float, **options: Any) -> Any:
             sentinel_kwargs["password"] = target.sentinel_password
         if target.sentinel_username:
             sentinel_kwargs["username"] = target.sentinel_username
+        if fail_fast:
+            sentinel_kwargs["retry"] = options["retry"]
         sentinel = Sentinel(list(target.nodes), sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
         assert target.master is not None
         return sentinel.master_for(  # type: ignore[no-untyped-call]

@@ -14,8 +14,9 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from stockctl.core.guard import CacheBypassed
 from stockctl.core.model import Inventory, check_id
-from stockctl.core.ports import StockCache, Store
+from stockctl.core.ports import CacheReads, StockCache, Store
 from stockctl.core.projection import (
     CacheKeys,
     ProductStock,
@@ -67,7 +68,7 @@ def _stock(product_id: str, rows: Iterable[Inventory]) -> ProductStock:
 
 def get_stock(
     store: Store,
-    cache: StockCache,
+    cache: CacheReads,
     product_ids: Sequence[str],
     counters: ReadCounters | None = None,
     limit: int = 1000,
@@ -77,13 +78,16 @@ def get_stock(
     misses, which fill the cache. Products unknown to the database map to None.
 
     An unreachable cache is not an error: every read goes to the database and counts as a miss
-    (in ``counters``; the shared counts and the fill are skipped until the cache is back)."""
+    (in ``counters``; the shared counts and the fill are skipped until the cache is back). With
+    ``GuardedReads`` as the cache, a cache that stalls costs one short timeout, then reads skip
+    it (``CacheBypassed``, not logged per read) until a probe finds it back."""
     ids = check_product_ids(product_ids, limit)
     cache_up = True
     try:
         found = cache.get_levels(ids)
     except CacheUnavailable as exc:
-        log.warning("stock read from the database: %s", exc)
+        if not isinstance(exc, CacheBypassed):
+            log.warning("stock read from the database: %s", exc)
         found, cache_up = {}, False
     misses = [p for p in ids if found.get(p) is None]
     if counters is not None:
@@ -106,14 +110,15 @@ def _tolerate(write: Callable[[], None]) -> bool:
     try:
         write()
     except CacheUnavailable as exc:
-        log.warning("stock cache write skipped: %s", exc)
+        if not isinstance(exc, CacheBypassed):
+            log.warning("stock cache write skipped: %s", exc)
         return False
     return True
 
 
 def bulk_sellable(
     store: Store,
-    cache: StockCache,
+    cache: CacheReads,
     product_ids: Sequence[str],
     warehouse_id: str | None = None,
     counters: ReadCounters | None = None,
@@ -146,7 +151,7 @@ def bulk_sellable(
 
 
 def _plain_sellable(
-    cache: StockCache, ids: Sequence[str], warehouse_id: str | None
+    cache: CacheReads, ids: Sequence[str], warehouse_id: str | None
 ) -> tuple[dict[str, int], list[str]]:
     """(sellable by product, products without a plain key): one MGET on Redis."""
     k = cache.keys
