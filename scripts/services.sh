@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Make sure PostgreSQL (127.0.0.1:5432) and Redis (127.0.0.1:6379) answer for the tests:
-# start them if installed, install them from Debian's packages (as root) if not.
+# start them if installed, install them from Debian's packages (as root) if not. Then start the
+# test Redis Cluster and Sentinel group (scripts/redis_topologies.sh).
 set -euo pipefail
 
 up() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -57,6 +58,16 @@ ensure_redis() {
   wait_for 6379 Redis
 }
 
+ensure_redis_topologies() {
+  # The test Redis Cluster (7100-7105) and Sentinel group (7200, 7201; sentinels 7210-7212),
+  # beside the standalone Redis. Redis may answer on 6379 without redis-server installed here.
+  if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
+    echo "services: installing Redis (for the test cluster and sentinels)"
+    apt_install redis-server
+  fi
+  "$(dirname "$0")/redis_topologies.sh"
+}
+
 ensure_promtool() {
   # The tests check config/prometheus/alerts.yml with promtool (Debian package prometheus).
   command -v promtool >/dev/null && return 0
@@ -67,5 +78,6 @@ ensure_promtool() {
 
 ensure_postgres
 ensure_redis
+ensure_redis_topologies
 ensure_promtool
-echo "services: PostgreSQL, Redis and promtool are ready"
+echo "services: PostgreSQL, Redis (standalone, cluster, sentinel) and promtool are ready"
