@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 import redis
 
+from stockctl.clients.redis_nodes import CROSS_SLOT, CROSS_SLOT_READ, NodeRouter, Script
 from stockctl.core.ports import ApplyResult
 from stockctl.core.projection import (
     PROCESSED_TTL_SECONDS,
@@ -119,7 +120,7 @@ local function recompute(p, at)
 end
 """
 
-# ARGV: prefix, tags, ttl, processed_ttl, then 7 per update:
+# ARGV: prefix, tags, ttl, processed_ttl (0: no markers), then 7 per update:
 #   event_id, product, warehouse, version, available, reserved, threshold
 # Incremental: an applied row moves its product's totals (#agg) by its difference from the row
 # it replaces; only the keys whose values change are written, all with the product's deadline.
@@ -135,7 +136,8 @@ local state, order, missing = {}, {}, {}
 local applied, dup, stale = 0, 0, 0
 for i = 5, #ARGV, 7 do
   local p, w, ver = ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
-  if not redis.call('SET', prefix .. ':event:processed:' .. ARGV[i], '1', 'NX', 'EX', pttl) then
+  local marker = prefix .. ':event:processed:' .. ARGV[i]
+  if pttl > 0 and not redis.call('SET', marker, '1', 'NX', 'EX', pttl) then
     dup = dup + 1
   else
     local st = state[p]
@@ -266,53 +268,118 @@ return n_products
 )
 
 
+# ARGV: product keys to read (on a cluster: the keys of one node, many slots)
+_GETS = r"""
+local out = {}
+for i = 1, #ARGV do out[i] = redis.call('GET', ARGV[i]) end
+return out
+"""
+
+
 class RedisStockCache:
+    """The cache on one Redis, a Sentinel-managed master, or a Redis Cluster. On a cluster,
+    keys are hash-tagged by product, and every batch goes to each node in one call."""
+
     def __init__(
         self,
-        client: redis.Redis,
+        client: Any,
         keys: CacheKeys | None = None,
         ttl_seconds: int = 300,
         target: str = "redis",
         dedupe_ttl_seconds: int = PROCESSED_TTL_SECONDS,
+        dedupe_markers: str = "unversioned",
     ) -> None:
         self.client = client
-        self.keys = keys or CacheKeys()
+        self.router = NodeRouter(client, target)
+        keys = keys or CacheKeys()
+        if self.router.cluster and not keys.hash_tags:
+            keys = CacheKeys(keys.prefix, hash_tags=True)  # a product's keys in one slot
+        self.keys = keys
         self.ttl = ttl_seconds
         self.target = target
         self.dedupe_ttl = dedupe_ttl_seconds
-        self._apply = client.register_script(_APPLY)
-        self._fill = client.register_script(_FILL)
+        # "all": the seed's catalog:event:processed:{id} marker for every event; otherwise
+        # none for stock events, whose version guard already makes a replay a no-op.
+        self.markers = dedupe_markers == "all"
+        flags = CROSS_SLOT if self.router.cluster else ""
+        self._apply = Script(flags + _APPLY)
+        self._fill = Script(flags + _FILL)
+        self._gets = Script((CROSS_SLOT_READ if self.router.cluster else "") + _GETS)
         self._head = [self.keys.prefix, "1" if self.keys.hash_tags else "0", str(self.ttl)]
 
     def apply(self, updates: Sequence[StockUpdate]) -> ApplyResult:
         if not updates:
             return ApplyResult(0, 0, 0, ())
-        args: list[Any] = [*self._head, self.dedupe_ttl]
-        for u in updates:
-            r = u.row
-            args += (
-                u.event_id,
-                u.product_id,
-                r.warehouse_id,
-                r.version,
-                r.available,
-                r.reserved,
-                r.threshold,
-            )
-        applied, dup, stale, missing = self._call(self._apply, args)
-        return ApplyResult(int(applied), int(dup), int(stale), tuple(_text(p) for p in missing))
+        if self.markers and self.router.cluster:
+            return self._apply_marked(updates)
+        return self._apply_on_nodes(updates, self.dedupe_ttl if self.markers else 0)
+
+    def _apply_marked(self, updates: Sequence[StockUpdate]) -> ApplyResult:
+        """The seed's markers on a cluster, where an event's marker lives in another slot
+        than its product: markers read, the unmarked events applied, their markers set.
+        Two consumers racing on one event both apply it; the version guard keeps that a
+        no-op, and a failure before the markers are set leaves the events to be redelivered."""
+        seen = self.processed([u.event_id for u in updates])
+        fresh: dict[str, StockUpdate] = {}
+        for u, done in zip(updates, seen, strict=True):
+            if not done:
+                fresh.setdefault(u.event_id, u)
+        result = self._apply_on_nodes(list(fresh.values()), 0)
+        self.claim_events(list(fresh))
+        dup = len(updates) - len(fresh)
+        return ApplyResult(result.applied, dup, result.stale, result.incomplete)
+
+    def _apply_on_nodes(self, updates: Sequence[StockUpdate], marker_ttl: int) -> ApplyResult:
+        if not updates:
+            return ApplyResult(0, 0, 0, ())
+        head = [*self._head, marker_ttl]
+
+        def work(node: Any, group: list[StockUpdate]) -> Any:
+            args: list[Any] = list(head)
+            for u in group:
+                r = u.row
+                args += (
+                    u.event_id,
+                    u.product_id,
+                    r.warehouse_id,
+                    r.version,
+                    r.available,
+                    r.reserved,
+                    r.threshold,
+                )
+            return self._apply(node, args)
+
+        applied = dup = stale = 0
+        missing: list[str] = []
+        for _, (a, d, st, miss) in self._each(updates, _product_of, work):
+            applied, dup, stale = applied + int(a), dup + int(d), stale + int(st)
+            missing += (_text(p) for p in miss)
+        return ApplyResult(applied, dup, stale, tuple(missing))
 
     def fill(self, products: Mapping[str, Sequence[RowState]]) -> None:
         if not products:
             return
-        args: list[Any] = list(self._head)
-        for product_id, rows in products.items():
-            args += (product_id, len(rows))
-            args += [
-                f"{r.warehouse_id}:{r.version}:{r.available}:{r.reserved}:{r.threshold}"
-                for r in rows
-            ]
-        self._call(self._fill, args)
+
+        def work(node: Any, group: list[str]) -> Any:
+            args: list[Any] = list(self._head)
+            for product_id in group:
+                rows = products[product_id]
+                args += (product_id, len(rows))
+                args += [
+                    f"{r.warehouse_id}:{r.version}:{r.available}:{r.reserved}:{r.threshold}"
+                    for r in rows
+                ]
+            return self._fill(node, args)
+
+        self._each(list(products), _same, work)
+
+    def _each(self, items: Sequence[Any], slot_key: Any, work: Any) -> list[tuple[Any, Any]]:
+        try:
+            return self.router.each(items, slot_key, work)
+        except CacheUnavailable:
+            raise
+        except redis.RedisError as exc:
+            raise CacheUnavailable(f"redis refused at {self.target}: {exc}") from None
 
     def claim_events(self, event_ids: Sequence[str]) -> list[bool]:
         pipe = self.client.pipeline(transaction=False)
@@ -323,7 +390,7 @@ class RedisStockCache:
     def processed(self, event_ids: Sequence[str]) -> list[bool]:
         if not event_ids:
             return []
-        found = self._run(lambda: self.client.mget([self.keys.processed(e) for e in event_ids]))
+        found = self._mget([self.keys.processed(e) for e in event_ids])
         return [x is not None for x in found]
 
     def heartbeat(self, name: str, payload: str, ttl_seconds: int) -> None:
@@ -332,7 +399,7 @@ class RedisStockCache:
     def heartbeats(self, prefix: str) -> dict[str, str]:
         pattern = self._beat(prefix) + "*"
         keys = [_text(k) for k in self._run(lambda: list(self.client.scan_iter(pattern, 500)))]
-        values = self._run(lambda: self.client.mget(keys)) if keys else []
+        values = self._mget(keys) if keys else []
         start = len(self._beat(""))
         return {k[start:]: _text(v) for k, v in zip(keys, values, strict=True) if v is not None}
 
@@ -340,30 +407,42 @@ class RedisStockCache:
         return f"stockctl:heartbeat:{name}"
 
     def get_products(self, product_ids: Sequence[str]) -> dict[str, ProductStock | None]:
-        pipe = self.client.pipeline(transaction=False)
-        for product_id in product_ids:
-            pipe.hgetall(self.keys.rows(product_id))
-        found = self._run(pipe.execute)
+        def work(node: Any, group: list[str]) -> Any:
+            pipe = node.pipeline(transaction=False)
+            for product_id in group:
+                pipe.hgetall(self.keys.rows(product_id))
+            return pipe.execute()
+
         out: dict[str, ProductStock | None] = {}
-        for product_id, flat in zip(product_ids, found, strict=True):
-            flat.pop(AGG_FIELD.encode(), None)
-            flat.pop(AGG_FIELD, None)
-            if not flat:
-                out[product_id] = None
-                continue
-            rows = sorted(
-                (RowState.decode(_text(w), _text(v)) for w, v in flat.items()),
-                key=lambda r: r.warehouse_id,
-            )
-            out[product_id] = ProductStock(product_id, tuple(rows))
-        return out
+        for group, found in self._each(product_ids, _same, work):
+            for product_id, flat in zip(group, found, strict=True):
+                flat.pop(AGG_FIELD.encode(), None)
+                flat.pop(AGG_FIELD, None)
+                if not flat:
+                    out[product_id] = None
+                    continue
+                rows = sorted(
+                    (RowState.decode(_text(w), _text(v)) for w, v in flat.items()),
+                    key=lambda r: r.warehouse_id,
+                )
+                out[product_id] = ProductStock(product_id, tuple(rows))
+        return {p: out.get(p) for p in product_ids}
 
     def get_levels(self, product_ids: Sequence[str]) -> dict[str, StockLevel | None]:
         if not product_ids:
             return {}
-        keys = [self.keys.product(p) for p in product_ids]
-        found = self._run(lambda: self.client.mget(keys))
-        return {p: _level(p, raw) for p, raw in zip(product_ids, found, strict=True)}
+        if not self.router.cluster:
+            keys = [self.keys.product(p) for p in product_ids]
+            found = self._run(lambda: self.client.mget(keys))
+            return {p: _level(p, raw) for p, raw in zip(product_ids, found, strict=True)}
+
+        def work(node: Any, group: list[str]) -> Any:
+            return self._gets(node, [self.keys.product(p) for p in group])
+
+        out: dict[str, StockLevel | None] = {}
+        for group, found in self._each(product_ids, _same, work):
+            out.update((p, _level(p, raw)) for p, raw in zip(group, found, strict=True))
+        return {p: out[p] for p in product_ids}
 
     def count_reads(self, hits: int, misses: int) -> None:
         pipe = self.client.pipeline(transaction=False)
@@ -377,7 +456,13 @@ class RedisStockCache:
     def get_keys(self, keys: Sequence[str]) -> list[str | None]:
         if not keys:
             return []
-        return [None if v is None else _text(v) for v in self._run(lambda: self.client.mget(keys))]
+        return [None if v is None else _text(v) for v in self._mget(keys)]
+
+    def _mget(self, keys: Sequence[str]) -> list[Any]:
+        """Keys of any slots: split by slot on a cluster."""
+        if self.router.cluster:
+            return list(self._run(lambda: self.client.mget_nonatomic(keys)))
+        return list(self._run(lambda: self.client.mget(keys)))
 
     def inspect(self, keys: Sequence[str]) -> list[tuple[str | None, int | None]]:
         pipe = self.client.pipeline(transaction=False)
@@ -423,13 +508,13 @@ class RedisStockCache:
         return removed
 
     def stats(self) -> dict[str, object]:
-        info = self._run(self.client.info)
+        info = self._info()
         hits, misses = self.get_keys([self._meta("reads:hits"), self._meta("reads:misses")])
         ours_h, ours_m = int(hits or 0), int(misses or 0)
         return {
             "backend": "redis",
             "target": self.target,
-            "keys": int(self._run(self.client.dbsize)),
+            "keys": sum(int(self._run(n.dbsize)) for n in self.router.nodes()),
             "used_memory": info.get("used_memory"),
             "maxmemory": info.get("maxmemory"),
             "evicted_keys": info.get("evicted_keys"),
@@ -440,6 +525,21 @@ class RedisStockCache:
             "stock_reads_misses": ours_m,
             "stock_hit_rate": round(ours_h / (ours_h + ours_m), 4) if ours_h + ours_m else None,
         }
+
+    def _info(self) -> dict[str, Any]:
+        """INFO of the server, or on a cluster its masters' counters summed."""
+        infos = [self._run(n.info) for n in self.router.nodes()]
+        if len(infos) == 1:
+            return dict(infos[0])
+        summed = (
+            "used_memory",
+            "maxmemory",
+            "evicted_keys",
+            "expired_keys",
+            "keyspace_hits",
+            "keyspace_misses",
+        )
+        return {k: sum(int(i.get(k) or 0) for i in infos) for k in summed}
 
     def get_meta(self, name: str) -> str | None:
         value = self._run(lambda: self.client.get(self._meta(name)))
@@ -457,14 +557,21 @@ class RedisStockCache:
     def close(self) -> None:
         self.client.close()
 
-    def _call(self, script: Any, args: list[Any]) -> Any:
-        return self._run(lambda: script(keys=[], args=args))
-
     def _run(self, fn: Any) -> Any:
         try:
             return fn()
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise CacheUnavailable(f"redis unavailable at {self.target}: {exc}") from None
+        except (redis.exceptions.ClusterError, redis.exceptions.RedisClusterException) as exc:
+            raise CacheUnavailable(f"redis cluster unavailable at {self.target}: {exc}") from None
+
+
+def _product_of(u: StockUpdate) -> str:
+    return u.product_id
+
+
+def _same(product_id: str) -> str:
+    return product_id
 
 
 def _level(product_id: str, raw: bytes | str | None) -> StockLevel | None:

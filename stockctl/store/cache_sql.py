@@ -40,12 +40,15 @@ class SqlStockCache:
         ttl_seconds: int = 300,
         clock: Callable[[], datetime] = utcnow,
         dedupe_ttl_seconds: int = PROCESSED_TTL_SECONDS,
+        dedupe_markers: str = "unversioned",
     ) -> None:
         self.store = store
         self.keys = keys or CacheKeys()
         self.ttl = ttl_seconds
         self.clock = clock
         self.dedupe_ttl = dedupe_ttl_seconds
+        # as on Redis: markers for stock events only with "all" (the version guard suffices)
+        self.markers = dedupe_markers == "all"
 
     # -- the port, each call in its own transaction
 
@@ -222,8 +225,11 @@ class SqlStockCache:
         if not updates:
             return ApplyResult(0, 0, 0, ())
         self._lock_writes(conn)
-        fresh = self.claim_events_in(conn, [u.event_id for u in updates])
-        new = [u for u, ok in zip(updates, fresh, strict=True) if ok]
+        if self.markers:
+            fresh = self.claim_events_in(conn, [u.event_id for u in updates])
+            new = [u for u, ok in zip(updates, fresh, strict=True) if ok]
+        else:
+            new = list(updates)
         held = self._rows(conn, sorted({u.product_id for u in new}))
         incomplete: dict[str, None] = {}
         applied = stale = 0

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import pytest
-import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import create_engine, delete, or_, text, update
@@ -25,13 +24,14 @@ from sqlalchemy.engine import make_url
 
 import stockctl
 from stockctl.clients.redis_cache import RedisStockCache
+from stockctl.clients.redis_topology import connect, parse_redis_url
 from stockctl.core.model import Inventory, StockStatus
 from stockctl.core.ports import ApplyResult, StockCache
 from stockctl.core.projection import CacheKeys, ProductStock, RowState, StockLevel, StockUpdate
 from stockctl.library import Stockctl
 from stockctl.store.cache_sql import SqlStockCache
 from stockctl.store.tables import cache_entries
-from tests.conftest import PG_ADMIN_URL, new_id
+from tests.conftest import PG_ADMIN_URL, REDIS_CLUSTER_URL, REDIS_SENTINEL_URL, new_id
 from tests.eventutil import (
     EVENTS_REDIS_URL,
     delete_matching,
@@ -41,7 +41,7 @@ from tests.eventutil import (
     unique,
 )
 
-KINDS = ["redis", "sqlite", "postgresql"]
+KINDS = ["redis", "redis-cluster", "redis-sentinel", "sqlite", "postgresql"]
 
 
 @dataclass
@@ -55,7 +55,7 @@ class Adapter:
     set_with: Callable[[StockCache, str, str], None]
     made: list[StockCache] = field(default_factory=list)
 
-    def cache(self, ttl: int = 300, hash_tags: bool = False, **options: int) -> StockCache:
+    def cache(self, ttl: int = 300, hash_tags: bool = False, **options: object) -> StockCache:
         cache = self.make(ttl, hash_tags, **options)
         self.made.append(cache)
         return cache
@@ -99,10 +99,15 @@ def sql_databases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str
 @pytest.fixture(params=KINDS)
 def adapter(request: pytest.FixtureRequest) -> Iterator[Adapter]:
     prefix = unique("c")
-    if request.param == "redis":
-        client = redis.Redis.from_url(EVENTS_REDIS_URL)
+    if request.param.startswith("redis"):
+        url = {"redis-cluster": REDIS_CLUSTER_URL, "redis-sentinel": REDIS_SENTINEL_URL}.get(
+            request.param, EVENTS_REDIS_URL
+        )
+        if request.param != "redis":
+            request.getfixturevalue("redis_topologies")  # started by the test set-up
+        client = connect(parse_redis_url(url), 5.0)
 
-        def make_redis(ttl: int, hash_tags: bool, **options: int) -> StockCache:
+        def make_redis(ttl: int, hash_tags: bool, **options: object) -> StockCache:
             return RedisStockCache(client, CacheKeys(prefix, hash_tags), ttl, **options)
 
         def get_redis(_: StockCache, key: str) -> str | None:
@@ -113,7 +118,7 @@ def adapter(request: pytest.FixtureRequest) -> Iterator[Adapter]:
             client.set(key, value, keepttl=True)
 
         try:
-            yield Adapter("redis", make_redis, get_redis, time.sleep, set_redis)
+            yield Adapter(request.param, make_redis, get_redis, time.sleep, set_redis)
         finally:
             delete_matching(client, f"{prefix}:*")
             delete_matching(client, f"stockctl:heartbeat:{prefix}*")
@@ -124,7 +129,7 @@ def adapter(request: pytest.FixtureRequest) -> Iterator[Adapter]:
     store = request.getfixturevalue("sql_databases")[request.param]._app.store
     now = [datetime(2024, 6, 1, 12, 0, tzinfo=UTC)]
 
-    def make_sql(ttl: int, hash_tags: bool, **options: int) -> StockCache:
+    def make_sql(ttl: int, hash_tags: bool, **options: object) -> StockCache:
         return SqlStockCache(store, CacheKeys(prefix, hash_tags), ttl, lambda: now[0], **options)
 
     def get_sql(cache: StockCache, key: str) -> str | None:
@@ -205,7 +210,8 @@ def test_fill_writes_every_plain_key_as_designed(
     fill(cache, *inventory)
     assert cache.get_products([p]) == {p: product(p, *inventory)}
     assert_plain(adapter, cache, p, *inventory)
-    assert adapter.getter(cache)(f"{cache.keys.prefix}:stock:{p}:status") == status
+    name = f"{{{p}}}" if adapter.kind == "redis-cluster" else p  # hash-tagged on a cluster
+    assert adapter.getter(cache)(f"{cache.keys.prefix}:stock:{name}:status") == status
 
 
 def test_the_literal_key_names_hold_the_values(adapter: Adapter) -> None:
@@ -213,14 +219,17 @@ def test_the_literal_key_names_hold_the_values(adapter: Adapter) -> None:
     prefix = cache.keys.prefix
     get = adapter.getter(cache)
     p = new_id("P")
+    # On a cluster every key of a product carries it as a hash tag, as the seed's runbook
+    # reads them there: redis-cli -c GET 'catalog:stock:{P000001}:total'.
+    t = f"{{{p}}}" if adapter.kind == "redis-cluster" else p
     fill(cache, inv(p, "WA", 1, 10, 4, 2), inv(p, "WB", 1, 5, 0, 8))
-    assert get(f"{prefix}:stock:{p}:warehouse:WA") == "6"
-    assert get(f"{prefix}:stock:{p}:warehouse:WB") == "5"
-    assert get(f"{prefix}:stock:{p}:total") == "15"
-    assert get(f"{prefix}:stock:{p}:available") == "11"
-    assert get(f"{prefix}:stock:{p}:status") == "in_stock"
-    assert get(f"{prefix}:stock:{p}:low_stock") == "0"
-    detail = json.loads(get(f"{prefix}:product:{p}") or "null")
+    assert get(f"{prefix}:stock:{t}:warehouse:WA") == "6"
+    assert get(f"{prefix}:stock:{t}:warehouse:WB") == "5"
+    assert get(f"{prefix}:stock:{t}:total") == "15"
+    assert get(f"{prefix}:stock:{t}:available") == "11"
+    assert get(f"{prefix}:stock:{t}:status") == "in_stock"
+    assert get(f"{prefix}:stock:{t}:low_stock") == "0"
+    detail = json.loads(get(f"{prefix}:product:{t}") or "null")
     assert detail == {
         "product_id": p,
         "total": 15,
@@ -308,10 +317,17 @@ def test_a_product_with_no_cached_rows_is_reported_incomplete(adapter: Adapter) 
     assert cache.get_products([p]) == {p: None}
     assert adapter.getter(cache)(cache.keys.total(p)) is None
     assert adapter.getter(cache)(cache.keys.warehouse(p, "W1")) is None
-    # Its events are marked processed: after the fill a redelivery is a duplicate.
+    # After the fill a redelivery changes nothing: the version guard stops it.
     fill(cache, inv(p, "W1", 3, 9), inv(p, "W2", 1, 2))
-    assert cache.apply(batch) == ApplyResult(0, 3, 0, ())
+    assert cache.apply(batch) == ApplyResult(0, 0, 3, ())
     assert_plain(adapter, cache, p, inv(p, "W1", 3, 9), inv(p, "W2", 1, 2))
+    # With the seed's markers on every event, its events were marked: now duplicates.
+    seed = adapter.cache(dedupe_markers="all")
+    r = new_id("P")
+    batch = [upd(r, "W1", 3, 9), upd(r, "W2", 1, 2)]
+    assert seed.apply(batch) == ApplyResult(0, 0, 0, (r,))
+    fill(seed, inv(r, "W1", 3, 9), inv(r, "W2", 1, 2))
+    assert seed.apply(batch) == ApplyResult(0, 2, 0, ())
 
 
 def test_apply_updates_the_row_and_the_product_totals(adapter: Adapter) -> None:
@@ -349,8 +365,23 @@ def test_versions_in_one_batch_count_as_if_delivered_one_by_one(adapter: Adapter
     assert cache.get_products([p]) == {p: product(p, inv(p, "W1", 3, 3))}
 
 
-def test_duplicates_are_counted_and_not_applied(adapter: Adapter) -> None:
+def test_stock_events_get_no_marker_by_default_the_version_guard_stops_a_replay(
+    adapter: Adapter,
+) -> None:
     cache = adapter.cache()
+    p = new_id("P")
+    fill(cache, inv(p, "W1", 1, 5))
+    first = upd(p, "W1", 2, 6)
+    assert cache.apply([first, first]) == ApplyResult(1, 0, 1, ())
+    assert cache.apply([first]) == ApplyResult(0, 0, 1, ())
+    assert cache.get_products([p]) == {p: product(p, inv(p, "W1", 2, 6))}
+    assert cache.processed([first.event_id]) == [False]
+    assert adapter.getter(cache)(cache.keys.processed(first.event_id)) is None
+
+
+def test_duplicates_are_counted_and_not_applied(adapter: Adapter) -> None:
+    """With ``event_dedupe_markers: all`` (the seed's way) every event gets its marker."""
+    cache = adapter.cache(dedupe_markers="all")
     p = new_id("P")
     fill(cache, inv(p, "W1", 1, 5))
     first = upd(p, "W1", 2, 6)
@@ -361,6 +392,8 @@ def test_duplicates_are_counted_and_not_applied(adapter: Adapter) -> None:
     assert cache.apply([again]) == ApplyResult(0, 1, 0, ())
     assert cache.get_products([p]) == {p: product(p, inv(p, "W1", 2, 6))}
     assert cache.processed([first.event_id]) == [True]
+    value, ttl = cache.inspect([cache.keys.processed(first.event_id)])[0]
+    assert value == "1" and ttl is not None and 86_000 < ttl <= 86_400  # the seed's 24 h
 
 
 def test_many_products_in_one_batch(adapter: Adapter) -> None:
@@ -391,12 +424,14 @@ def test_an_empty_batch_is_a_no_op(adapter: Adapter) -> None:
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(seed=st.integers(0, 2**32 - 1), cuts=st.lists(st.integers(1, 199), max_size=12))
+@pytest.mark.parametrize("markers", ["unversioned", "all"])
 def test_each_event_twice_and_versions_shuffled_end_at_version_100(
-    adapter: Adapter, seed: int, cuts: list[int]
+    adapter: Adapter, seed: int, cuts: list[int], markers: str
 ) -> None:
     """Versions 1..100 of one row, each delivered twice, shuffled, in random batches (with a
-    steady second warehouse beside it): the cache ends at version 100's values."""
-    cache = adapter.cache()
+    steady second warehouse beside it): the cache ends at version 100's values, whether the
+    second deliveries are stopped by their markers or by the version guard."""
+    cache = adapter.cache(dedupe_markers=markers)
     p = new_id("P")
     fill(cache, inv(p, "W1", 0, 0), inv(p, "W2", 4, 7, 1, 3))
 
@@ -413,7 +448,10 @@ def test_each_event_twice_and_versions_shuffled_end_at_version_100(
         r = cache.apply(deliveries[a:b])
         assert r.incomplete == ()
         applied, stale, dup = applied + r.applied, stale + r.stale, dup + r.duplicates
-    assert dup == 100 and applied + stale == 100 and applied >= 1
+    if markers == "all":
+        assert dup == 100 and applied + stale == 100 and applied >= 1
+    else:
+        assert dup == 0 and applied + stale == 200 and 1 <= applied <= 100
     rows = [inv(p, "W1", 100, *state(100)), inv(p, "W2", 4, 7, 1, 3)]
     assert cache.get_products([p]) == {p: product(p, *rows)}
     assert_plain(adapter, cache, p, *rows)
@@ -497,7 +535,7 @@ def test_claim_events_and_processed(adapter: Adapter) -> None:
 def test_markers_live_for_the_dedupe_window_then_a_replay_is_stopped_by_the_version_guard(
     adapter: Adapter,
 ) -> None:
-    cache = adapter.cache(dedupe_ttl_seconds=1)
+    cache = adapter.cache(dedupe_ttl_seconds=1, dedupe_markers="all")
     p = new_id("P")
     fill(cache, inv(p, "W1", 1, 5))
     event = upd(p, "W1", 2, 6)
@@ -512,7 +550,7 @@ def test_markers_live_for_the_dedupe_window_then_a_replay_is_stopped_by_the_vers
 
 
 def test_cached_products_expire_after_the_ttl(adapter: Adapter) -> None:
-    cache = adapter.cache(ttl=1)
+    cache = adapter.cache(ttl=1, dedupe_markers="all")
     p = new_id("P")
     fill(cache, inv(p, "W1", 1, 5))
     marker = upd(p, "W1", 2, 6)
@@ -571,3 +609,28 @@ def test_heartbeats_by_prefix_and_expiry(adapter: Adapter) -> None:
 
 def test_ping(adapter: Adapter) -> None:
     adapter.cache().ping()
+
+
+def test_the_seeds_runbook_reads_the_cluster_with_redis_cli(redis_topologies: None) -> None:
+    """``redis-cli -c -p PORT GET 'catalog:stock:{P000001}:total'`` on the cluster, from any
+    node: -c follows the MOVED redirect to the product's node."""
+    import subprocess
+
+    client = connect(parse_redis_url(REDIS_CLUSTER_URL), 5.0)
+    prefix = unique("c")
+    cache = RedisStockCache(client, CacheKeys(prefix))
+    p = new_id("P")
+    try:
+        fill(cache, inv(p, "W1", 1, 10, 3, 2), inv(p, "W2", 1, 4, 0, 2))
+        for port in (7100, 7101, 7102):
+            out = subprocess.run(
+                ["redis-cli", "-c", "-p", str(port), "GET", f"{prefix}:stock:{{{p}}}:total"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=True,
+            )
+            assert out.stdout.strip() == "14"
+    finally:
+        delete_matching(client, f"{prefix}:*")
+        client.close()
