@@ -26,6 +26,7 @@ class LiveProbe:
         self.worker_count = s.worker_count
         self.queue_capacity = s.worker_queue_size
         self.stream_maxlen = s.stream_maxlen
+        self.dedupe_markers = s.event_dedupe_markers
         self._lag: list[dict[str, Any]] | None = None
         self._info: dict[str, Any] | None = None
 
@@ -87,12 +88,19 @@ class LiveProbe:
         self.app.cache().ping()
         return (time.perf_counter() - started) * 1000
 
+    def redis_topology(self) -> str:
+        return self.app.redis_description()
+
     def redis_info(self) -> dict[str, Any]:
         if self._info is None:
             from stockctl.errors import CacheUnavailable
 
             try:
-                self._info = dict(self.app.redis().info())
+                client = self.app.redis()
+                if self.app.redis_topology.cluster:  # every master's, summed where it adds up
+                    self._info = _summed(client.info(target_nodes=client.PRIMARIES))
+                else:
+                    self._info = dict(client.info())
             except Exception as exc:
                 raise CacheUnavailable(f"redis unavailable: {type(exc).__name__}") from None
         return self._info
@@ -161,3 +169,15 @@ class LiveProbe:
         if self._sample is None:
             self._sample = self.app.store.sample_product_ids(SAMPLE)
         return self._sample
+
+
+SUMMED_INFO = ("used_memory", "maxmemory", "keyspace_hits", "keyspace_misses", "evicted_keys")
+
+
+def _summed(per_node: dict[str, Any]) -> dict[str, Any]:
+    """INFO of a cluster's masters (node -> fields) as one: counters and memory summed."""
+    nodes = [dict(info) for info in per_node.values()]
+    out = dict(nodes[0]) if nodes else {}
+    for name in SUMMED_INFO:
+        out[name] = sum(int(n.get(name) or 0) for n in nodes)
+    return out

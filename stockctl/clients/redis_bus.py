@@ -9,16 +9,38 @@ from each other with no adapter.
 from __future__ import annotations
 
 import json
+import logging
 import socket
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import redis
+from redis.cluster import RedisCluster
 
+from stockctl.clients.stream_waiter import StreamWaiter
 from stockctl.core.ports import OutboxEntry
 from stockctl.errors import CacheUnavailable
+
+log = logging.getLogger("stockctl.events")
+
+Client = redis.Redis | RedisCluster
+
+# Refusals that a moment's wait, a reconnect or a fresh slot map cures: a node that cannot be
+# reached, a reshard (MOVED, ASK, TRYAGAIN) or a failover (CLUSTERDOWN, MASTERDOWN, a demoted
+# master's READONLY, a replica still LOADING). redis-py already retried them a few times; we
+# report them as CacheUnavailable, and the worker's job loop tries again with a growing pause.
+TRANSIENT = (
+    redis.ConnectionError,  # also BusyLoadingError and sentinel's MasterNotFoundError
+    redis.TimeoutError,
+    redis.exceptions.ClusterError,  # ClusterDownError, MasterDownError, "TTL exhausted"
+    redis.exceptions.RedisClusterException,  # SlotNotCoveredError, no reachable node
+    redis.exceptions.TryAgainError,
+    redis.exceptions.AskError,  # and MovedError, when the redirections ran out
+    redis.exceptions.ReadOnlyError,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +71,7 @@ def _deliveries(stream: Any, entries: Any) -> list[Delivery]:
 class StreamPublisher:
     """Publishes outbox rows: one pipelined round trip per batch."""
 
-    def __init__(self, client: redis.Redis, maxlen: int = 0, target: str = "redis") -> None:
+    def __init__(self, client: Client, maxlen: int = 0, target: str = "redis") -> None:
         self.client = client
         self.maxlen = maxlen or None
         self.target = target
@@ -69,17 +91,71 @@ class StreamPublisher:
         return _text(_guard(lambda: self.client.xadd(topic, fields), self.target))  # type: ignore[arg-type]
 
 
+class StreamGroup:
+    """What the consumers of one group in one process share: putting the group back when Redis
+    lost it (one warning per recovery however many threads notice), and, when they read stream
+    by stream, the waiter that tells them new entries came."""
+
+    QUIET_SECONDS = 1.0  # a NOGROUP this soon after a recovery is that recovery's, not a new one
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._recreated = float("-inf")
+        self._waiter: StreamWaiter | None = None
+        self.ready = False  # the groups were created (or found) once
+        self.recoveries = 0
+
+    def ensure(self, consumer: StreamConsumer) -> None:
+        with self._lock:
+            if not self.ready:
+                consumer.ensure_groups()
+                self.ready = True
+
+    def recreate(self, consumer: StreamConsumer, exc: BaseException) -> None:
+        with self._lock:
+            if time.monotonic() - self._recreated < self.QUIET_SECONDS:
+                return  # another thread just did it
+            made = consumer.ensure_groups()
+            self._recreated = time.monotonic()
+            self.recoveries += 1
+        text = _first_line(exc)
+        log.warning(
+            "consumer group %s was missing on %s (Redis restarted empty, or failed over to a "
+            "replica without it: %s); created it again from 0 on %d of %d topic(s): entries "
+            "still on those streams are read again (a replay changes nothing)",
+            consumer.group,
+            consumer.target,
+            text[text.find("NOGROUP") :][:160],
+            made,
+            len(consumer.topics),
+        )
+
+    def waiter(self, client: Any, topics: Sequence[str]) -> StreamWaiter:
+        with self._lock:
+            if self._waiter is None:
+                self._waiter = StreamWaiter(client, topics)
+            return self._waiter
+
+
 class StreamConsumer:
-    """One consumer of a group over many topics, with pending recovery and a dead-letter stream."""
+    """One consumer of a group over many topics, with pending recovery and a dead-letter stream.
+
+    Standalone and sentinel: one XREADGROUP over all topics, blocking. Redis Cluster (the
+    topics live in different slots): one XREADGROUP per topic, all pipelined (one round trip
+    per node); when they find nothing, a ``StreamWaiter`` waits for the next entry on any topic.
+    A lost group (NOGROUP: Redis restarted empty, or failed over to a replica without it) is
+    created again and the command repeated."""
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: Client,
         group: str,
         consumer: str,
         topics: Sequence[str],
         dead_letter: str,
         target: str = "redis",
+        shared: StreamGroup | None = None,
+        per_stream: bool | None = None,
     ) -> None:
         self.client = client
         self.group = group
@@ -87,50 +163,120 @@ class StreamConsumer:
         self.topics = list(topics)
         self.dead_letter_stream = dead_letter
         self.target = target
+        self.shared = shared or StreamGroup()
+        self.cluster = is_cluster(client)
+        # One XREADGROUP per stream: required on a cluster; elsewhere only to measure it.
+        self.per_stream = self.cluster if per_stream is None else per_stream
         self._acks: dict[str, list[str]] = {}  # stream -> entry ids to ack with the next read
+        self._idle = False  # (per stream) the last read found nothing
 
-    def ensure_groups(self) -> None:
-        for topic in self.topics:
-            try:
-                _guard(
-                    lambda t=topic: self.client.xgroup_create(t, self.group, id="0", mkstream=True),
-                    self.target,
-                )
-            except redis.ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
+    def ensure_groups(self) -> int:
+        """Create the group on every topic (at 0, making the stream if need be); how many were
+        missing."""
+
+        def create() -> list[Any]:
+            pipe = self.client.pipeline(transaction=False)
+            for topic in self.topics:
+                pipe.xgroup_create(topic, self.group, id="0", mkstream=True)
+            return list(pipe.execute(raise_on_error=False))
+
+        made = 0
+        for reply in _guard(create, self.target):
+            if isinstance(reply, TRANSIENT):
+                raise CacheUnavailable(f"redis unavailable at {self.target}: {_first_line(reply)}")
+            if isinstance(reply, Exception):
+                if "BUSYGROUP" in str(reply):
+                    continue
+                raise reply
+            made += 1
+        return made
 
     def read(self, count: int, block_ms: int | None) -> list[Delivery]:
         """New entries across all topics (blocks up to ``block_ms`` when there are none;
         None: does not block)."""
-        streams: dict[Any, Any] = dict.fromkeys(self.topics, ">")
-        reply = self._after_acks(
-            lambda pipe: pipe.xreadgroup(
-                self.group, self.consumer, streams, count=count, block=block_ms
+        if not self.per_stream:
+            streams: dict[Any, Any] = dict.fromkeys(self.topics, ">")
+            (reply,) = self._exchange(
+                lambda pipe: pipe.xreadgroup(
+                    self.group, self.consumer, streams, count=count, block=block_ms
+                )
             )
-        )
-        return [d for stream, entries in (reply or []) for d in _deliveries(stream, entries)]
+            return self._deliveries(reply)
+        got, marks = self._read_each(count, ">", marks=self._idle)
+        if not got and block_ms and marks is None:  # nothing, after a busy spell: see where
+            got, marks = self._read_each(count, ">", marks=True)  # each stream ends, to wait
+        if not got and block_ms and marks is not None:
+            woken = self.shared.waiter(self.client, self.topics).wait(marks, block_ms / 1000)
+            if woken:  # read those now; the next read reads every topic again
+                got, _ = self._read_each(count, ">", marks=False, topics=woken)
+        self._idle = not got
+        return got
 
     def read_pending(self, count: int) -> list[Delivery]:
         """This consumer's own delivered-but-unacked entries (after a failure or a restart)."""
+        if self.per_stream:
+            return self._read_each(count, "0", marks=False)[0]
         streams: dict[Any, Any] = dict.fromkeys(self.topics, "0")
-        reply = self._after_acks(
+        (reply,) = self._exchange(
             lambda pipe: pipe.xreadgroup(self.group, self.consumer, streams, count=count)
         )
-        return [d for stream, entries in (reply or []) for d in _deliveries(stream, entries)]
+        return self._deliveries(reply)
+
+    def _read_each(
+        self, count: int, from_id: str, *, marks: bool, topics: Sequence[str] | None = None
+    ) -> tuple[list[Delivery], dict[str, str] | None]:
+        """One XREADGROUP per topic, pipelined; with ``marks``, each stream's last entry id
+        first (taken before its read: an entry added after it is past the mark)."""
+        topics = self.topics if topics is None else topics
+
+        def add(pipe: Any) -> None:
+            for topic in topics:
+                if marks:
+                    pipe.xrevrange(topic, count=1)
+                read = ("GROUP", self.group, self.consumer, "COUNT", count, "STREAMS", topic)
+                pipe.execute_command("XREADGROUP", *read, from_id, **self._route(topic))
+
+        replies = self._exchange(add)
+        if not marks:
+            return [d for r in replies for d in self._deliveries(r)], None
+        reads = replies[1::2]
+        ends = {
+            t: _text(tail[0][0]) if tail else "0-0"
+            for t, tail in zip(topics, replies[0::2], strict=True)
+        }
+        return [d for r in reads for d in self._deliveries(r)], ends
+
+    def _route(self, stream: str) -> dict[str, Any]:
+        """For a command whose keys redis-py cannot find by itself (XREADGROUP, XREAD): the
+        node of the stream's slot; without it RedisCluster asks a node (COMMAND GETKEYS) for
+        every such command, a round trip each. A stale slot map gets MOVED, and redis-py
+        resends the command where it now belongs."""
+        if not isinstance(self.client, RedisCluster):
+            return {}
+        return {"target_nodes": self.client.get_node_from_key(stream)}  # type: ignore[no-untyped-call]
 
     def claim_idle(self, min_idle_ms: int, count: int) -> list[Delivery]:
         """Take over entries another consumer left pending longer than ``min_idle_ms``."""
-        self.flush_acks()
-        out: list[Delivery] = []
-        for topic in self.topics:
-            reply = _guard(
-                lambda t=topic: self.client.xautoclaim(
-                    t, self.group, self.consumer, min_idle_ms, "0-0", count=count
-                ),
-                self.target,
-            )
-            out += _deliveries(topic, reply[1])
+
+        def add(pipe: Any) -> None:
+            for topic in self.topics:
+                pipe.xautoclaim(topic, self.group, self.consumer, min_idle_ms, "0-0", count=count)
+
+        replies = self._exchange(add)
+        return [d for t, r in zip(self.topics, replies, strict=True) for d in _deliveries(t, r[1])]
+
+    def _deliveries(self, reply: Any) -> list[Delivery]:
+        """The entries of an XREADGROUP reply. Pending entries trimmed off their stream come
+        back without fields: they are acked with the next command, or they would stay pending
+        for ever."""
+        out = []
+        for stream, entries in reply or []:
+            for entry_id, fields in entries or []:
+                if fields is None:
+                    self._acks.setdefault(_text(stream), []).append(_text(entry_id))
+                    continue
+                decoded = {_text(k): _text(v) for k, v in fields.items()}
+                out.append(Delivery(_text(stream), _text(entry_id), decoded))
         return out
 
     def ack(self, deliveries: Sequence[Delivery], *, with_next_read: bool = False) -> None:
@@ -145,35 +291,50 @@ class StreamConsumer:
 
     def flush_acks(self) -> None:
         if self._acks:
-            self._after_acks(None)
+            self._exchange(lambda pipe: None)
 
-    def _after_acks(self, command: Any) -> Any:
-        """Run the acks owed, then ``command(pipe)`` if given, in one round trip; its reply."""
-        if not self._acks:
-            if command is None:
-                return None
-            return _guard(lambda: command(self.client), self.target)
-        pipe = self.client.pipeline(transaction=False)
-        for stream, ids in self._acks.items():
-            pipe.xack(stream, self.group, *ids)
-        if command is not None:
-            command(pipe)
-        replies = _guard(pipe.execute, self.target)
+    def _exchange(self, add: Callable[[Any], None]) -> list[Any]:
+        """The acks owed, then the commands ``add(pipe)`` queues, in one round trip (on a
+        cluster: one per node, all sent before any is read); the latter's replies."""
+
+        def send() -> list[Any]:
+            pipe = self.client.pipeline(transaction=False)
+            for stream, ids in self._acks.items():
+                pipe.xack(stream, self.group, *ids)
+            owed = len(self._acks)
+            add(pipe)
+            return list(pipe.execute())[owed:]
+
+        replies: list[Any] = self._call(send)
         self._acks = {}  # kept on failure: XACK is idempotent, the next call sends them again
-        return replies[-1]
+        return replies
+
+    def _call(self, fn: Callable[[], Any]) -> Any:
+        """``fn()``; on NOGROUP the group is created again and ``fn`` run once more. The
+        first call creates the groups if need be."""
+        if not self.shared.ready:
+            self.shared.ensure(self)
+        try:
+            return _guard(fn, self.target)
+        except redis.ResponseError as exc:
+            if not _nogroup(exc):
+                raise
+            self.shared.recreate(self, exc)
+        return _guard(fn, self.target)
 
     def delivery_count(self, d: Delivery) -> int:
-        reply = _guard(
+        reply = self._call(
             lambda: self.client.xpending_range(
                 d.stream, self.group, min=d.entry_id, max=d.entry_id, count=1
-            ),
-            self.target,
+            )
         )
         return int(reply[0]["times_delivered"]) if reply else 0
 
     def dead_letter(self, d: Delivery, reason: str) -> None:
-        """Move an entry to the dead-letter stream with why, then ack it."""
-        fields = {
+        """Move an entry to the dead-letter stream with why, then ack it. On a cluster the two
+        streams live in different slots: the XADD first, then the XACK (a crash between them
+        dead-letters the entry twice, never loses it)."""
+        fields: dict[Any, Any] = {
             **d.fields,
             "topic": d.stream,
             "entry_id": d.entry_id,
@@ -181,10 +342,67 @@ class StreamConsumer:
             "failed_at": str(time.time()),
             "consumer": self.consumer,
         }
+        if self.cluster:
+            self._call(lambda: self.client.xadd(self.dead_letter_stream, fields))
+            self._call(lambda: self.client.xack(d.stream, self.group, d.entry_id))
+            return
         pipe = self.client.pipeline(transaction=True)
-        pipe.xadd(self.dead_letter_stream, fields)  # type: ignore[arg-type]
+        pipe.xadd(self.dead_letter_stream, fields)
         pipe.xack(d.stream, self.group, d.entry_id)
         _guard(pipe.execute, self.target)
+
+
+class StreamTail:
+    """Follows topics with no consumer group (``stockctl events tail``): one XREAD over all of
+    them on standalone and sentinel; on a cluster one per topic, pipelined, and a
+    ``StreamWaiter`` while nothing comes."""
+
+    def __init__(self, client: Client, topics: Sequence[str], target: str) -> None:
+        self.client = client
+        self.topics = list(topics)
+        self.target = target
+        self.last: dict[str, str] = {}  # topic -> the id of the last entry seen
+        self._waiter: StreamWaiter | None = None
+
+    def history(self, count: int) -> list[Delivery]:
+        """The last ``count`` entries of each topic, oldest first; following starts after
+        each topic's newest entry (an entry added meanwhile is not missed)."""
+        pipe = self.client.pipeline(transaction=False)
+        for topic in self.topics:
+            pipe.xrevrange(topic, count=max(count, 1))
+        out: list[Delivery] = []
+        for topic, recent in zip(self.topics, _guard(pipe.execute, self.target), strict=True):
+            self.last[topic] = _text(recent[0][0]) if recent else "0-0"
+            out += reversed(_deliveries(topic, recent[:count]))
+        return out
+
+    def follow(self, block_ms: int) -> list[Delivery]:
+        """The entries after the last seen, waiting up to ``block_ms`` for one."""
+        if not is_cluster(self.client):
+            streams: dict[Any, Any] = dict(self.last)
+            reply = _guard(lambda: self.client.xread(streams, block=block_ms), self.target)
+            return self._seen([d for s, e in reply or [] for d in _deliveries(s, e)])
+        got = self._read(self.topics)
+        if not got:
+            if self._waiter is None:
+                self._waiter = StreamWaiter(self.client, self.topics)
+            woken = self._waiter.wait(self.last, block_ms / 1000)
+            got = self._read(woken) if woken else []
+        return got
+
+    def _read(self, topics: Sequence[str]) -> list[Delivery]:
+        assert isinstance(self.client, RedisCluster)
+        pipe = self.client.pipeline(transaction=False)  # type: ignore[no-untyped-call]
+        for t in topics:
+            node = self.client.get_node_from_key(t)  # type: ignore[no-untyped-call]
+            pipe.execute_command("XREAD", "STREAMS", t, self.last[t], target_nodes=node)
+        replies = _guard(pipe.execute, self.target)
+        return self._seen([d for r in replies for s, e in r or [] for d in _deliveries(s, e)])
+
+    def _seen(self, got: list[Delivery]) -> list[Delivery]:
+        for d in got:
+            self.last[d.stream] = d.entry_id
+        return got
 
 
 def default_consumer_name() -> str:
@@ -196,8 +414,21 @@ def default_consumer_name() -> str:
 def _guard(fn: Any, target: str) -> Any:
     try:
         return fn()
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
-        raise CacheUnavailable(f"redis unavailable at {target}: {exc}") from None
+    except TRANSIENT as exc:
+        raise CacheUnavailable(f"redis unavailable at {target}: {_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _nogroup(exc: BaseException) -> bool:
+    return isinstance(exc, redis.ResponseError) and "NOGROUP" in str(exc)
+
+
+def is_cluster(client: Any) -> bool:
+    return isinstance(client, RedisCluster)
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,7 +443,7 @@ class TopicLag:
 class StreamAdmin:
     """Inspection and dead-letter handling for the CLI and diagnose."""
 
-    def __init__(self, client: redis.Redis, group: str, dead_letter: str, target: str) -> None:
+    def __init__(self, client: Client, group: str, dead_letter: str, target: str) -> None:
         self.client = client
         self.group = group
         self.dead_letter_stream = dead_letter
@@ -253,11 +484,16 @@ class StreamAdmin:
         found = self._dead_letter(entry_id)
         if found is None:
             return None
-        fields = {"data": found.fields.get("data", "")}
+        fields: dict[Any, Any] = {"data": found.fields.get("data", "")}
         if "metadata" in found.fields:
             fields["metadata"] = found.fields["metadata"]
+        topic = found.fields.get("topic", "")
+        if is_cluster(self.client):  # two slots: the XADD first, so a failure loses nothing
+            new_id = _guard(lambda: self.client.xadd(topic, fields), self.target)
+            _guard(lambda: self.client.xdel(self.dead_letter_stream, entry_id), self.target)
+            return _text(new_id)
         pipe = self.client.pipeline(transaction=True)
-        pipe.xadd(found.fields.get("topic", ""), fields)  # type: ignore[arg-type]
+        pipe.xadd(topic, fields)
         pipe.xdel(self.dead_letter_stream, entry_id)
         new_id, _ = _guard(pipe.execute, self.target)
         return _text(new_id)

@@ -79,18 +79,14 @@ def tail(
 
 
 def _tail_redis(app_: Any, topics: list[str], history: int) -> Any:
-    client = app_.redis()
-    last: dict[Any, Any] = {}
-    for t in topics:
-        recent = client.xrevrange(t, count=history) if history else []
-        for entry_id, fields in reversed(recent):
-            yield t, entry_id.decode(), fields.get(b"data", b"").decode()
-        last[t] = recent[0][0] if recent else "$"
+    from stockctl.clients.redis_bus import StreamTail
+
+    tail = StreamTail(app_.redis(), topics, app_.redis_target)
+    for d in tail.history(history):
+        yield d.stream, d.entry_id, d.data or ""
     while True:
-        for stream, entries in client.xread(last, block=1000) or []:
-            for entry_id, fields in entries:
-                last[stream.decode()] = entry_id
-                yield stream.decode(), entry_id.decode(), fields.get(b"data", b"").decode()
+        for d in tail.follow(1000):
+            yield d.stream, d.entry_id, d.data or ""
 
 
 def _tail_outbox(app_: Any, topics: list[str], history: int) -> Any:

@@ -29,6 +29,13 @@ from stockctl.errors import CacheUnavailable, InvalidInput
 MAX_BATCH = 10_000
 MAX_PAGE = 1000
 SYNC_CHECKPOINT = "sync:checkpoint"
+# Written by every full warm, in the cache itself: when it is missing, the cache lost its data
+# (Redis restarted empty, was flushed or replaced) or was never warmed, and the sync warms it.
+WARM_MARKER = "warm:complete"
+# A full warm in progress: who, and when it last made progress. Another worker finding a fresh
+# one leaves the warm to it; a warm whose cache lost this key meanwhile does not claim success.
+WARM_LEASE = "warm:lease"
+WARM_LEASE_SECONDS = 60.0
 
 log = logging.getLogger("stockctl.cache")
 
@@ -227,11 +234,75 @@ def warm(
         groups = _by_product(store.iter_row_states(batch=max(batch * 20, 5000)))
     _write_batches(cache, groups, batch, result, progress)
     result.seconds = time.perf_counter() - started
-    cache.set_meta(
-        "warm:last",
-        json.dumps({"at": time.time(), "products": result.products, "rows": result.rows}),
-    )
+    summary = json.dumps({"at": time.time(), "products": result.products, "rows": result.rows})
+    cache.set_meta("warm:last", summary)
+    if product_ids is None:
+        cache.set_meta(WARM_MARKER, summary)
     return result
+
+
+def rewarm_if_lost(store: Store, cache: StockCache, now: datetime, owner: str) -> WarmResult | None:
+    """Warm everything if the cache lacks ``WARM_MARKER`` (one read when it has it): the
+    cache lost its data, however old its rows, or was never warmed. None if it needed nothing
+    or another worker (``owner`` names this one) holds a fresh lease on the warm.
+
+    ``now`` is taken before the warm starts, and becomes the sync checkpoint: rows the warm's
+    snapshot missed changed after it, and the next sync (or their events) brings them."""
+    import time
+
+    if cache.get_meta(WARM_MARKER) is not None:
+        return None
+    held = _lease(cache.get_meta(WARM_LEASE))
+    if held is not None and held[0] != owner and time.time() - held[1] < WARM_LEASE_SECONDS:
+        return None
+    token = f"{owner}:{time.time()}"
+    last = time.monotonic()
+
+    def renew(products: int, rows: int) -> None:
+        nonlocal last
+        if time.monotonic() - last >= WARM_LEASE_SECONDS / 4:
+            last = time.monotonic()
+            cache.set_meta(WARM_LEASE, _lease_value(owner, token))
+
+    cache.set_meta(WARM_LEASE, _lease_value(owner, token))
+    result = _warm_all(store, cache, renew)
+    held = _lease(cache.get_meta(WARM_LEASE))
+    if held is None or held[2] != token:  # the cache lost its data during the warm
+        raise CacheUnavailable("the cache lost its data while it was being warmed: warm again")
+    summary = json.dumps({"at": time.time(), "products": result.products, "rows": result.rows})
+    cache.set_meta("warm:last", summary)
+    cache.set_meta(WARM_MARKER, summary)
+    cache.set_meta(SYNC_CHECKPOINT, now.isoformat())
+    return result
+
+
+def _warm_all(store: Store, cache: StockCache, progress: Callable[[int, int], None]) -> WarmResult:
+    """``warm`` of everything, without its markers: ``rewarm_if_lost`` writes them once it
+    knows the cache kept the warm."""
+    import time
+
+    started = time.perf_counter()
+    result = WarmResult()
+    groups = _by_product(store.iter_row_states(batch=20_000))
+    _write_batches(cache, groups, 1000, result, progress)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _lease_value(owner: str, token: str) -> str:
+    import time
+
+    return json.dumps({"owner": owner, "at": time.time(), "token": token})
+
+
+def _lease(raw: str | None) -> tuple[str, float, str] | None:
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw)
+        return str(value["owner"]), float(value["at"]), str(value["token"])
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def _write_batches(

@@ -131,21 +131,20 @@ class Runner:
             )
             pipeline.metrics = app.metrics()
             return [pipeline]
-        from stockctl.clients.redis_bus import StreamConsumer
+        from stockctl.clients.redis_bus import StreamConsumer, StreamGroup
         from stockctl.workers.processor import ReadTurn, StreamProcessor
 
         count = self.options.workers or s.worker_count
         timeout = self.options.batch_timeout_ms or s.worker_batch_timeout_ms
         per_worker = max(1, min(batch, s.worker_queue_size // count))
         turn = ReadTurn()
+        group = StreamGroup()  # one recovery of a lost group, one waiter, for all threads
         jobs: list[Job] = []
         for i in range(count):
             name = self.consumer if count == 1 else f"{self.consumer}-{i}"
             consumer = StreamConsumer(
-                app.redis(), s.app_id, name, TOPICS, s.dead_letter_topic, app.redis_target
-            )
-            if i == 0:
-                consumer.ensure_groups()
+                app.redis(), s.app_id, name, TOPICS, s.dead_letter_topic, app.redis_target, group
+            )  # its first read creates the groups (in the job loop: retried while Redis is down)
             job = StreamProcessor(
                 app.store,
                 app.cache(),
