@@ -65,6 +65,23 @@ class App:
             raise InvalidInput("no Redis configured: set STOCKCTL_REDIS_URL or --redis-url")
         return parse_redis_url(url.get_secret_value())
 
+    def redis_description(self) -> str:
+        """The topology and the node that answers now, e.g. ``sentinel mymaster: master
+        10.0.0.7:6379`` (asks the sentinels or the cluster; raises ``CacheUnavailable``)."""
+        from stockctl.clients.redis_topology import answering_node
+        from stockctl.errors import CacheUnavailable
+
+        target = self.redis_topology
+        try:
+            node = answering_node(self.redis(), target)
+        except Exception as exc:
+            raise CacheUnavailable(f"redis unavailable at {self.redis_target}: {exc}") from None
+        if target.kind == "cluster":
+            return f"cluster: masters {node}"
+        if target.kind == "sentinel":
+            return f"sentinel {target.master}: master {node} (db {target.db})"
+        return f"standalone: {node} (db {target.db})"
+
     def redis(self) -> Any:
         """The shared Redis client (connection pool; a ``RedisCluster`` on a cluster), made on
         first use."""
@@ -138,12 +155,18 @@ class App:
                     ttl,
                     self.redis_target,
                     self.settings.event_dedupe_ttl_seconds,
+                    self.settings.event_dedupe_markers,
                 )
             else:
                 from stockctl.store.cache_sql import SqlStockCache
 
                 self._cache = SqlStockCache(
-                    self.store, keys, ttl, self.ctx.clock, self.settings.event_dedupe_ttl_seconds
+                    self.store,
+                    keys,
+                    ttl,
+                    self.ctx.clock,
+                    self.settings.event_dedupe_ttl_seconds,
+                    self.settings.event_dedupe_markers,
                 )
         return self._cache
 

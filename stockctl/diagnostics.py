@@ -26,7 +26,7 @@ class LiveProbe:
         self.worker_count = s.worker_count
         self.queue_capacity = s.worker_queue_size
         self.stream_maxlen = s.stream_maxlen
-        self.dedupe_markers = s.event_dedupe_markers
+        self.dedupe_markers: str = s.event_dedupe_markers
         self._lag: list[dict[str, Any]] | None = None
         self._info: dict[str, Any] | None = None
 

@@ -85,6 +85,10 @@ class Settings(BaseSettings):
     cache_ttl_seconds: int = Field(300, ge=0)
     # How long an event id's de-duplication marker lives (catalog:event:processed:{id}).
     event_dedupe_ttl_seconds: int = Field(86_400, ge=60, le=30 * 86400)
+    # Which events get that marker: "unversioned" (default) only events without a row version
+    # (order.cancelled, payment.failed: a stock event's version guard already makes a replay a
+    # no-op); "all": every event, as the seed does.
+    event_dedupe_markers: Literal["unversioned", "all"] = "unversioned"
     idempotency_window_seconds: int = Field(86_400, ge=60)
     bulk_limit: int = Field(1000, ge=1, le=10_000)
 
@@ -100,13 +104,15 @@ class Settings(BaseSettings):
     worker_max_deliveries: int = Field(5, ge=1, le=1000)
     worker_claim_idle_ms: int = Field(30_000, ge=100)
     worker_heartbeat_ttl_seconds: int = Field(15, ge=2, le=3600)
+    # A job failing this long (its heartbeat says so) fails `worker --check` and `health`.
+    worker_stall_seconds: float = Field(30.0, gt=0, le=86_400)
     stream_maxlen: int = Field(0, ge=0)
     dead_letter_topic: str = "stockctl.deadletter"
     relay_batch_size: int = Field(500, ge=1, le=100_000)
     relay_poll_interval_ms: int = Field(500, ge=10, le=60_000)
     outbox_retention_hours: int = Field(168, ge=1)
     expiry_interval_seconds: float = Field(5.0, gt=0, le=3600)
-    sync_interval_seconds: float = Field(60.0, gt=0, le=86_400)
+    sync_interval_seconds: float = Field(10.0, gt=0, le=86_400)
     sync_overlap_seconds: float = Field(5.0, ge=0, le=3600)
     warm_on_start: bool = False
     worker_metrics_port: int = Field(0, ge=0, le=65_535)  # 0: no /metrics listener

@@ -181,7 +181,12 @@ def _row(r: Any) -> dict[str, Any]:
 @handled
 def config_show(ctx: typer.Context, output: OutputOpt = Output.table) -> None:
     """Print the effective settings, passwords and tokens masked."""
-    data = state(ctx).settings().masked()
+    settings = state(ctx).settings()
+    data = settings.masked()
+    if settings.redis_url is not None:  # which of the three layouts the URL names
+        from stockctl.clients.redis_topology import parse_redis_url
+
+        data["redis_topology"] = parse_redis_url(settings.redis_url.get_secret_value()).kind
     if output is Output.json:
         emit_json(data)
         return

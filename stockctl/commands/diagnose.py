@@ -75,7 +75,9 @@ def _table(checks: list[Any]) -> None:
 
 @handled
 def health(ctx: typer.Context, output: OutputOpt = Output.table) -> None:
-    """Database, replica, Redis, API and workers: one line each, with latency."""
+    """Database, replica, Redis, API and workers: one line each, with latency. Exit 2 if any
+    fails: a dependency does not answer (Redis within a second), or no worker is alive, or a
+    worker has a job failing for worker_stall_seconds."""
     results = _health_checks(state(ctx))
     code = 2 if any(r["status"] == "fail" for r in results) else 0
     if output is Output.json:
@@ -112,22 +114,40 @@ def _health_checks(st: Any) -> list[dict[str, Any]]:
     checks: list[tuple[str, Any]] = [("database", app.store.ping)]
     if settings.database_replica_url is not None:
         checks.append(("replica", lambda: app.store.ping(replica=True)))
-    if app.uses_redis:
-        checks.append(("redis", lambda: app.cache().ping()))
+    if app.uses_redis:  # fail-fast client: a stalled Redis fails this in a second
+        checks.append(("redis", lambda: _redis(app)))
     if settings.api_url is not None:
         checks.append(("api", lambda: _api_ready(settings)))
-    checks.append(("workers", lambda: _workers(app)))
-    return [_measure(name, fn) for name, fn in checks]
+    results = [_measure(name, fn) for name, fn in checks]
+    if any(r["check"] == "redis" and r["status"] == "fail" for r in results):
+        # the heartbeats live in Redis: do not wait on it a second time
+        results.append(_measure("workers", _heartbeats_unreadable))
+    else:
+        results.append(_measure("workers", lambda: _workers(app)))
+    return results
+
+
+def _redis(app: Any) -> str:
+    """Ping on the fail-fast client, then name the topology and the node that answered."""
+    app.probe_cache().ping()
+    return str(app.redis_description())
+
+
+def _heartbeats_unreadable() -> str:
+    raise RuntimeError("unknown: the heartbeats live in Redis, which does not answer")
 
 
 def _workers(app: Any) -> str:
     import json
 
-    beats = app.cache().heartbeats(f"{app.settings.app_id}:")
-    if not beats:
-        raise RuntimeError("no worker heartbeat (start one: stockctl worker run)")
-    ages = [time.time() - float(json.loads(v).get("at", 0)) for v in beats.values()]
-    return f"{len(beats)} alive, newest beat {min(ages):.1f} s ago"
+    from stockctl.workers.runner import check
+
+    found = check(app)
+    if found.problems:
+        more = f" (+{len(found.problems) - 1} more)" if len(found.problems) > 1 else ""
+        raise RuntimeError(found.problems[0] + more)
+    ages = [time.time() - float(json.loads(v).get("at", 0)) for v in found.beats.values()]
+    return f"{len(found.beats)} alive, newest beat {min(ages):.1f} s ago"
 
 
 def _api_ready(settings: Any) -> str:

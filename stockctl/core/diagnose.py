@@ -60,6 +60,7 @@ class Probe(Protocol):
     worker_count: int
     queue_capacity: int
     stream_maxlen: int
+    dedupe_markers: str
 
     def outbox_backlog(self) -> tuple[int, float]: ...
     def topic_lag(self) -> list[dict[str, Any]]: ...
@@ -71,6 +72,7 @@ class Probe(Protocol):
     def event_processed(self, event_id: str) -> bool: ...
     def redis_ping_ms(self) -> float: ...
     def redis_info(self) -> dict[str, Any]: ...
+    def redis_topology(self) -> str: ...
     def db_activity(self) -> dict[str, Any]: ...
     def hit_rate(self) -> tuple[float | None, int]: ...
     def ttl_sample(self) -> list[int]: ...
@@ -306,10 +308,11 @@ def redis_latency(p: Probe, rb: Runbook) -> list[Check]:
     if not p.uses_redis:
         return [rb.check("redis", Status.OK, "not configured (embedded default)")]
     t = p.thresholds
+    out = [rb.check("redis topology", Status.OK, p.redis_topology())]
     ms = p.redis_ping_ms()
     info = p.redis_info()
     used, cap = int(info.get("used_memory") or 0), int(info.get("maxmemory") or 0)
-    out = [
+    out += [
         rb.check(
             "redis ping",
             _level(ms, t.redis_ping_warn_ms, t.redis_ping_fail_ms),
@@ -508,8 +511,20 @@ def cache_sample(p: Probe, rb: Runbook) -> Check:
     )
 
 
+def dedupe_mode(p: Probe, rb: Runbook) -> Check:
+    """Which events get a catalog:event:processed:{id} marker (informational)."""
+    if p.dedupe_markers == "all":
+        shown = "every event gets a 24 h marker (event_dedupe_markers: all, the seed's way)"
+    else:
+        shown = (
+            "markers only for events without a row version; stock events are de-duplicated "
+            "by their version (event_dedupe_markers: unversioned)"
+        )
+    return rb.check("event de-duplication", Status.OK, shown)
+
+
 RUNBOOKS: dict[str, list[Callable[[Probe, Runbook], Check | list[Check]]]] = {
-    "stock-not-updating": [backlog, group_lag, heartbeat, dead_letters],
+    "stock-not-updating": [backlog, group_lag, heartbeat, dead_letters, dedupe_mode],
     "slow": [processing_time, queue_fill, database, redis_latency],
     "cache-misses": [hit_rate, ttls, uncached],
     "queue-overflow": [stream_lengths, stream_overflow, queue_fill, dead_letters, workers_alive],

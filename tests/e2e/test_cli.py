@@ -167,6 +167,50 @@ def test_config_show_masks_the_password() -> None:
     assert "db.example" in table.out
 
 
+@pytest.mark.parametrize(
+    ("url", "kind", "shown"),
+    [
+        ("redis://:pw1@127.0.0.1:6379/3", "standalone", "redis://:***@127.0.0.1:6379/3"),
+        (
+            "redis+cluster://app:pw1@10.0.0.1:7000,10.0.0.2:7000",
+            "cluster",
+            "redis+cluster://app:***@10.0.0.1:7000,10.0.0.2:7000",
+        ),
+        (
+            "redis+sentinel://:pw1@s1:26379,s2:26379/mymaster/2?sentinel_password=pw2",
+            "sentinel",
+            "redis+sentinel://:***@s1:26379,s2:26379/mymaster/2?sentinel_password=***",
+        ),
+    ],
+)
+def test_config_show_names_the_redis_topology_and_masks_its_passwords(
+    url: str, kind: str, shown: str
+) -> None:
+    cli = Cli(None)
+    cli.env["STOCKCTL_REDIS_URL"] = url
+    data = cli("config", "show", "-o", "json").json()
+    assert data["redis_url"] == shown and data["redis_topology"] == kind
+    table = cli("config", "show")
+    assert "pw1" not in table.out + table.err and "pw2" not in table.out + table.err
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:6379",
+        "redis://127.0.0.1:abc/5",
+        "redis+cluster://h:1/3",
+        "redis+sentinel://h:26379",
+        "redis://a:1,b:2/0",
+    ],
+)
+def test_a_malformed_redis_url_is_exit_2_naming_the_setting(url: str) -> None:
+    cli = Cli(None)
+    cli.env["STOCKCTL_REDIS_URL"] = url
+    line = cli("config", "show", ok=False).assert_one_line_error(2)
+    assert "redis_url" in line
+
+
 def test_unreachable_database_is_exit_3_naming_the_host_not_the_password() -> None:
     cli = Cli("postgresql://user:hunter2@127.0.0.1:1/db")
     line = cli("stock", "show", "P1", ok=False).assert_one_line_error(3)

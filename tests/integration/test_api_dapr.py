@@ -91,6 +91,42 @@ def test_subscribe_lists_every_topic_and_the_yaml_declares_the_same(api: Api) ->
     assert component["metadata"]["name"] == "pubsub-redis"
 
 
+@pytest.mark.parametrize(
+    ("name", "url", "expected"),
+    [
+        (
+            "pubsub-redis-cluster.yaml",
+            "redis+cluster://redis-0:6379,redis-1:6379,redis-2:6379",
+            {"redisType": "cluster"},
+        ),
+        (
+            "pubsub-redis-failover.yaml",
+            "redis+sentinel://sentinel-0:26379,sentinel-1:26379,sentinel-2:26379/mymaster/0",
+            {"failover": "true", "sentinelMasterName": "mymaster", "redisDB": "0"},
+        ),
+    ],
+)
+def test_the_cluster_and_failover_components_name_what_the_redis_url_names(
+    name: str, url: str, expected: dict[str, str]
+) -> None:
+    """Each Dapr component YAML and the redis_url its comment gives reach the same Redis."""
+    from stockctl.clients.redis_topology import parse_redis_url
+
+    text = (DAPR_DIR / name).read_text()
+    assert url in text
+    component = yaml.safe_load(text)
+    assert component["kind"] == "Component" and component["spec"]["type"] == "pubsub.redis"
+    assert component["metadata"]["name"] == "pubsub-redis"
+    meta = {m["name"]: m.get("value") for m in component["spec"]["metadata"]}
+    assert {k: meta.get(k) for k in expected} == expected
+    target = parse_redis_url(url)
+    hosts = ",".join(f"{h}:{p}" for h, p in target.nodes)
+    assert meta["redisHost"].split("#")[0].strip() == hosts
+    assert meta["consumerID"] == "catalog"
+    if target.master is not None:
+        assert meta["sentinelMasterName"] == target.master
+
+
 def test_pushed_stock_updated_updates_the_cache(both: Api) -> None:
     (p,), (w1, w2) = seed(both.sc, 1, 2)
     keys = CacheKeys(both.prefix)

@@ -22,6 +22,8 @@ class FakeProbe:
         self.worker_count = 2
         self.queue_capacity = 1000
         self.stream_maxlen = 0
+        self.dedupe_markers = "unversioned"
+        self.topology = "standalone: 127.0.0.1:6379 (db 0)"
         self.backlog: tuple[int, float] = (0, 0.0)
         self.lags: list[dict[str, Any]] = [
             {
@@ -104,6 +106,9 @@ class FakeProbe:
 
     def redis_info(self) -> dict[str, Any]:
         return self._get("redis_info", self.info)  # type: ignore[no-any-return]
+
+    def redis_topology(self) -> str:
+        return self._get("redis_topology", self.topology)  # type: ignore[no-any-return]
 
     def db_activity(self) -> dict[str, Any]:
         return self._get("db_activity", self.activity)  # type: ignore[no-any-return]
@@ -513,6 +518,7 @@ def test_every_runbook_completes_when_every_redis_read_fails() -> None:
         "event_processed",
         "redis_ping_ms",
         "redis_info",
+        "redis_topology",
         "hit_rate",
         "ttl_sample",
         "uncached_fraction",
@@ -567,3 +573,13 @@ def test_exit_code_follows_the_worst_status(statuses: list[Status], code: int) -
 
 def test_statuses_render_as_lowercase_words() -> None:
     assert [s.value for s in Status] == ["ok", "warn", "fail"]
+
+
+def test_diagnose_names_the_redis_topology_and_the_dedupe_mode() -> None:
+    topology = "sentinel mymaster: master 10.0.0.7:6379 (db 0)"
+    slow = by_name(dg.run(_probe(topology=topology), ["slow"]))
+    assert slow["redis topology"].value == topology
+    for mode, words in (("unversioned", "by their version"), ("all", "every event")):
+        checks = by_name(dg.run(_probe(dedupe_markers=mode), ["stock-not-updating"]))
+        assert words in checks["event de-duplication"].value
+        assert checks["event de-duplication"].status is Status.OK
