@@ -13,6 +13,11 @@ default db 14 — not db 15, which the other suites share) and:
   and delete the keys under them at the end.
 
 Cache-only tests (no streams) need no lock: a unique prefix is enough.
+
+The same holds on the other two topologies (``EVENTS_REDIS_URLS``): the sentinel group's master
+at db 14, and the test Redis Cluster, which has only db 0: there the lock and deleting nothing
+but the event-type streams and the test's own keys keep the pipeline tests apart from each other
+and from the other suites on the cluster (which never touch the event-type streams).
 """
 
 from __future__ import annotations
@@ -29,7 +34,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis
+from redis.cluster import RedisCluster
 from sqlalchemy import select
 
 from stockctl.bootstrap import App
@@ -40,9 +47,16 @@ from stockctl.core.ports import StockCache
 from stockctl.core.projection import CacheKeys, ProductStock, RowState
 from stockctl.store.tables import outbox
 from stockctl.workers.runner import Runner, WorkerOptions
-from tests.conftest import new_id
+from tests.conftest import REDIS_CLUSTER_URL, REDIS_SENTINEL_URL, new_id, redis_client
 
 EVENTS_REDIS_URL = os.environ.get("STOCKCTL_TEST_EVENTS_REDIS_URL", "redis://127.0.0.1:6379/14")
+EVENTS_REDIS_URLS = {  # the pipeline suite runs on each
+    "standalone": EVENTS_REDIS_URL,
+    "cluster": os.environ.get("STOCKCTL_TEST_EVENTS_REDIS_CLUSTER_URL", REDIS_CLUSTER_URL),
+    "sentinel": os.environ.get(
+        "STOCKCTL_TEST_EVENTS_REDIS_SENTINEL_URL", REDIS_SENTINEL_URL.rsplit("/", 1)[0] + "/14"
+    ),
+}
 DEAD_LETTER = "stockctl.deadletter"
 STREAMS = (*TOPICS, DEAD_LETTER)
 LOCK_NAME = "stockctl-tests:event-streams"
@@ -59,7 +73,7 @@ def unique(prefix: str) -> str:
     return f"{prefix}{uuid.uuid4().hex[:10]}"
 
 
-def delete_matching(client: redis.Redis, pattern: str) -> None:
+def delete_matching(client: redis.Redis | RedisCluster, pattern: str) -> None:
     batch = list(client.scan_iter(pattern, 1000))
     for i in range(0, len(batch), 500):
         client.delete(*batch[i : i + 500])
@@ -70,7 +84,7 @@ class Lane:
     """One test's slice of the events Redis database."""
 
     url: str
-    client: redis.Redis
+    client: redis.Redis | RedisCluster
     app_id: str
     prefix: str
 
@@ -135,7 +149,7 @@ def redis_lane(url: str = EVENTS_REDIS_URL) -> Iterator[Lane]:
     itself: it takes the streams lock, deletes the event-type and dead-letter streams, and on
     the way out deletes them again with every key under its prefix and app id (the module
     docstring explains why a dedicated database, a lock and deletion, never FLUSHDB)."""
-    client = redis.Redis.from_url(url, socket_timeout=10)
+    client = redis_client(url)
     lock = client.lock(LOCK_NAME, timeout=600, blocking_timeout=600)
     assert lock.acquire(), "another test run holds the event streams for too long"
     lane = Lane(url, client, unique("app"), unique("t"))
@@ -149,6 +163,15 @@ def redis_lane(url: str = EVENTS_REDIS_URL) -> Iterator[Lane]:
         finally:
             lock.release()
             client.close()
+
+
+def topology_lane(request: pytest.FixtureRequest) -> Iterator[Lane]:
+    """A ``redis_lane`` on the topology ``request.param`` names (a key of
+    ``EVENTS_REDIS_URLS``), for a fixture parametrized over them."""
+    if request.param != "standalone":
+        request.getfixturevalue("redis_topologies")  # the cluster and sentinels answer
+    with redis_lane(EVENTS_REDIS_URLS[request.param]) as lane:
+        yield lane
 
 
 # -- running the worker in-process
