@@ -12,7 +12,9 @@ import typer
 
 from stockctl.commands._common import Output, OutputOpt, emit_json, handled, state
 
-app = typer.Typer(help="The worker daemon: outbox relay, event processor, expiry sweeper.")
+app = typer.Typer(
+    help="The worker daemon: outbox relay, event processor, expiry sweeper, incremental sync."
+)
 
 
 @app.callback(invoke_without_command=True)
@@ -20,7 +22,12 @@ app = typer.Typer(help="The worker daemon: outbox relay, event processor, expiry
 def worker(
     ctx: typer.Context,
     check: Annotated[
-        bool, typer.Option("--check", help="exit 0 only if a worker has a fresh heartbeat")
+        bool,
+        typer.Option(
+            "--check",
+            help="exit 0 only if a worker has a fresh heartbeat and none has a job failing "
+            "for worker_stall_seconds; 1 if not; 3 if Redis does not answer",
+        ),
     ] = False,
     output: OutputOpt = Output.table,
 ) -> None:
@@ -32,16 +39,23 @@ def worker(
         raise typer.Exit(2)
     from stockctl.workers.runner import check as check_workers
 
-    alive, beats = check_workers(state(ctx).app())
+    found = check_workers(state(ctx).app())
     if output is Output.json:
-        emit_json({"alive": alive, "workers": {k: json.loads(v) for k, v in beats.items()}})
+        emit_json(
+            {
+                "alive": found.alive,
+                "ok": found.ok,
+                "problems": found.problems,
+                "workers": {k: json.loads(v) for k, v in found.beats.items()},
+            }
+        )
     else:
-        for name, payload in beats.items():
+        for name, payload in found.beats.items():
             age = time.time() - float(json.loads(payload).get("at", 0))
             sys.stdout.write(f"{name}: heartbeat {age:.1f} s ago\n")
-        if not alive:
-            sys.stdout.write("no worker heartbeat\n")
-    raise typer.Exit(0 if alive else 1)
+        for problem in found.problems:
+            sys.stdout.write(problem + "\n")
+    raise typer.Exit(0 if found.ok else 1)
 
 
 @app.command("run")
@@ -49,7 +63,8 @@ def worker(
 def run(
     ctx: typer.Context,
     only: Annotated[
-        str | None, typer.Option(help="comma list of jobs: relay,processor,expiry (default all)")
+        str | None,
+        typer.Option(help="comma list of jobs: relay,processor,expiry,sync (default all)"),
     ] = None,
     workers: Annotated[
         int | None, typer.Option(min=1, max=256, help="processor threads (default: settings)")

@@ -1,5 +1,10 @@
-"""``stockctl worker run``: the relay, the event processor and the expiry sweeper, together or
-apart, each in its own thread, with a heartbeat per consumer.
+"""``stockctl worker run``: the relay, the event processor, the expiry sweeper and the
+incremental sync, together or apart, each in its own thread, with a heartbeat per consumer.
+
+A job that fails is retried with backoff (up to ``BACKOFF_MAX_SECONDS``); its failure is logged
+once, then at most once every ``STILL_FAILING_LOG_SECONDS``, and its recovery once. The
+heartbeat carries each job's last success and how long it has been failing, so that
+``worker --check`` and ``stockctl health`` fail while a worker cannot make progress.
 
 First SIGTERM/SIGINT: warm stop (each job finishes its batch, acks, and the process exits 0).
 Second: cold stop, at once.
@@ -23,13 +28,15 @@ from typing import Protocol
 from stockctl.bootstrap import App
 from stockctl.core import lifecycle
 from stockctl.core.catalog import TOPICS
-from stockctl.errors import DependencyUnavailable, InvalidInput
+from stockctl.errors import CacheUnavailable, DependencyUnavailable, InvalidInput
 
 log = logging.getLogger("stockctl.worker")
 
 JOBS = ("relay", "processor", "expiry", "sync")
-DEFAULT_JOBS = ("relay", "processor", "expiry")
+DEFAULT_JOBS = JOBS
+BACKOFF_MIN_SECONDS = 0.1
 BACKOFF_MAX_SECONDS = 5.0
+STILL_FAILING_LOG_SECONDS = 60.0
 
 
 class Job(Protocol):
@@ -64,12 +71,69 @@ def parse_only(text: str | None) -> list[str]:
 
 
 @dataclass
+class JobHealth:
+    """One job thread's progress, as its heartbeat reports it (wall-clock seconds)."""
+
+    ok_at: float | None = None  # the last step that did not fail
+    failing_since: float | None = None  # the first failure since then; None: not failing
+    error: str | None = None  # the last failure, one line
+
+
+class FailureLog:
+    """Logs a failing thing (a job name, the heartbeat) once when it starts failing, then at
+    most once every ``every`` seconds while it keeps failing, and once when it recovers:
+    an outage of Redis costs a handful of lines, not one per retry."""
+
+    def __init__(self, every: float = STILL_FAILING_LOG_SECONDS) -> None:
+        self.every = every
+        self._lock = threading.Lock()
+        self._failing: dict[str, tuple[float, float]] = {}  # name -> (since, last logged)
+
+    def failed(self, name: str, error: str, *, trace: bool = False) -> None:
+        now = time.monotonic()
+        with self._lock:
+            since, logged = self._failing.get(name, (None, 0.0))
+            if since is None:
+                self._failing[name] = (now, now)
+            elif now - logged >= self.every:
+                self._failing[name] = (since, now)
+            else:
+                return
+        if since is None:
+            log.warning(
+                "%s failed, retrying (at most one line every %.0f s while it fails): %s",
+                name,
+                self.every,
+                error,
+                exc_info=trace,
+            )
+        else:
+            log.warning("%s still failing after %.0f s: %s", name, now - since, error)
+
+    def recovered(self, name: str) -> None:
+        with self._lock:
+            since, _ = self._failing.pop(name, (None, 0.0))
+        if since is not None:
+            log.info("%s recovered after %.1f s", name, time.monotonic() - since)
+
+    def failing(self, name: str) -> bool:
+        return name in self._failing
+
+
+def one_line(exc: BaseException) -> str:
+    text = (str(exc).splitlines() or [""])[0].strip()
+    return text if isinstance(exc, DependencyUnavailable) else f"{type(exc).__name__}: {text}"
+
+
+@dataclass
 class Runner:
     app: App
     options: WorkerOptions
     stop: threading.Event = field(default_factory=threading.Event)
     jobs: list[Job] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    health: dict[int, JobHealth] = field(default_factory=dict)  # by id() of the job
+    failures: FailureLog = field(default_factory=FailureLog)
 
     @property
     def consumer(self) -> str:
@@ -97,6 +161,7 @@ class Runner:
                         app.ctx.clock,
                         s.sync_interval_seconds,
                         timedelta(seconds=s.sync_overlap_seconds),
+                        owner=self.consumer,
                     )
                 )
 
@@ -212,27 +277,57 @@ class Runner:
         return 0
 
     def _loop(self, job: Job) -> None:
-        backoff = 0.1
+        backoff = BACKOFF_MIN_SECONDS
+        health = self.health.setdefault(id(job), JobHealth())
         while not self.stop.is_set():
             try:
                 done = job.step()
-                backoff = 0.1
-            except DependencyUnavailable as exc:
-                log.warning("%s: %s (retrying in %.1f s)", job.name, exc, backoff)
+            except Exception as exc:
+                # a dependency down is expected: one line; anything else: its traceback once
+                self._failed(job, health, exc, trace=not isinstance(exc, DependencyUnavailable))
                 self.stop.wait(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX_SECONDS)
                 continue
-            except Exception:
-                log.exception("%s failed; retrying", job.name)
-                self.stop.wait(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX_SECONDS)
-                continue
+            backoff = BACKOFF_MIN_SECONDS
+            self._succeeded(job, health)
             if done == 0:
                 if self.options.burst:
                     return
                 job.idle(self.stop)
             elif not self.options.burst and getattr(job, "drained", False):
                 job.idle(self.stop)  # it took all there was: no empty step before waiting
+
+    def _failed(self, job: Job, health: JobHealth, exc: Exception, trace: bool) -> None:
+        health.error = one_line(exc)
+        if health.failing_since is None:
+            health.failing_since = time.time()
+        self.failures.failed(job.name, health.error, trace=trace)
+
+    def _succeeded(self, job: Job, health: JobHealth) -> None:
+        health.ok_at = time.time()
+        if health.failing_since is None:
+            return
+        health.failing_since = health.error = None
+        same = [j for j in self.jobs if j.name == job.name]
+        if not any(self.health.get(id(j), JobHealth()).failing_since for j in same):
+            self.failures.recovered(job.name)
+
+    def job_health(self) -> dict[str, dict[str, object]]:
+        """Per job kind (its threads together): the last success, since when it has been
+        failing (its longest-failing thread) and that thread's last error."""
+        out: dict[str, dict[str, object]] = {}
+        for j in self.jobs:
+            h = self.health.get(id(j), JobHealth())
+            entry = out.setdefault(j.name, {"ok_at": None, "failing_since": None, "error": None})
+            ok_at = entry["ok_at"]
+            if h.ok_at is not None and (not isinstance(ok_at, float) or h.ok_at > ok_at):
+                entry["ok_at"] = h.ok_at
+            since = entry["failing_since"]
+            if h.failing_since is not None and (
+                not isinstance(since, float) or h.failing_since < since
+            ):
+                entry["failing_since"], entry["error"] = h.failing_since, h.error
+        return out
 
     def _heartbeats(self) -> None:
         s = self.app.settings
@@ -248,6 +343,7 @@ class Runner:
                     (getattr(j, "last_batch_seconds", 0.0) for j in self.jobs), default=0.0
                 ),
                 "workers": len(self.jobs),
+                "health": self.job_health(),
                 "at": time.time(),
             }
             try:
@@ -255,7 +351,9 @@ class Runner:
                     name, json.dumps(payload), s.worker_heartbeat_ttl_seconds
                 )
             except Exception as exc:  # the heartbeat must never take the worker down
-                log.warning("heartbeat failed: %s", exc)
+                self.failures.failed("heartbeat", one_line(exc))
+            else:
+                self.failures.recovered("heartbeat")
             if self.stop.wait(every):
                 return
 
@@ -278,7 +376,53 @@ class Runner:
         signal.signal(signal.SIGINT, handler)
 
 
-def check(app: App) -> tuple[bool, dict[str, str]]:
-    """True if any worker of the app id has a fresh heartbeat."""
-    beats = app.cache().heartbeats(f"{app.settings.app_id}:")
-    return bool(beats), beats
+@dataclass(frozen=True)
+class WorkerCheck:
+    beats: dict[str, str]  # heartbeat name -> payload (JSON)
+    problems: list[str]  # empty: every worker with a heartbeat is making progress
+
+    @property
+    def alive(self) -> bool:
+        return bool(self.beats)
+
+    @property
+    def ok(self) -> bool:
+        return self.alive and not self.problems
+
+
+def assess(
+    beats: dict[str, str], now: float, stall_seconds: float, ttl_seconds: float
+) -> list[str]:
+    """What keeps these heartbeats from saying "making progress": none at all, one older than
+    its TTL, or a job failing for ``stall_seconds`` or longer. One line each."""
+    if not beats:
+        return ["no worker heartbeat (start one: stockctl worker run)"]
+    problems: list[str] = []
+    for name, raw in sorted(beats.items()):
+        try:
+            beat = json.loads(raw)
+        except ValueError:
+            problems.append(f"{name}: heartbeat is not JSON")
+            continue
+        age = now - float(beat.get("at") or 0)
+        if age > ttl_seconds:
+            problems.append(f"{name}: heartbeat {age:.0f} s old")
+        for job, h in sorted((beat.get("health") or {}).items()):
+            since = h.get("failing_since")
+            if since is not None and now - float(since) >= stall_seconds:
+                problems.append(
+                    f"{name}: {job} failing for {now - float(since):.0f} s: {h.get('error')}"
+                )
+    return problems
+
+
+def check(app: App) -> WorkerCheck:
+    """The heartbeats of the app id's workers, and what keeps them from making progress. Read
+    through ``App.probe_cache``: a stalled Redis raises ``CacheUnavailable`` within a second."""
+    try:
+        beats = app.probe_cache().heartbeats(f"{app.settings.app_id}:")
+    except CacheUnavailable as exc:
+        raise CacheUnavailable(f"worker heartbeats unreadable: {exc}") from None
+    s = app.settings
+    problems = assess(beats, time.time(), s.worker_stall_seconds, s.worker_heartbeat_ttl_seconds)
+    return WorkerCheck(beats, problems)

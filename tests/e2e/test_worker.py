@@ -90,6 +90,7 @@ def test_sigterm_drains_and_exits_0_and_check_follows_the_heartbeat(
             "relay",
             "processor",
             "expiry",
+            "sync",
         }
         # It is working: a change reaches the cache.
         sc.receive(p, w, 12)

@@ -1,0 +1,124 @@
+"""``stockctl worker --check`` and ``stockctl health`` fail while a worker cannot make progress,
+pass again once it does, and fail fast with one line when Redis itself stalls.
+
+A real worker process on a fresh PostgreSQL database and a Redis of the test's own
+(``tests/redisutil.py``): the faults touch only that Redis and that database.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import create_engine, text
+
+import stockctl
+from tests.eventutil import Done, cli, spawn, wait_until
+from tests.redisutil import PrivateRedis
+
+STALL = 2  # worker_stall_seconds for these tests
+
+
+@pytest.fixture
+def redis_server() -> Iterator[PrivateRedis]:
+    with PrivateRedis() as server:
+        yield server
+
+
+def env_for(pg_url: str, redis_url: str) -> dict[str, str]:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STOCKCTL_")}
+    env.update(
+        {
+            "COLUMNS": "200",
+            "NO_COLOR": "1",
+            "STOCKCTL_DATABASE_URL": pg_url,
+            "STOCKCTL_REDIS_URL": redis_url,
+            "STOCKCTL_APP_ID": f"hc{uuid.uuid4().hex[:8]}",
+            "STOCKCTL_WORKER_STALL_SECONDS": str(STALL),
+            "STOCKCTL_WORKER_HEARTBEAT_TTL_SECONDS": "3",
+            "STOCKCTL_RELAY_POLL_INTERVAL_MS": "100",
+        }
+    )
+    return env
+
+
+def timed(env: dict[str, str], *args: str) -> tuple[Done, float]:
+    started = time.monotonic()
+    done = cli(env, *args, timeout=30)
+    return done, time.monotonic() - started
+
+
+def rename_outbox(pg_url: str, old: str, new: str) -> None:
+    engine = create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SET lock_timeout = '5s'"))
+            conn.execute(text(f"ALTER TABLE {old} RENAME TO {new}"))
+    finally:
+        engine.dispose()
+
+
+def test_check_and_health_follow_a_stuck_worker_and_a_stalled_redis(
+    pg_url: str, redis_server: PrivateRedis
+) -> None:
+    env = env_for(pg_url, redis_server.url)
+    with stockctl.connect(pg_url, redis_url=redis_server.url) as sc:
+        sc.init()
+    worker = spawn(env, "worker", "run", "--consumer", "stuck")
+    try:
+        wait_until(lambda: cli(env, "worker", "--check").code == 0, 30, "a healthy worker")
+        assert cli(env, "health").code == 0
+
+        # The relay cannot make progress: its table is gone. Within the stall time (and a
+        # heartbeat), both checks fail and name the job and its error.
+        rename_outbox(pg_url, "outbox", "outbox_away")
+        failed_at = time.monotonic()
+        wait_until(lambda: cli(env, "worker", "--check").code == 1, 15, "--check to fail")
+        assert time.monotonic() - failed_at >= STALL - 0.5
+        check = cli(env, "worker", "--check")
+        assert check.code == 1
+        # the missing table reads as a database without the schema
+        assert "stuck: relay failing for" in check.out and "stockctl init" in check.out, check.out
+        health = cli(env, "health")
+        assert health.code == 2, health.out
+        workers = next(x for x in health.out.splitlines() if x.startswith("workers"))
+        assert " fail " in workers and "relay failing for" in workers, health.out
+
+        # It recovers: both pass again.
+        rename_outbox(pg_url, "outbox_away", "outbox")
+        wait_until(lambda: cli(env, "worker", "--check").code == 0, 15, "--check to pass")
+        assert cli(env, "health").code == 0
+
+        # Redis stalls (SIGSTOP): --check fails at once, exit 3, one line; health within
+        # seconds, exit 2, Redis failed and the heartbeats unknown.
+        redis_server.pause()
+        try:
+            check, took = timed(env, "worker", "--check")
+            assert check.code == 3, (check.out, check.err)
+            assert took < 5, took  # probe timeout 1 s, no retries; the rest is start-up
+            assert check.err.count("\n") == 1, check.err
+            assert check.err.startswith("error: worker heartbeats unreadable: redis unavailable")
+            health, took = timed(env, "health")
+            assert health.code == 2 and took < 6, (health.out, took)
+            lines = {x.split()[0]: x for x in health.out.splitlines() if x.strip()}
+            assert " fail " in lines["redis"] and " ok " in lines["database"]
+            assert "heartbeats live in Redis" in lines["workers"]
+        finally:
+            redis_server.resume()
+        wait_until(lambda: cli(env, "worker", "--check").code == 0, 30, "--check to pass again")
+    finally:
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+        try:
+            _, err = worker.communicate(timeout=20)
+        except Exception:
+            worker.kill()
+            _, err = worker.communicate()
+    assert worker.returncode == 0, err[-3000:]
+    relay_lines = [x for x in err.splitlines() if "stockctl.worker: relay " in x]
+    assert [x.split("relay ")[1].split()[0] for x in relay_lines] == ["failed,", "recovered"], err
