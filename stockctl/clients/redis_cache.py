@@ -44,6 +44,16 @@ end
 local function put(key, value, at)
   if at > 0 then redis.call('SET', key, value, 'PXAT', at) else redis.call('SET', key, value) end
 end
+-- A change that keeps the product's deadline: the key already holds it, so it is kept
+-- (KEEPTTL costs about half of PXAT, which updates the expires dict); a key that went
+-- missing on its own (evicted) is written with the deadline.
+local function keep(key, value, at)
+  if at == 0 then
+    redis.call('SET', key, value)
+  elseif not redis.call('SET', key, value, 'XX', 'KEEPTTL') then
+    redis.call('SET', key, value, 'PXAT', at)
+  end
+end
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -221,15 +231,15 @@ for _, p in ipairs(order) do
   elseif detail then
     local at = st.at
     for w, c in pairs(st.w) do
-      if c.new ~= c.old then put(b .. ':warehouse:' .. w, c.new, at) end
+      if c.new ~= c.old then keep(b .. ':warehouse:' .. w, c.new, at) end
     end
-    if st.total ~= st.total0 then put(b .. ':total', st.total, at) end
-    if st.avail ~= st.avail0 then put(b .. ':available', st.avail, at) end
+    if st.total ~= st.total0 then keep(b .. ':total', st.total, at) end
+    if st.avail ~= st.avail0 then keep(b .. ':available', st.avail, at) end
     if status ~= st.status0 then
-      put(b .. ':status', status, at)
-      put(b .. ':low_stock', status == 'low_stock' and '1' or '0', at)
+      keep(b .. ':status', status, at)
+      keep(b .. ':low_stock', status == 'low_stock' and '1' or '0', at)
     end
-    put(product_key(p), detail, at)
+    keep(product_key(p), detail, at)
   end
 end
 return {applied, dup, stale, missing}

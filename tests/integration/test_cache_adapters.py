@@ -634,3 +634,29 @@ def test_the_seeds_runbook_reads_the_cluster_with_redis_cli(redis_topologies: No
     finally:
         delete_matching(client, f"{prefix}:*")
         client.close()
+
+
+@pytest.mark.parametrize("url", ["standalone", "cluster", "sentinel"])
+def test_a_key_evicted_on_its_own_comes_back_with_the_products_deadline(
+    url: str, redis_topologies: None
+) -> None:
+    """A change keeps the deadline its keys already hold (SET ... KEEPTTL); a key that went
+    missing by itself (evicted under maxmemory) is written again with the product's deadline,
+    never without one."""
+    url = {"cluster": REDIS_CLUSTER_URL, "sentinel": REDIS_SENTINEL_URL}.get(url, EVENTS_REDIS_URL)
+    client = connect(parse_redis_url(url), 5.0)
+    prefix = unique("c")
+    cache = RedisStockCache(client, CacheKeys(prefix), 300)
+    p = new_id("P")
+    try:
+        fill(cache, inv(p, "W1", 1, 10), inv(p, "W2", 1, 7))
+        gone = cache.keys.warehouse(p, "W1")
+        client.delete(gone)
+        assert cache.apply([upd(p, "W1", 2, 4), upd(p, "W2", 2, 6)]).applied == 2
+        assert cache.get_keys([gone, cache.keys.warehouse(p, "W2")]) == ["4", "6"]
+        keys = [gone, cache.keys.warehouse(p, "W2"), cache.keys.total(p), cache.keys.product(p)]
+        for key, (value, ttl) in zip(keys, cache.inspect(keys), strict=True):
+            assert value is not None and ttl is not None and 295 <= ttl <= 300, (key, ttl)
+    finally:
+        delete_matching(client, f"{prefix}:*")
+        client.close()
