@@ -96,11 +96,11 @@ class StreamGroup:
     lost it (one warning per recovery however many threads notice), and, when they read stream
     by stream, the waiter that tells them new entries came."""
 
-    QUIET_SECONDS = 1.0  # a NOGROUP this soon after a recovery is that recovery's, not a new one
+    QUIET_SECONDS = 1.0  # groups missing again this soon are the same recovery's: no 2nd line
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._recreated = float("-inf")
+        self._told = float("-inf")
         self._waiter: StreamWaiter | None = None
         self.ready = False  # the groups were created (or found) once
         self.recoveries = 0
@@ -112,11 +112,13 @@ class StreamGroup:
                 self.ready = True
 
     def recreate(self, consumer: StreamConsumer, exc: BaseException) -> None:
+        """Create the missing groups; say so unless another thread just did (it found none
+        missing) or this is the same recovery's tail (within ``QUIET_SECONDS``)."""
         with self._lock:
-            if time.monotonic() - self._recreated < self.QUIET_SECONDS:
-                return  # another thread just did it
             made = consumer.ensure_groups()
-            self._recreated = time.monotonic()
+            if not made or time.monotonic() - self._told < self.QUIET_SECONDS:
+                return
+            self._told = time.monotonic()
             self.recoveries += 1
         text = _first_line(exc)
         log.warning(
@@ -125,7 +127,7 @@ class StreamGroup:
             "still on those streams are read again (a replay changes nothing)",
             consumer.group,
             consumer.target,
-            text[text.find("NOGROUP") :][:160],
+            text[max(text.find("NOGROUP"), text.find("UNBLOCKED"), 0) :][:160],
             made,
             len(consumer.topics),
         )
@@ -424,7 +426,9 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _nogroup(exc: BaseException) -> bool:
-    return isinstance(exc, redis.ResponseError) and "NOGROUP" in str(exc)
+    """The group is gone: NOGROUP, or (Redis 7) a blocked read's stream was deleted under it."""
+    text = str(exc)
+    return isinstance(exc, redis.ResponseError) and ("NOGROUP" in text or "UNBLOCKED" in text)
 
 
 def is_cluster(client: Any) -> bool:
