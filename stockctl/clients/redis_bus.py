@@ -421,8 +421,11 @@ def _guard(fn: Any, target: str) -> Any:
 
 
 def _first_line(exc: BaseException) -> str:
+    """The message's first line, without the client's repr that some carry (sentinel's
+    MasterNotFoundError: "No master found for 'm' : <redis.client.Redis(...)>")."""
     text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    line = text.splitlines()[0].split(" : <", 1)[0] if text else type(exc).__name__
+    return line[:300]
 
 
 def _nogroup(exc: BaseException) -> bool:

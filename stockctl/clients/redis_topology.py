@@ -176,10 +176,16 @@ def connect(target: RedisTarget, timeout: float, *, fail_fast: bool = False, **o
     if target.tls:
         common["ssl"] = True
     if target.kind == "cluster":
-        return RedisCluster(
-            startup_nodes=[ClusterNode(h, p) for h, p in target.nodes],  # type: ignore[no-untyped-call]
-            **common,
-        )
+        try:  # reads the slot map now: no seed node answering is an outage, not a bug
+            return RedisCluster(
+                startup_nodes=[ClusterNode(h, p) for h, p in target.nodes],  # type: ignore[no-untyped-call]
+                **common,
+            )
+        except (redis.RedisError, redis.exceptions.RedisClusterException) as exc:
+            from stockctl.errors import CacheUnavailable
+
+            text = (str(exc).splitlines() or [type(exc).__name__])[0]
+            raise CacheUnavailable(f"redis unavailable at {target.masked()}: {text}") from None
     if target.kind == "sentinel":
         from redis.sentinel import Sentinel
 

@@ -38,7 +38,7 @@ from stockctl.core.catalog import TOPICS
 from stockctl.core.ports import OutboxEntry
 from stockctl.errors import CacheUnavailable
 from tests.conftest import REDIS_CLUSTER_URL, redis_client
-from tests.eventutil import Background, seed_stock, spawn, text_of, wait_until
+from tests.eventutil import Background, cli, seed_stock, spawn, text_of, wait_until
 from tests.redisutil import PrivateCluster, PrivateRedis, PrivateSentinel
 
 pytestmark = pytest.mark.redis
@@ -261,6 +261,23 @@ def test_events_tail_follows_topics_on_each_topology(
     finally:
         client.delete(*topics)
         client.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("redis+cluster://127.0.0.1:1,127.0.0.1:2", "Redis Cluster cannot be connected"),
+        ("redis+sentinel://127.0.0.1:1/nobody", "No master found for 'nobody'"),
+    ],
+)
+def test_events_commands_on_an_unreachable_topology_say_so_in_one_line(
+    url: str, says: str, tmp_path: Path
+) -> None:
+    env = {**os.environ, "STOCKCTL_DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}"}
+    done = cli({**env, "STOCKCTL_REDIS_URL": url}, "events", "tail", "--count", "1")
+    assert done.code == 3, done.err
+    assert done.err.startswith(f"error: redis unavailable at {url}: {says}"), done.err
+    assert len(done.err.splitlines()) == 1 and "<redis" not in done.err
 
 
 def envelope(reason: str) -> str:
