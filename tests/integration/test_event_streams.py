@@ -38,7 +38,18 @@ from stockctl.core.catalog import TOPICS
 from stockctl.core.ports import OutboxEntry
 from stockctl.errors import CacheUnavailable
 from tests.conftest import REDIS_CLUSTER_URL, redis_client
-from tests.eventutil import Background, cli, seed_stock, spawn, text_of, wait_until
+from tests.eventutil import (
+    EVENTS_REDIS_URLS,
+    Background,
+    Lane,
+    cli,
+    drain,
+    seed_stock,
+    spawn,
+    text_of,
+    topology_lane,
+    wait_until,
+)
 from tests.redisutil import PrivateCluster, PrivateRedis, PrivateSentinel
 
 pytestmark = pytest.mark.redis
@@ -278,6 +289,35 @@ def test_events_commands_on_an_unreachable_topology_say_so_in_one_line(
     assert done.code == 3, done.err
     assert done.err.startswith(f"error: redis unavailable at {url}: {says}"), done.err
     assert len(done.err.splitlines()) == 1 and "<redis" not in done.err
+
+
+@pytest.fixture(params=list(EVENTS_REDIS_URLS))
+def lane(request: pytest.FixtureRequest) -> Iterator[Lane]:
+    yield from topology_lane(request)
+
+
+def test_lag_top_and_diagnose_read_the_streams_on_each_topology(lane: Lane, tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'ops.db'}"
+    sc = stockctl.connect(db, **lane.settings())
+    try:
+        sc.init()
+        (p,), _ = seed_stock(sc, 1, 2, 7)
+        drain(sc._app)
+    finally:
+        sc.close()
+    env = lane.env(db)
+    lag = cli(env, "events", "lag", "-o", "json")
+    assert lag.code == 0, lag.err
+    topics = {t["topic"]: t for t in json.loads(lag.out)["topics"]}
+    assert set(topics) == set(TOPICS)
+    assert topics["warehouse.stock.updated"]["length"] == 2
+    assert all((t["pending"], t["lag"]) == (0, 0) for t in topics.values() if t["length"])
+    top = cli(env, "top", "--once")
+    assert top.code == 0, top.err
+    assert "warehouse.stock.updated" in top.out  # its lag line
+    found = cli(env, "diagnose", "stock-not-updating", "--product", p, "-o", "json")
+    checks = {c["name"]: c for c in json.loads(found.out)["checks"]}
+    assert checks["last event in stream"]["status"] == "ok", checks
 
 
 def envelope(reason: str) -> str:
