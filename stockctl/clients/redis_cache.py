@@ -130,8 +130,10 @@ local function recompute(p, at)
 end
 """
 
-# ARGV: prefix, tags, ttl, processed_ttl (0: no markers), then 7 per update:
-#   event_id, product, warehouse, version, available, reserved, threshold
+# ARGV: prefix, tags, ttl, processed_ttl (0: no markers), then per update its row packed in one
+# argument, "product:warehouse:version:available:reserved:threshold" (ids never hold ':'),
+# after its event id when there are markers. One packed argument instead of seven costs less
+# to send and to receive, and the row is stored as it came, with no number formatting.
 # Incremental: an applied row moves its product's totals (#agg) by its difference from the row
 # it replaces; only the keys whose values change are written, all with the product's deadline.
 # A product is recomputed from all its rows (every key rewritten) only when needed: no #agg,
@@ -144,10 +146,12 @@ local prefix, tags, ttl, pttl = ARGV[1], ARGV[2] == '1', tonumber(ARGV[3]), tonu
     + r"""
 local state, order, missing = {}, {}, {}
 local applied, dup, stale = 0, 0, 0
-for i = 5, #ARGV, 7 do
-  local p, w, ver = ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
-  local marker = prefix .. ':event:processed:' .. ARGV[i]
-  if pttl > 0 and not redis.call('SET', marker, '1', 'NX', 'EX', pttl) then
+local stride = pttl > 0 and 2 or 1
+for i = 5, #ARGV, stride do
+  local p, w, vs, rest = string.match(ARGV[i + stride - 1], '^([^:]+):([^:]+):(%d+):(.*)$')
+  local ver = tonumber(vs)
+  if pttl > 0 and not redis.call('SET', prefix .. ':event:processed:' .. ARGV[i], '1', 'NX',
+                                 'EX', pttl) then
     dup = dup + 1
   else
     local st = state[p]
@@ -178,8 +182,9 @@ for i = 5, #ARGV, 7 do
       if cur and ov >= ver then
         stale = stale + 1
       else
-        local na, nr, nt = tonumber(ARGV[i + 4]), tonumber(ARGV[i + 5]), tonumber(ARGV[i + 6])
-        st.rows[w] = ARGV[i + 3] .. ':' .. na .. ':' .. nr .. ':' .. nt
+        local sa, sr, stt = string.match(rest, '^(%d+):(%d+):(%d+)$')
+        local na, nr, nt = tonumber(sa), tonumber(sr), tonumber(stt)
+        st.rows[w] = vs .. ':' .. rest
         applied = applied + 1
         local s, os = sellable(na, nr), sellable(oa, orr)
         if st.w[w] == nil then st.w[w] = {old = cur and os or -1} end
@@ -345,19 +350,18 @@ class RedisStockCache:
         head = [*self._head, marker_ttl]
 
         def work(node: Any, group: list[StockUpdate]) -> Any:
-            args: list[Any] = list(head)
-            for u in group:
-                r = u.row
-                args += (
-                    u.event_id,
-                    u.product_id,
-                    r.warehouse_id,
-                    r.version,
-                    r.available,
-                    r.reserved,
-                    r.threshold,
-                )
-            return self._apply(node, args)
+            packed = [
+                f"{u.product_id}:{r.warehouse_id}:{r.version}:{r.available}:{r.reserved}:"
+                f"{r.threshold}"
+                for u in group
+                if (r := u.row)
+            ]
+            if not marker_ttl:
+                return self._apply(node, head + packed)
+            ids = [u.event_id for u in group]
+            return self._apply(
+                node, head + [x for pair in zip(ids, packed, strict=True) for x in pair]
+            )
 
         applied = dup = stale = 0
         missing: list[str] = []
