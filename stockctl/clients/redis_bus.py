@@ -138,6 +138,11 @@ class StreamGroup:
                 self._waiter = StreamWaiter(client, topics)
             return self._waiter
 
+    def close(self) -> None:
+        with self._lock:
+            if self._waiter is not None:
+                self._waiter.close()
+
 
 class StreamConsumer:
     """One consumer of a group over many topics, with pending recovery and a dead-letter stream.
@@ -294,6 +299,13 @@ class StreamConsumer:
     def flush_acks(self) -> None:
         if self._acks:
             self._exchange(lambda pipe: None)
+
+    def close(self) -> None:
+        """Send the acks owed, and stop the waiter's threads (the client is the app's)."""
+        try:
+            self.flush_acks()
+        finally:
+            self.shared.close()
 
     def _exchange(self, add: Callable[[Any], None]) -> list[Any]:
         """The acks owed, then the commands ``add(pipe)`` queues, in one round trip (on a

@@ -51,6 +51,7 @@ class StreamWaiter:
         self._woken = 0  # how many times a watcher saw a new entry (or failed)
         self._fired: dict[str, int] = dict.fromkeys(self.streams, 0)  # stream -> _woken then
         self._threads: list[threading.Thread] = []
+        self._closed = False
 
     def wait(self, marks: Mapping[str, str], timeout: float) -> list[str]:
         """Wait up to ``timeout`` seconds for an entry after ``marks[stream]`` on any stream;
@@ -58,6 +59,9 @@ class StreamWaiter:
         finds out why), or none after the timeout."""
         deadline = time.monotonic() + timeout
         with self._cond:
+            if self._closed:  # nothing watches any more: just wait
+                self._cond.wait(timeout)
+                return []
             self._start()
             for stream, mark in marks.items():
                 # Everything up to the highest mark a read saw has been delivered: keep it.
@@ -87,11 +91,21 @@ class StreamWaiter:
             self._threads.append(t)
             t.start()
 
+    def close(self) -> None:
+        """Stop the threads (within one XREAD block); the client is not ours to close."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
     def _watch(self, stream: str) -> None:
         while True:
             with self._cond:
-                while not self._waiting or time.monotonic() >= self._deadline:
+                while not self._closed and (
+                    not self._waiting or time.monotonic() >= self._deadline
+                ):
                     self._cond.wait()
+                if self._closed:
+                    return
                 mark = self._marks[stream]
                 block = min(MAX_BLOCK_MS, max(1, int((self._deadline - time.monotonic()) * 1000)))
             try:

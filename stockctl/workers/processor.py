@@ -172,6 +172,6 @@ class StreamProcessor:
     def close(self) -> None:
         """Send the acks still owed (the consumer's Redis client belongs to the app)."""
         try:
-            self.consumer.flush_acks()
+            self.consumer.close()
         except CacheUnavailable as exc:  # they stay pending: redelivered and de-duplicated
             log.warning("could not ack the last batch: %s", exc)

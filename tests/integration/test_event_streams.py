@@ -174,6 +174,10 @@ def test_a_waiting_cluster_consumer_wakes_for_any_topic_and_idles_without_spinni
         assert consumer.read(10, 200) == []
         reads += 1
     assert 4 <= reads <= 6 and consumer.exchanges <= reads + 1
+    watchers = consumer.shared.waiter(streams.client, streams.topics)._threads
+    assert len(watchers) == len(streams.topics)
+    consumer.close()  # as the processor does when the worker stops: the threads end
+    wait_until(lambda: not any(t.is_alive() for t in watchers), 5, "the waiter's threads")
 
 
 def test_an_entry_added_between_the_empty_read_and_the_wait_is_not_missed(
