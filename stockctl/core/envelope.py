@@ -78,8 +78,8 @@ def _time(value: Any) -> datetime | None:
     """The optional ``time`` attribute; an unreadable one is ignored, as it is optional."""
     if not isinstance(value, str):
         return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    try:  # Python 3.11 reads RFC 3339's "Z" itself
+        parsed = datetime.fromisoformat(value)
     except ValueError:
         return None
     return parsed if parsed.tzinfo is not None else None

@@ -244,13 +244,13 @@ def update_from_event(event: Incoming) -> StockUpdate | None:
     if not isinstance(data, Mapping):
         raise InvalidEvent(f"{event.type} without a data object")
     try:
-        product_id = check_id(data["product_id"], "product")
+        product_id = _known_id(data["product_id"], "product")
         row = RowState(
-            warehouse_id=check_id(data["warehouse_id"], "warehouse"),
-            version=_int(data["version"]),
-            available=_int(data["quantity_available"]),
-            reserved=_int(data["quantity_reserved"]),
-            threshold=_int(data.get("low_stock_threshold", 0)),
+            _known_id(data["warehouse_id"], "warehouse"),
+            _int(data["version"]),
+            _int(data["quantity_available"]),
+            _int(data["quantity_reserved"]),
+            _int(data.get("low_stock_threshold", 0)),
         )
     except KeyError as exc:
         raise InvalidEvent(f"{event.type} data lacks {exc.args[0]!r}") from None
@@ -259,7 +259,24 @@ def update_from_event(event: Incoming) -> StockUpdate | None:
     return StockUpdate(event.id, product_id, row)
 
 
+# Ids already seen valid (the processor checks two per event, and the same few thousand
+# products and warehouses come back all day); bounded, so hostile input cannot grow it.
+_VALID_IDS: set[str] = set()
+_VALID_IDS_MAX = 200_000
+
+
+def _known_id(value: Any, what: str) -> str:
+    if type(value) is str and value in _VALID_IDS:
+        return value
+    checked = check_id(value, what)
+    if len(_VALID_IDS) < _VALID_IDS_MAX:
+        _VALID_IDS.add(checked)
+    return checked
+
+
 def _int(value: Any) -> int:
+    if type(value) is int and 0 <= value <= 9_007_199_254_740_992:  # 2**53, bool excluded
+        return value
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 2**53:
         raise ValueError(f"{value!r} is not a non-negative whole number")
     return value
