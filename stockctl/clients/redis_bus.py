@@ -209,7 +209,7 @@ class StreamConsumer:
                 )
             )
             return self._deliveries(reply)
-        got, marks = self._read_each(count, ">", marks=self._idle)
+        got, marks = self._read_each(count, ">", marks=self._idle and bool(block_ms))
         if not got and block_ms and marks is None:  # nothing, after a busy spell: see where
             got, marks = self._read_each(count, ">", marks=True)  # each stream ends, to wait
         if not got and block_ms and marks is not None:
