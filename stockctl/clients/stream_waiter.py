@@ -48,6 +48,7 @@ class StreamWaiter:
         self._marks: dict[str, str] = dict.fromkeys(self.streams, "0-0")
         self._waiting = 0
         self._deadline = 0.0
+        self._arms = 0  # how many waits began: a watcher that fired waits for the next one
         self._woken = 0  # how many times a watcher saw a new entry (or failed)
         self._fired: dict[str, int] = dict.fromkeys(self.streams, 0)  # stream -> _woken then
         self._threads: list[threading.Thread] = []
@@ -68,6 +69,7 @@ class StreamWaiter:
                 if stream in self._marks and id_key(mark) > id_key(self._marks[stream]):
                     self._marks[stream] = mark
             seen = self._woken
+            self._arms += 1
             self._waiting += 1
             self._deadline = max(self._deadline, deadline)
             self._cond.notify_all()
@@ -98,10 +100,14 @@ class StreamWaiter:
             self._cond.notify_all()
 
     def _watch(self, stream: str) -> None:
+        """Block on the stream while someone waits. Having fired, wait for the next wait (its
+        read has seen that entry, or its marks are older and the XREAD returns at once): the
+        mark is only ever what a consumer's read saw, so no entry is stepped over."""
+        fired = -1  # the wait it last fired for
         while True:
             with self._cond:
                 while not self._closed and (
-                    not self._waiting or time.monotonic() >= self._deadline
+                    not self._waiting or time.monotonic() >= self._deadline or self._arms == fired
                 ):
                     self._cond.wait()
                 if self._closed:
@@ -112,11 +118,11 @@ class StreamWaiter:
                 reply = self._xread(stream, mark, block)
             except Exception as exc:  # wake the consumers: their read meets it and reports it
                 log.debug("waiting on %s failed: %s", stream, exc)
-                self._wake(stream, None)
+                fired = self._wake(self.streams)
                 time.sleep(ERROR_PAUSE_SECONDS)
                 continue
             if reply:
-                self._wake(stream, _last_id(reply))
+                fired = self._wake([stream])
 
     def _xread(self, stream: str, mark: str, block_ms: int) -> Any:
         args = ("XREAD", "COUNT", 1, "BLOCK", block_ms, "STREAMS", stream, mark)
@@ -127,19 +133,11 @@ class StreamWaiter:
             *args, target_nodes=self.client.get_node_from_key(stream)
         )
 
-    def _wake(self, stream: str, entry_id: str | None) -> None:
+    def _wake(self, streams: Sequence[str]) -> int:
+        """Wake every waiter, naming these streams; the wait this answered."""
         with self._cond:
-            if entry_id is not None and id_key(entry_id) > id_key(self._marks[stream]):
-                self._marks[stream] = entry_id  # this entry wakes nobody twice
             self._woken += 1
-            for s in self.streams if entry_id is None else [stream]:
+            for s in streams:
                 self._fired[s] = self._woken
             self._cond.notify_all()
-
-
-def _last_id(reply: Any) -> str | None:
-    for _stream, entries in reply:
-        if entries:
-            entry_id = entries[-1][0]
-            return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
-    return None
+            return self._arms

@@ -193,6 +193,29 @@ def test_an_entry_added_between_the_empty_read_and_the_wait_is_not_missed(
     assert [d.data for d in consumer.read(10, None)] == ['"raced"']
 
 
+def test_an_entry_seen_by_a_watcher_of_an_earlier_wait_still_wakes_the_next_one(
+    streams: Streams,
+) -> None:
+    """Topic A ends a wait while B's watcher still blocks; an entry on B lands after the next
+    empty read but before the next wait: that wait returns at once, not after its timeout."""
+    consumer = streams.consumer("racer")
+    waiter = consumer.shared.waiter(streams.client, streams.topics)
+    a, b = streams.topics[0], streams.topics[1]
+    _, marks = consumer._read_each(10, ">", marks=True)
+    assert marks is not None
+    threading.Timer(0.2, lambda: streams.client.xadd(a, {"data": '"a"'})).start()
+    assert waiter.wait(marks, 5.0) == [a]  # b's watcher blocks on
+    assert [d.data for d in consumer.read(10, None)] == ['"a"']
+    _, marks = consumer._read_each(10, ">", marks=True)
+    assert marks is not None
+    streams.client.xadd(b, {"data": '"b"'})  # b's watcher of the first wait sees it ...
+    time.sleep(0.2)  # ... and fires, with nobody waiting
+    started = time.monotonic()
+    assert waiter.wait(marks, 3.0) == [b]
+    assert time.monotonic() - started < 1.0
+    assert [d.data for d in consumer.read(10, None)] == ['"b"']
+
+
 def test_a_dead_consumers_entries_are_claimed_on_every_node(streams: Streams) -> None:
     streams.publish(0, 90)
     dead = streams.consumer("dead")
