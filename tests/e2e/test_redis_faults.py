@@ -259,10 +259,18 @@ def test_a_stalled_redis_costs_reads_nothing_and_hits_resume_after_it(
             load.finish()
         assert server.stop() == 0, server.stderr()[-3000:]
 
-    before = load.window(READERS, 0, paused_at)
+    # The same requests in the 2 s before the stall: what this machine gives, as loaded as it is.
+    warm = (paused_at - 2, paused_at)
+    before = load.window(READERS, *warm)
     stall = load.window(READERS, paused_at, resumed_at)
     bulk = load.window(("bulk",), paused_at, resumed_at)
     health = load.window(("health",), paused_at, resumed_at)
+
+    def bound(names: tuple[str, ...]) -> float:
+        """300 ms, unless the machine is so loaded (tests in parallel) that these requests
+        took longer than that before Redis stalled: then 1.5 x what they took."""
+        return max(300.0, 1.5 * p99([s for s, _ in load.window(names, *warm)]) * 1000)
+
     everything = load.window((*READERS, "bulk", "health"), 0, float("inf"))
     report: dict[str, Any] = {
         "read_p99_ms_before": round(p99([s for s, _ in before]) * 1000, 1),
@@ -278,11 +286,12 @@ def test_a_stalled_redis_costs_reads_nothing_and_hits_resume_after_it(
     assert not load.wrong, load.wrong[:5]
     assert {status for _, status in everything} == {200}  # every answer, stall or not
     assert len(stall) > 500, report  # the readers kept going through the stall
-    assert report["read_p99_ms"] <= 300, report
-    assert report["bulk_p99_ms"] <= 300 and report["health_p99_ms"] <= 300, report
+    assert report["read_p99_ms"] <= bound(READERS), report
+    assert report["bulk_p99_ms"] <= bound(("bulk",)), report
+    assert report["health_p99_ms"] <= bound(("health",)), report
     # readiness says Redis is down, at once, without waiting on it
     assert ready.status_code == 503 and ready.json()["checks"]["redis"]["status"] == "down"
-    assert ready_took < 0.3, ready_took
+    assert ready_took < 1.0, ready_took  # a loaded machine's round trip, not a Redis timeout
     assert opened == 1.0 and closed == 0.0  # the breaker is visible in the metrics
     assert hits_end_of_stall == hits_stalled  # no read used the cache during the stall
     assert hits_after > hits_end_of_stall  # ... and they use it again after SIGCONT
