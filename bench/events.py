@@ -1,44 +1,64 @@
-"""Events benchmark: raw stream drain vs the event processor, and commit -> cache latency.
+"""Events benchmark: the event processor on standalone Redis and on a Redis Cluster, and commit
+-> cache latency.
 
-All three parts run in one invocation against the same Redis, in a dedicated logical database
-(``STOCKCTL_BENCH_EVENTS_REDIS_URL``, default ``redis://127.0.0.1:6379/12``), with a random app
-id / consumer group and cache prefix per part. Every stream and key the run creates there is
-deleted at the end, even on failure.
+All parts run in one invocation. Standalone: a dedicated logical database
+(``STOCKCTL_BENCH_EVENTS_REDIS_URL``, default ``redis://127.0.0.1:6379/12``; the run refuses it
+if the event streams are there already). Cluster: the test Redis Cluster
+(``STOCKCTL_BENCH_EVENTS_CLUSTER_URL``, default ``redis+cluster://127.0.0.1:7100,127.0.0.1:7101,
+127.0.0.1:7102``: 3 masters + 3 replicas, started by ``scripts/redis_topologies.sh``, which
+``make services`` runs, and which this script runs itself when that default cluster does not
+answer). A cluster has only db 0 and the stream keys are the topics themselves, so the cluster
+parts hold the pipeline tests' streams lock (``stockctl-tests:event-streams``, as
+tests/eventutil.py takes it: a test and this run take turns) and refuse to start if the streams
+are there. Every part uses a random app id / consumer group and cache prefix; every stream and
+key the run creates is deleted at the end, even on failure (keys found by SCAN of every
+master), and nothing else.
 
-(a) raw drain: ``--events`` (default 200,000) realistic stock events (reserve / release / adjust /
-    receive changes with their threshold events, built with stockctl's own event code, spread
-    over 10,000 products x 20 warehouses starting from the state ``stockctl seed`` makes, the
-    versions increasing per row) are XADDed, pipelined, onto their topic streams. A consumer group
-    created at 0 then drains them with XREADGROUP COUNT 1000 over all the processor's topics plus
-    a pipelined XACK per reply, doing nothing else: events/s, the raw limit.
-(b) the processor, one process, on the same entries (a fresh consumer group at 0 and a fresh
-    cache prefix per run; the cache is warmed first with every row at the seeded state, as
-    `warm-cache` leaves it): ``Runner(WorkerOptions(only=["processor"], burst=True))`` with one
-    worker thread and ``--batch`` (default 1000; XREADGROUP COUNT is per stream), and again with
-    the configured default (10 worker threads, batch 100). Timed from start to the burst's end.
-    Afterwards every row's hash entry is checked against the last version published for it,
-    and every plain key (warehouse, total, available, status, low_stock, product) of a sample of
-    products against the values computed from those rows.
-(c) latency: on a fresh PostgreSQL database (init + seed 1,000 products x 20 warehouses, every
-    row given a million more units so reserves never run dry, the cache warmed from the
-    database) ``stockctl worker run --only relay,processor`` runs as a separate process; the
-    library commits changes at a steady ``--rate`` (default 1,000/s, open loop: change i is due
-    at start + i/rate and is taken by whichever of ``--threads`` threads is free) for
-    ``--seconds`` (default 20) after a 2 s warm-up. With ``--mix reserve`` (default) a change is
-    ``sc.reserve(p, w, 1)`` (one statement on PostgreSQL) and every ``--sample``-th one (default
-    10th) is ``sc.adjust(p, w, +1)``, whose returned version is timed; ``--mix adjust`` makes
-    every change an adjust (about 1.6 ms of client CPU each: 1,000/s does not fit one Python
-    process here). A sampled change is timed from the commit's return to the moment its version
-    is seen in the row's hash field (``{prefix}:stock:{p}:rows``, field w) by a separate poller
-    process that reads all outstanding samples in one pipelined round trip every millisecond
-    (a process of its own so the writers' GIL does not delay its clock; CLOCK_MONOTONIC is
-    shared between processes). Then the cache is checked against the database for every row,
-    the worker is stopped with SIGTERM (it must exit 0) and the database is dropped.
+(a) raw drain, for reference only (no longer a yardstick): ``--events`` (default 200,000)
+    realistic stock events (reserve / release / adjust / receive changes with their threshold
+    events, built with stockctl's own event code, spread over 10,000 products x 20 warehouses
+    starting from the state ``stockctl seed`` makes, the versions increasing per row) are
+    XADDed, pipelined, onto their topic streams on standalone. A consumer group created at 0 then
+    drains them with XREADGROUP COUNT 1000 over all the processor's topics plus a pipelined XACK
+    per reply, doing nothing else: events/s.
+(b) the processor, one process, standalone, on the same entries (a fresh consumer group at 0
+    and a fresh cache prefix per run; the cache is warmed first with every row at the seeded
+    state, as `warm-cache` leaves it): ``Runner(WorkerOptions(only=["processor"], burst=True))``
+    with one worker thread and ``--batch`` (default 1000; XREADGROUP COUNT is per stream), and
+    again with the configured default (10 worker threads, batch 100). Timed from start to the
+    burst's end. Afterwards every row's hash entry is checked against the last version published
+    for it, and every plain key (warehouse, total, available, status, low_stock, product) of a
+    sample of products against the values computed from those rows. Per event: the Redis
+    server's CPU (INFO cpu, server-wide) and this process's CPU. Goals (issue 14): >= 35,000
+    events/s, <= 15 us Redis CPU and <= 12 us processor CPU per event.
+(c) latency, standalone: on a fresh PostgreSQL database (init + seed 1,000 products x 20
+    warehouses, every row given a million more units so reserves never run dry, the cache
+    warmed from the database) ``stockctl worker run --only relay,processor`` runs as a separate
+    process; the library commits changes at a steady ``--rate`` (default 1,000/s, open loop:
+    change i is due at start + i/rate and is taken by whichever of ``--threads`` threads is
+    free) for ``--seconds`` (default 20) after a 2 s warm-up. With ``--mix reserve`` (default) a
+    change is ``sc.reserve(p, w, 1)`` (one statement on PostgreSQL) and every ``--sample``-th one
+    (default 10th) is ``sc.adjust(p, w, +1)``, whose returned version is timed; ``--mix adjust``
+    makes every change an adjust (about 1.6 ms of client CPU each: 1,000/s does not fit one
+    Python process here). A sampled change is timed from the commit's return to the moment its
+    version is seen in the row's hash field (``{prefix}:stock:{p}:rows``, field w; on a cluster
+    ``{prefix}:stock:{{p}}:rows``) by a separate poller process that reads all outstanding
+    samples in one pipelined round trip every millisecond (a process of its own so the writers'
+    GIL does not delay its clock; CLOCK_MONOTONIC is shared between processes). Then the cache
+    is checked against the database for every row, the worker is stopped with SIGTERM (it must
+    exit 0) and the database is dropped. Goal: p99 <= 25 ms at 1,000 changes/s.
+(d) as (b) on the cluster: the same workload published there (the pipeline grouped by node),
+    the cache warmed through ``app.cache()`` (keys hash-tagged by product), the processor
+    reading one XREADGROUP per topic stream; the cache verified under the tagged key names.
+    Redis CPU per event is summed over the masters (the replicas' is reported beside it); goal
+    <= 1.5x standalone's (part b's) for the same plan.
+(e) as (c) on the cluster (no goal of its own: reported beside (c)).
 
 The machine has two cores and may be shared: the 1-minute load average at start is reported.
 
 Usage: bench/events.py [--json] [--events N] [--seconds S] [--rate R] [--threads T]
-                       [--sample K] [--mix reserve|adjust] [--batch B] [--repeat R] [--parts abc]
+                       [--sample K] [--mix reserve|adjust] [--batch B] [--repeat R]
+                       [--parts abcde]
 """
 
 from __future__ import annotations
@@ -56,13 +76,14 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from _common import (
+    ROOT,
     STOCKCTL,
     Figure,
     emit,
@@ -77,24 +98,74 @@ from _pipeline import delete_matching, monotonic, poll_versions
 from stockctl.clients.redis_cache import AGG_FIELD
 
 REDIS_URL = os.environ.get("STOCKCTL_BENCH_EVENTS_REDIS_URL", "redis://127.0.0.1:6379/12")
+DEFAULT_CLUSTER_URL = "redis+cluster://127.0.0.1:7100,127.0.0.1:7101,127.0.0.1:7102"
+CLUSTER_URL = os.environ.get("STOCKCTL_BENCH_EVENTS_CLUSTER_URL", DEFAULT_CLUSTER_URL)
+TOPOLOGY_SCRIPT = ROOT / "scripts" / "redis_topologies.sh"
+# tests/eventutil.py's lock on the shared cluster: whoever holds it has the event streams.
+STREAMS_LOCK = "stockctl-tests:event-streams"
+LOCK_SECONDS = 120  # renewed every 30 s while held: a killed run frees it within 2 minutes
+LOCK_WAIT_SECONDS = 900
 PRODUCTS = 10_000
 WAREHOUSES = 20
 LATENCY_PRODUCTS = 1_000
 READ_COUNT = 1000
 WARMUP_SECONDS = 2.0
-THROUGHPUT_GOAL = ">= 25,000 events/s and >= 0.25x raw drain"
-LATENCY_GOAL = "p99 <= 50 ms (seed: 100 ms)"
+RATE_GOAL = ">= 35,000 events/s"
+REDIS_CPU_GOAL = "<= 15 us/event"
+PROCESS_CPU_GOAL = "<= 12 us/event"
+CLUSTER_REDIS_CPU_GOAL = "<= 1.5x standalone"
+LATENCY_GOAL = "<= 25 ms"
 UNIT = "events/s"
+CPU_UNIT = "us/event"
 
 
 def load_average() -> float:
     return os.getloadavg()[0]
 
 
-def redis_client() -> Any:
-    import redis
+def redis_client(url: str) -> Any:
+    """A client as stockctl makes it: ``redis.Redis`` on standalone, ``RedisCluster`` on a
+    cluster."""
+    from stockctl.clients.redis_topology import connect, parse_redis_url
 
-    return redis.Redis.from_url(REDIS_URL, socket_timeout=30)
+    return connect(parse_redis_url(url), 30.0)
+
+
+@dataclass
+class Lane:
+    """One topology's part of the run: its URL, a client, the streams it holds for the run."""
+
+    name: str  # "standalone" or "cluster"
+    url: str
+    client: Any
+    run_id: str
+    streams: list[str] = field(default_factory=list)
+
+    @property
+    def cluster(self) -> bool:
+        return self.name == "cluster"
+
+    @property
+    def tag(self) -> str:
+        """Marks this lane's app ids and cache prefixes (all under the run id)."""
+        return "c" if self.cluster else "s"
+
+    def keys(self, prefix: str) -> Any:
+        from stockctl.core.projection import CacheKeys
+
+        return CacheKeys(prefix, hash_tags=self.cluster)
+
+    def masters(self) -> list[tuple[str, Any]]:
+        """(host:port, a client of that node alone) of every master."""
+        if not self.cluster:
+            kwargs = self.client.connection_pool.connection_kwargs
+            return [(f"{kwargs['host']}:{kwargs['port']}", self.client)]
+        return [(n.name, self.client.get_redis_connection(n)) for n in self.client.get_primaries()]
+
+    def replicas(self) -> list[tuple[str, Any]]:
+        if not self.cluster:
+            return []
+        return [(n.name, self.client.get_redis_connection(n)) for n in self.client.get_replicas()]
 
 
 # --------------------------------------------------------------------------- event generation
@@ -107,6 +178,7 @@ class Workload:
     entries: list[tuple[str, str]]
     initial: dict[tuple[str, str], Any]
     final: dict[tuple[str, str], Any]
+    topics: dict[str, int] = field(default_factory=dict)  # entries per topic
 
 
 def _change(rng: random.Random, before: Any, now: datetime) -> tuple[str, Any, dict[str, Any]]:
@@ -252,15 +324,15 @@ class ProcessorRun:
         return self.events / self.seconds if self.seconds else 0.0
 
 
-def processor_run(run: ProcessorRun, work: Workload, run_id: str, sqlite_url: str) -> ProcessorRun:
+def processor_run(run: ProcessorRun, work: Workload, lane: Lane, sqlite_url: str) -> ProcessorRun:
     from stockctl.bootstrap import bootstrap
     from stockctl.settings import load_settings
     from stockctl.workers.runner import Runner, WorkerOptions
 
-    tag = f"{run_id}{run.label}"
+    tag = f"{lane.run_id}{lane.tag}{run.label}"
     settings = load_settings(
         database_url=sqlite_url,
-        redis_url=REDIS_URL,
+        redis_url=lane.url,
         app_id=f"bench-{tag}",
         cache_prefix=f"bench{tag}",
         # Lets one thread take a batch larger than the default queue of 1000 holds.
@@ -268,37 +340,46 @@ def processor_run(run: ProcessorRun, work: Workload, run_id: str, sqlite_url: st
     )
     app = bootstrap(settings)
     try:
-        warm(app.cache(), work.initial)
+        cache = app.cache()
+        warm(cache, work.initial)
         options = WorkerOptions(
             only=["processor"], workers=run.workers, batch_size=run.batch, burst=True
         )
         runner = Runner(app, options)
-        before = cpu_counters(app.redis())
+        before = cpu_counters(lane)
         started = time.perf_counter()
         code = runner.run(handle_signals=False)
         run.seconds = time.perf_counter() - started
-        after = cpu_counters(app.redis())
+        after = cpu_counters(lane)
         run.cpu = {k: after[k] - before[k] for k in after}
         if code != 0 or runner.errors:
             raise SystemExit(f"processor run {run.label} failed: exit {code}, {runner.errors}")
         run.events = sum(job.processed for job in runner.jobs)
         run.totals = _totals(runner.jobs)
-        verify_cache(app.redis(), settings.cache_prefix, work)
+        verify_cache(lane.client, cache.keys, work)
     finally:
         app.close()
+        # The next run starts on a keyspace of the same size (the final cleanup gets the rest).
+        removed = delete_matching(lane.client, f"{settings.cache_prefix}:*")
+        log(f"{run.label}: {removed:,} cache keys removed")
     return run
 
 
-def cpu_counters(client: Any) -> dict[str, float]:
-    """CPU seconds so far: this process, the Redis server, and its script calls (server-wide:
-    other clients of the same server count too)."""
-    cpu = client.info("cpu")
-    scripts = client.info("commandstats").get("cmdstat_evalsha", {}).get("usec", 0)
-    return {
-        "process": time.process_time(),
-        "redis": float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"]),
-        "scripts": scripts / 1e6,
-    }
+def cpu_counters(lane: Lane) -> dict[str, float]:
+    """CPU seconds so far: this process; the Redis masters (summed) and their script calls, each
+    master, and the replicas (summed). Server-wide: other clients of the same servers count too."""
+    out = {"process": time.process_time(), "redis": 0.0, "scripts": 0.0, "replicas": 0.0}
+    for name, node in lane.masters():
+        cpu = node.info("cpu")
+        used = float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
+        out["redis"] += used
+        out[f"master {name}"] = used
+        scripts = node.info("commandstats").get("cmdstat_evalsha", {}).get("usec", 0)
+        out["scripts"] += scripts / 1e6
+    for _, node in lane.replicas():
+        cpu = node.info("cpu")
+        out["replicas"] += float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
+    return out
 
 
 def _totals(jobs: Sequence[Any]) -> dict[str, int]:
@@ -310,11 +391,11 @@ def _totals(jobs: Sequence[Any]) -> dict[str, int]:
     return out
 
 
-def verify_cache(client: Any, prefix: str, work: Workload, sample: int = 500) -> None:
-    """Every row's version and quantities, and every plain key of a sample of products."""
-    from stockctl.core.projection import CacheKeys, ProductStock, RowState, product_values
+def verify_cache(client: Any, keys: Any, work: Workload, sample: int = 500) -> None:
+    """Every row's version and quantities, and every plain key of a sample of products, under
+    the cache's own key names (``CacheKeys``; hash-tagged on a cluster)."""
+    from stockctl.core.projection import ProductStock, RowState, product_values
 
-    keys = CacheKeys(prefix)
     products = by_product(work.final)
     names = list(products)
     wrong: list[str] = []
@@ -357,9 +438,7 @@ def poller(samples: Any, results: Any, redis_url: str, give_up: float) -> None:
     then it sleeps ~1 ms. Returns (seconds, product, warehouse, version, commit wall time) of
     each measured sample, and how many were never seen.
     """
-    import redis
-
-    client = redis.Redis.from_url(redis_url)
+    client = redis_client(redis_url)
     seen: list[tuple[float, str, str, int, float]] = []
     lost = 0
     for now, found, gone in poll_versions(client, samples, give_up):
@@ -410,7 +489,7 @@ def change(sc: Any, p: str, w: str, sampled: bool, mix: str) -> int | None:
 
 
 def writer(
-    sc: Any, plan: Schedule, rows: Sequence[tuple[str, str]], samples: Any, prefix: str, mix: str
+    sc: Any, plan: Schedule, rows: Sequence[tuple[str, str]], samples: Any, keys: Any, mix: str
 ) -> None:
     rng = random.Random()
     while (i := plan.take()) is not None:
@@ -427,7 +506,7 @@ def writer(
             continue
         committed, wall = monotonic(), time.time()
         if sampled:
-            key = f"{prefix}:stock:{p}:rows"
+            key = keys.rows(p)
             samples.put((key, w, version, committed, i >= plan.warmup, p, wall))
         plan.finished(max(late, 0.0), None)
 
@@ -476,13 +555,13 @@ class LatencyResult:
         return [x[0] for x in self.samples]
 
 
-def drive(url: str, prefix: str, worker_pid: int, args: Any) -> LatencyResult:
+def drive(url: str, lane: Lane, prefix: str, worker_pid: int, args: Any) -> LatencyResult:
     """Writers on a schedule, samples timed by the poller process."""
     import stockctl as lib
 
     ctx = mp.get_context("spawn")
     samples, results = ctx.Queue(), ctx.Queue()
-    proc = ctx.Process(target=poller, args=(samples, results, REDIS_URL, 10.0), daemon=True)
+    proc = ctx.Process(target=poller, args=(samples, results, lane.url, 10.0), daemon=True)
     proc.start()
     rows = [
         (f"P{p:06d}", f"WH{w:03d}")
@@ -495,7 +574,9 @@ def drive(url: str, prefix: str, worker_pid: int, args: Any) -> LatencyResult:
     try:
         threads = [
             threading.Thread(
-                target=writer, args=(sc, plan, rows, samples, prefix, args.mix), daemon=True
+                target=writer,
+                args=(sc, plan, rows, samples, lane.keys(prefix), args.mix),
+                daemon=True,
             )
             for _ in range(args.threads)
         ]
@@ -517,12 +598,12 @@ def drive(url: str, prefix: str, worker_pid: int, args: Any) -> LatencyResult:
 
 
 def start_worker(
-    url: str, app_id: str, prefix: str, logfile: Any, extra: Sequence[str] = ()
+    url: str, redis_url: str, app_id: str, prefix: str, logfile: Any, extra: Sequence[str] = ()
 ) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STOCKCTL_")}
     env.update(
         STOCKCTL_DATABASE_URL=url,
-        STOCKCTL_REDIS_URL=REDIS_URL,
+        STOCKCTL_REDIS_URL=redis_url,
         STOCKCTL_APP_ID=app_id,
         STOCKCTL_CACHE_PREFIX=prefix,
     )
@@ -583,7 +664,7 @@ def cache_matches_db(app: Any, products: Sequence[str], timeout: float = 30) -> 
         time.sleep(0.2)
 
 
-def prepare_latency_db(url: str, prefix: str, app_id: str) -> Any:
+def prepare_latency_db(url: str, redis_url: str, prefix: str, app_id: str) -> Any:
     """Schema, 1,000 x 20 seeded rows, an app on them, and the cache warmed from them."""
     from stockctl.bootstrap import bootstrap
     from stockctl.settings import load_settings
@@ -602,7 +683,7 @@ def prepare_latency_db(url: str, prefix: str, app_id: str) -> Any:
     with psycopg.connect(url, autocommit=True) as conn:  # reserves never run dry
         conn.execute("UPDATE inventory SET quantity_available = quantity_available + 1000000")
     settings = load_settings(
-        database_url=url, redis_url=REDIS_URL, app_id=app_id, cache_prefix=prefix
+        database_url=url, redis_url=redis_url, app_id=app_id, cache_prefix=prefix
     )
     app = bootstrap(settings)
     products = [f"P{p:06d}" for p in range(1, LATENCY_PRODUCTS + 1)]
@@ -634,19 +715,21 @@ def relay_delays(client: Any, samples: Sequence[tuple[Any, ...]]) -> list[float 
     return out
 
 
-def latency(args: Any, run_id: str) -> LatencyResult:
-    prefix, app_id = f"bench{run_id}lat", f"bench-{run_id}-lat"
+def latency(args: Any, lane: Lane, part: str) -> LatencyResult:
+    tag = f"{lane.run_id}{lane.tag}lat"
+    prefix, app_id = f"bench{tag}", f"bench-{tag}"
     with fresh_pg_database("stockctl_bench_events") as url, tempfile.TemporaryFile() as logfile:
-        log(f"(c) init + seed {LATENCY_PRODUCTS:,} products x {WAREHOUSES} warehouses ...")
-        app = prepare_latency_db(url, prefix, app_id)
-        worker = start_worker(url, app_id, prefix, logfile, shlex.split(args.worker_args))
+        log(f"({part}) init + seed {LATENCY_PRODUCTS:,} products x {WAREHOUSES} warehouses ...")
+        app = prepare_latency_db(url, lane.url, prefix, app_id)
+        extra = shlex.split(args.worker_args)
+        worker = start_worker(url, lane.url, app_id, prefix, logfile, extra)
         try:
             wait_ready(app.redis(), app_id, worker)
             log(
-                f"(c) committing {args.rate:,.0f} changes/s for {WARMUP_SECONDS:.0f} + "
-                f"{args.seconds:.0f} s ..."
+                f"({part}) committing {args.rate:,.0f} changes/s for {WARMUP_SECONDS:.0f} + "
+                f"{args.seconds:.0f} s on {lane.name} ..."
             )
-            result = drive(url, prefix, worker.pid, args)
+            result = drive(url, lane, prefix, worker.pid, args)
             products = [f"P{p:06d}" for p in range(1, LATENCY_PRODUCTS + 1)]
             converged = cache_matches_db(app, products)
             result.relay = relay_delays(app.redis(), result.samples)
@@ -659,8 +742,9 @@ def latency(args: Any, run_id: str) -> LatencyResult:
         if result_exit != 0:
             raise SystemExit(f"the worker exited {result_exit} on SIGTERM, expected 0")
         if not converged:
-            raise SystemExit("(c) the cache did not converge to the database within 30 s")
+            raise SystemExit(f"({part}) the cache did not converge to the database within 30 s")
     result.worker_exit = result_exit
+    lane.client.delete(*lane.streams)  # a later part starts on empty streams
     return result
 
 
@@ -673,37 +757,112 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[rank]
 
 
-def check_streams_free(client: Any) -> list[str]:
-    """Our streams are the topics themselves: refuse to share them with anything else."""
+def check_streams_free(client: Any, url: str, shared: bool) -> list[str]:
+    """Our streams are the topics themselves: refuse to share them with anything else (a stream
+    key lives on its slot's master: EXISTS is routed there on a cluster)."""
     from stockctl.core.catalog import TOPICS
     from stockctl.settings import Settings
 
     streams = [*TOPICS, Settings.model_fields["dead_letter_topic"].default]
     taken = [s for s in streams if client.exists(s)]
     if taken:
-        raise SystemExit(
-            f"{REDIS_URL} already has streams {taken}: another run in progress? "
-            "Set STOCKCTL_BENCH_EVENTS_REDIS_URL to a free database."
+        how = (
+            f"we hold {STREAMS_LOCK}, so a run or a pipeline test that was killed left them: "
+            "delete them (they are the event-type streams) or run the pipeline tests once"
+            if shared
+            else "another run in progress? Set STOCKCTL_BENCH_EVENTS_REDIS_URL to a free database"
         )
+        raise SystemExit(f"{url} already has streams {taken}: {how}.")
     return streams
 
 
-def cleanup(client: Any, streams: Sequence[str], run_id: str) -> None:
-    removed = client.delete(*streams) if streams else 0
-    for pattern in (f"bench{run_id}*", f"stockctl:heartbeat:bench-{run_id}*"):
-        removed += delete_matching(client, pattern)
-    log(f"cleanup: {removed:,} keys and streams removed from {REDIS_URL}")
+def cleanup(lane: Lane) -> None:
+    """The run's streams, and every key under its cache prefixes and app ids (SCAN of every
+    master on a cluster); nothing else."""
+    removed = lane.client.delete(*lane.streams) if lane.streams else 0
+    for pattern in (
+        f"bench{lane.run_id}*",  # cache keys, event markers
+        f"stockctl:bench{lane.run_id}*",  # read counters, checkpoints
+        f"stockctl:heartbeat:bench-{lane.run_id}*",
+    ):
+        removed += delete_matching(lane.client, pattern)
+    log(f"cleanup: {removed:,} keys and streams removed from {lane.url}")
 
 
 @contextmanager
-def bench_redis() -> Iterator[tuple[Any, list[str], str]]:
-    client = redis_client()
-    run_id = uuid.uuid4().hex[:8]
-    streams = check_streams_free(client)
+def streams_lock(client: Any) -> Iterator[None]:
+    """The pipeline tests' lock on the shared cluster, renewed while held."""
+    from redis.exceptions import LockError
+
+    lock = client.lock(
+        STREAMS_LOCK,
+        timeout=LOCK_SECONDS,
+        blocking_timeout=LOCK_WAIT_SECONDS,
+        thread_local=False,
+    )
+    if client.exists(STREAMS_LOCK):
+        log(f"waiting for {STREAMS_LOCK} (a pipeline test or another run holds it) ...")
+    if not lock.acquire():
+        raise SystemExit(f"{STREAMS_LOCK} still held after {LOCK_WAIT_SECONDS} s")
+    stop = threading.Event()
+
+    def renew() -> None:
+        while not stop.wait(LOCK_SECONDS / 4):
+            try:
+                lock.extend(LOCK_SECONDS, replace_ttl=True)
+            except Exception as exc:  # the run goes on; its streams check covers a clash
+                log(f"could not renew {STREAMS_LOCK}: {exc}")
+
+    renewer = threading.Thread(target=renew, name="bench-lock", daemon=True)
+    renewer.start()
     try:
-        yield client, streams, run_id
+        yield
     finally:
-        cleanup(client, streams, run_id)
+        stop.set()
+        renewer.join()
+        try:
+            lock.release()
+        except LockError as exc:
+            log(f"{STREAMS_LOCK} was no longer ours: {exc}")
+
+
+def cluster_client(url: str) -> Any:
+    """A client of the cluster; the test cluster is started (scripts/redis_topologies.sh, as
+    `make services` does) when it is the default URL and does not answer."""
+    from stockctl.errors import CacheUnavailable
+
+    def healthy() -> Any:
+        client = redis_client(url)
+        if client.cluster_info().get("cluster_state") == "ok":
+            return client
+        client.close()
+        raise CacheUnavailable(f"{url}: cluster_state is not ok")
+
+    try:
+        return healthy()
+    except CacheUnavailable as exc:
+        if url != DEFAULT_CLUSTER_URL:
+            raise SystemExit(f"the cluster at {url} does not answer: {exc}") from None
+        log(f"{exc}; starting the test cluster with {TOPOLOGY_SCRIPT} ...")
+    subprocess.run([str(TOPOLOGY_SCRIPT)], check=True, timeout=300)
+    return healthy()
+
+
+@contextmanager
+def bench_lane(name: str, run_id: str) -> Iterator[Lane]:
+    """A topology's lane: its streams to ourselves (on the cluster, under the tests' lock),
+    and everything the run made there deleted on the way out."""
+    cluster = name == "cluster"
+    url = CLUSTER_URL if cluster else REDIS_URL
+    client = cluster_client(url) if cluster else redis_client(url)
+    try:
+        with streams_lock(client) if cluster else nullcontext():
+            lane = Lane(name, url, client, run_id, check_streams_free(client, url, cluster))
+            try:
+                yield lane
+            finally:
+                cleanup(lane)
+    finally:
         client.close()
 
 
@@ -720,35 +879,54 @@ def embedded_store_url(directory: str) -> str:
 
 @dataclass
 class Throughput:
-    raw_rate: float
-    raw_runs: list[float]
+    lane: str
     runs: list[ProcessorRun]
-    topics: dict[str, int]
+    load: float  # 1-minute load average as the part started
+    masters: int = 1
+    replicas: int = 0
+    idle: dict[str, float] = field(default_factory=dict)  # CPU s per s with no run of ours
 
 
-def throughput(args: Any, client: Any, streams: Sequence[str], run_id: str) -> Throughput:
+def idle_cpu(lane: Lane, seconds: float = 1.0) -> dict[str, float]:
+    """What the servers use with no run of ours going: their own upkeep and other clients."""
+    before = cpu_counters(lane)
+    time.sleep(seconds)
+    after = cpu_counters(lane)
+    return {k: (after[k] - before[k]) / seconds for k in ("redis", "replicas")}
+
+
+def workload(args: Any) -> Workload:
     from collections import Counter
 
-    from stockctl.core.catalog import TOPICS
-
-    log(f"(a) generating {args.events:,} events over {PRODUCTS:,} x {WAREHOUSES} rows ...")
+    log(f"generating {args.events:,} events over {PRODUCTS:,} x {WAREHOUSES} rows ...")
     work = generate(args.events, PRODUCTS, WAREHOUSES)
-    topics = dict(Counter(topic for topic, _ in work.entries).most_common())
-    publish(client, work.entries)
-    work.entries = []
+    work.topics = dict(Counter(topic for topic, _ in work.entries).most_common())
     # The workload's 400,000 row objects live in this process, unlike in a worker: keep them out
     # of the garbage collector's scans, or its full collections would be charged to the drain
     # and the processor (it measured ~10 us/event here).
     gc.collect()
     gc.freeze()
-    log(f"(a) published: {topics}")
-    raw_runs = []
+    log(f"workload: {work.topics}")
+    return work
+
+
+def raw_drains(args: Any, lane: Lane) -> list[float]:
+    from stockctl.core.catalog import TOPICS
+
+    rates = []
     for i in range(args.repeat):
-        n, seconds = raw_drain(client, f"bench-{run_id}-raw{i}", TOPICS, READ_COUNT)
+        group = f"bench-{lane.run_id}-raw{i}"
+        n, seconds = raw_drain(lane.client, group, TOPICS, READ_COUNT)
         if n != args.events:
             raise SystemExit(f"raw drain read {n} entries, expected {args.events}")
-        raw_runs.append(n / seconds)
+        rates.append(n / seconds)
         log(f"(a) raw drain {i + 1}/{args.repeat}: {n:,} in {seconds:.2f} s = {n / seconds:,.0f}/s")
+    return rates
+
+
+def processor_runs(args: Any, lane: Lane, work: Workload, part: str) -> Throughput:
+    load = load_average()
+    idle = idle_cpu(lane)
     plans = [("single", 1, args.batch), ("default", None, None)]
     runs = []
     with tempfile.TemporaryDirectory(prefix="stockctl-bench-events-") as tmp:
@@ -756,17 +934,17 @@ def throughput(args: Any, client: Any, streams: Sequence[str], run_id: str) -> T
         for label, workers, batch in plans:
             for i in range(args.repeat):
                 run = processor_run(
-                    ProcessorRun(f"{label}{i}", workers, batch), work, run_id, store_url
+                    ProcessorRun(f"{label}{i}", workers, batch), work, lane, store_url
                 )
+                cpu = ", ".join(f"{k} {v:.2f}" for k, v in run.cpu.items())
                 log(
-                    f"(b) processor {run.label}: {run.events:,} in {run.seconds:.2f} s = "
-                    f"{run.rate:,.0f}/s {run.totals}; CPU s {run.cpu}"
+                    f"({part}) processor on {lane.name}, {run.label}: {run.events:,} in "
+                    f"{run.seconds:.2f} s = {run.rate:,.0f}/s {run.totals}; CPU s: {cpu}"
                 )
                 if run.events != args.events:
                     raise SystemExit(f"processor run {run.label} processed {run.events}")
                 runs.append(run)
-    client.delete(*streams)  # (c) starts on empty streams
-    return Throughput(median(raw_runs), raw_runs, runs, topics)
+    return Throughput(lane.name, runs, load, len(lane.masters()), len(lane.replicas()), idle)
 
 
 def middle(runs: Sequence[ProcessorRun], plan: str) -> ProcessorRun:
@@ -774,52 +952,109 @@ def middle(runs: Sequence[ProcessorRun], plan: str) -> ProcessorRun:
     return sorted(mine, key=lambda r: r.rate)[len(mine) // 2]
 
 
-def throughput_figures(t: Throughput, args: Any, load: float) -> list[Figure]:
-    raw = round(t.raw_rate)
-    shares = ", ".join(f"{k} {v / args.events:.0%}" for k, v in t.topics.items())
-    figures = [
-        Figure(
-            name=f"raw XREADGROUP (COUNT {READ_COUNT}) + XACK drain, {args.events:,} events",
-            value=raw,
-            unit=UNIT,
-            note=(
-                f"no processing; {args.events:,} stock events over {PRODUCTS:,} products x "
-                f"{WAREHOUSES} warehouses on {len(t.topics)} topic streams ({shares}); "
-                f"1-min load average at start {load:.2f} on {os.cpu_count()} cores"
-            ),
-        )
-    ]
-    for plan, title in (
-        ("single", "1 worker thread, batch {b}"),
-        ("default", "default 10 workers x batch 100"),
-    ):
+def machine(load: float) -> str:
+    return f"1-min load average at start {load:.2f} on {os.cpu_count()} cores"
+
+
+def raw_figure(rates: Sequence[float], work: Workload, args: Any, load: float) -> Figure:
+    shares = ", ".join(f"{k} {v / args.events:.0%}" for k, v in work.topics.items())
+    return Figure(
+        name=(
+            f"raw XREADGROUP (COUNT {READ_COUNT}) + XACK drain, standalone, {args.events:,} events"
+        ),
+        value=round(median(rates)),
+        unit=UNIT,
+        note=(
+            f"for reference only (no longer a yardstick); no processing; {args.events:,} stock "
+            f"events over {PRODUCTS:,} products x {WAREHOUSES} warehouses on "
+            f"{len(work.topics)} topic streams ({shares}); {machine(load)}"
+        ),
+    )
+
+
+PLANS = (("single", "1 worker thread, batch {b}"), ("default", "default 10 workers x batch 100"))
+
+
+def per_event(run: ProcessorRun) -> dict[str, float]:
+    return {k: v / run.events * 1e6 for k, v in run.cpu.items()}
+
+
+def throughput_figures(t: Throughput, args: Any, base: Throughput | None) -> list[Figure]:
+    """Per plan: events/s, Redis CPU and processor CPU per event. On the cluster each has
+    standalone's (``base``, when part b ran) as its raw figure, and the ratio."""
+    cluster = t.lane == "cluster"
+    where = f"{t.masters}-master cluster" if cluster else "standalone"
+    figures = []
+    for plan, title in PLANS:
         run = middle(t.runs, plan)
-        per_event = {k: v / run.events * 1e6 for k, v in run.cpu.items()}
-        figures.append(
+        us = per_event(run)
+        ref = middle(base.runs, plan) if base is not None else None
+        ref_us = per_event(ref) if ref is not None else None
+        stream_reads = "one XREADGROUP per topic stream (pipelined per node); " if cluster else ""
+        note = (
+            f"same {args.events:,} entries, fresh consumer group at 0, cache warmed first; "
+            f"{stream_reads}XREADGROUP COUNT is per stream, so a read takes up to that many from "
+            f"each topic; {run.totals['applied']:,} applied, {run.totals['stale']:,} stale "
+            f"(threshold events share their change's version; topics are read side by side), "
+            f"{run.totals['duplicates']} duplicates; every row's cache entry checked against the "
+            f"last published version afterwards; {machine(t.load)}"
+        )
+        masters = ", ".join(
+            f"{k.split(' ', 1)[1]} {v:.1f}" for k, v in us.items() if k.startswith("master ")
+        )
+        idle = (
+            f"with no run of ours (1 s just before the runs) the "
+            f"{'masters' if cluster else 'server'} used {t.idle['redis'] * 1000:.0f} ms CPU/s"
+            + (f", the replicas {t.idle['replicas'] * 1000:.0f} ms/s" if cluster else "")
+        )
+        redis_note = (
+            f"INFO cpu (user + sys) of the server over the run, server-wide (other clients "
+            f"count too: {idle}); time inside apply scripts (elapsed, so including waits for a "
+            f"core) {us['scripts']:.1f} us/event"
+        )
+        if cluster:
+            redis_note = (
+                f"INFO cpu (user + sys) summed over the {t.masters} masters ({masters} "
+                f"us/event), server-wide (other clients count too: {idle}); the {t.replicas} "
+                f"replicas besides: {us['replicas']:.1f} us/event in all; time inside apply "
+                f"scripts (elapsed, summed over the masters) {us['scripts']:.1f} us/event; "
+                f"raw: standalone's (part b), same plan"
+                + ("" if ref_us else "; part b did not run: no ratio")
+            )
+        named = f"event processor, one process, {where}, {title.format(b=args.batch)}"
+        suffix = " (raw: standalone)" if cluster else ""
+        figures += [
             Figure(
-                name=f"event processor, one process, {title.format(b=args.batch)}",
+                name=named + suffix,
                 value=round(run.rate),
                 unit=UNIT,
-                raw=raw,
-                ratio=round(run.rate / t.raw_rate, 3),
-                goal=THROUGHPUT_GOAL,
-                note=(
-                    f"same {args.events:,} entries, fresh consumer group at 0, cache warmed "
-                    f"first; XREADGROUP COUNT is per stream, so a read takes up to that many from "
-                    f"each topic; {run.totals['applied']:,} applied, {run.totals['stale']:,} "
-                    f"stale (threshold events share their change's version; topics are read "
-                    f"side by side), {run.totals['duplicates']} duplicates; every row's cache "
-                    f"entry checked against the last published version afterwards; CPU per "
-                    f"event: processor process {per_event['process']:.1f} us, Redis server "
-                    f"{per_event['redis']:.1f} us; time inside apply scripts (elapsed, so "
-                    f"including waits for a core; server-wide) {per_event['scripts']:.1f} us"
-                ),
-            )
-        )
+                raw=round(ref.rate) if ref else None,
+                ratio=round(run.rate / ref.rate, 3) if ref else None,
+                goal=None if cluster else RATE_GOAL,
+                note=note,
+            ),
+            Figure(
+                name=f"{named}: Redis server CPU per event{suffix}",
+                value=round(us["redis"], 2),
+                unit=CPU_UNIT,
+                raw=round(ref_us["redis"], 2) if ref_us else None,
+                ratio=round(us["redis"] / ref_us["redis"], 3) if ref_us else None,
+                goal=CLUSTER_REDIS_CPU_GOAL if cluster else REDIS_CPU_GOAL,
+                note=redis_note,
+            ),
+            Figure(
+                name=f"{named}: processor CPU per event (this process){suffix}",
+                value=round(us["process"], 2),
+                unit=CPU_UNIT,
+                raw=round(ref_us["process"], 2) if ref_us else None,
+                ratio=round(us["process"] / ref_us["process"], 3) if ref_us else None,
+                goal=None if cluster else PROCESS_CPU_GOAL,
+            ),
+        ]
     return figures
 
 
-def latency_figures(r: LatencyResult, args: Any, load: float) -> list[Figure]:
+def latency_figures(r: LatencyResult, args: Any, load: float, lane: str) -> list[Figure]:
     ms = [x * 1000 for x in r.latencies]
     pairs = [(s[0], x) for s, x in zip(r.samples, r.relay, strict=True) if x is not None]
     relay = [x * 1000 for _, x in pairs]
@@ -848,57 +1083,110 @@ def latency_figures(r: LatencyResult, args: Any, load: float) -> list[Figure]:
         f"{r.plan.errors} errors); `stockctl worker run --only relay,processor` as a process on "
         f"PostgreSQL, {LATENCY_PRODUCTS:,} x {WAREHOUSES} rows; cores busy during the window: "
         f"{cpu}; {r.lost} samples never seen; worker exit on SIGTERM {r.worker_exit}; "
-        f"{split}; "
-        f"1-min load average at start {load:.2f} on {os.cpu_count()} cores"
+        f"{split}; {machine(load)}"
+        + ("" if lane == "standalone" else f"; the goal ({LATENCY_GOAL}) is standalone's, part c")
     )
     figures = []
     for q in (50, 95, 99):
         figures.append(
             Figure(
                 name=(
-                    f"commit -> visible in cache, {args.rate:,.0f} changes/s target "
+                    f"commit -> visible in cache, {lane}, {args.rate:,.0f} changes/s target "
                     f"({r.achieved_rate:,.0f}/s achieved), p{q}"
                 ),
                 value=round(percentile(ms, q), 2),
                 unit="ms",
-                goal=LATENCY_GOAL if q == 99 else None,
+                goal=LATENCY_GOAL if q == 99 and lane == "standalone" else None,
                 note=note if q == 50 else None,
             )
         )
     return figures
 
 
-def main() -> None:
+def arguments() -> Any:
     p = parser(__doc__.splitlines()[0])
-    p.add_argument("--events", type=int, default=200_000, help="events for (a) and (b)")
-    p.add_argument("--seconds", type=float, default=20.0, help="measured seconds of (c)")
-    p.add_argument("--rate", type=float, default=1000.0, help="changes/s committed in (c)")
-    p.add_argument("--threads", type=int, default=16, help="writer threads in (c)")
-    p.add_argument("--sample", type=int, default=10, help="time every Nth change in (c)")
+    p.add_argument("--events", type=int, default=200_000, help="events for (a), (b) and (d)")
+    p.add_argument("--seconds", type=float, default=20.0, help="measured seconds of (c) and (e)")
+    p.add_argument("--rate", type=float, default=1000.0, help="changes/s committed in (c), (e)")
+    p.add_argument("--threads", type=int, default=16, help="writer threads in (c) and (e)")
+    p.add_argument("--sample", type=int, default=10, help="time every Nth change in (c), (e)")
     p.add_argument("--batch", type=int, default=1000, help="batch of the 1-thread processor")
-    p.add_argument("--repeat", type=int, default=1, help="runs of (a) and each (b); medians")
+    p.add_argument("--repeat", type=int, default=1, help="runs of (a), each (b), each (d); medians")
     p.add_argument(
         "--mix",
         choices=("reserve", "adjust"),
         default="reserve",
-        help="(c) changes: reserves of 1 unit with every sampled change an adjust +1, or all "
-        "adjusts (about 3x the client CPU per change)",
+        help="(c), (e) changes: reserves of 1 unit with every sampled change an adjust +1, or "
+        "all adjusts (about 3x the client CPU per change)",
     )
     p.add_argument(
-        "--worker-args", default="", help="(c) extra `worker run` options, e.g. '--workers 2'"
+        "--worker-args", default="", help="(c), (e) extra `worker run` options, e.g. '--workers 2'"
     )
     p.add_argument(
-        "--parts", default="abc", help="which parts to run: 'abc', 'ab' (throughput) or 'c'"
+        "--parts",
+        default="abcde",
+        help="which parts to run: a raw drain, b processor, c latency (standalone), d processor "
+        "and e latency on the cluster; e.g. 'abd' (throughput only) or 'ce'",
     )
     args = p.parse_args()
+    if not args.parts or set(args.parts) - set("abcde"):
+        p.error(f"--parts takes letters of 'abcde', not {args.parts!r}")
+    return args
+
+
+def standalone_parts(
+    args: Any, run_id: str, work: Workload | None, load: float
+) -> tuple[list[Figure], Throughput | None]:
+    """(a), (b) and (c): the figures, and (b)'s runs for (d) to compare with."""
+    figures: list[Figure] = []
+    base: Throughput | None = None
+    with bench_lane("standalone", run_id) as lane:
+        if work is not None and set(args.parts) & set("ab"):
+            log("(a) publishing to standalone ...")
+            publish(lane.client, work.entries)
+            if "d" not in args.parts:
+                work.entries = []
+            if "a" in args.parts:
+                figures.append(raw_figure(raw_drains(args, lane), work, args, load))
+            if "b" in args.parts:
+                base = processor_runs(args, lane, work, "b")
+                figures += throughput_figures(base, args, None)
+            lane.client.delete(*lane.streams)  # (c) starts on empty streams
+        if "c" in args.parts:
+            figures += latency_figures(latency(args, lane, "c"), args, load_average(), lane.name)
+    return figures, base
+
+
+def cluster_parts(
+    args: Any, run_id: str, work: Workload | None, base: Throughput | None
+) -> list[Figure]:
+    """(d) and (e), on the cluster."""
+    figures: list[Figure] = []
+    with bench_lane("cluster", run_id) as lane:
+        if work is not None and "d" in args.parts:
+            log(f"(d) publishing to the cluster at {lane.url} ...")
+            publish(lane.client, work.entries)
+            work.entries = []
+            figures += throughput_figures(processor_runs(args, lane, work, "d"), args, base)
+            lane.client.delete(*lane.streams)  # (e) starts on empty streams
+        if "e" in args.parts:
+            figures += latency_figures(latency(args, lane, "e"), args, load_average(), lane.name)
+    return figures
+
+
+def main() -> None:
+    args = arguments()
+    parts = set(args.parts)
     load = load_average()
     log(f"1-minute load average at start: {load:.2f} ({os.cpu_count()} cores)")
+    run_id = uuid.uuid4().hex[:8]
+    work = workload(args) if parts & set("abd") else None
     figures: list[Figure] = []
-    with bench_redis() as (client, streams, run_id):
-        if "a" in args.parts or "b" in args.parts:
-            figures += throughput_figures(throughput(args, client, streams, run_id), args, load)
-        if "c" in args.parts:
-            figures += latency_figures(latency(args, run_id), args, load)
+    base: Throughput | None = None
+    if parts & set("abc"):
+        figures, base = standalone_parts(args, run_id, work, load)
+    if parts & set("de"):
+        figures += cluster_parts(args, run_id, work, base)
     emit(figures, args.json)
     if not args.json:
         print()
