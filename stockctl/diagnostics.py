@@ -29,6 +29,7 @@ class LiveProbe:
         self.dedupe_markers: str = s.event_dedupe_markers
         self._lag: list[dict[str, Any]] | None = None
         self._info: dict[str, Any] | None = None
+        self._last: dict[str, str] = {}  # event id -> CloudEvent JSON, from last_event
 
     def _admin(self) -> Any:
         from stockctl.clients.redis_bus import StreamAdmin
@@ -69,6 +70,7 @@ class LiveProbe:
         if not found:
             return None
         e = found[0]
+        self._last[e.event_id] = e.payload
         return {"id": e.event_id, "type": e.topic, "published": e.published_at is not None}
 
     def event_in_stream(self, product_id: str, event_id: str) -> bool:
@@ -81,7 +83,22 @@ class LiveProbe:
         return False
 
     def event_processed(self, event_id: str) -> bool:
-        return bool(self.app.cache().processed([event_id])[0])
+        from stockctl.core.envelope import InvalidEvent, parse
+        from stockctl.core.projection import update_from_event
+
+        cache = self.app.cache()
+        entry = self._last.get(event_id)
+        try:
+            update = update_from_event(parse(entry)) if entry is not None else None
+        except InvalidEvent:
+            update = None
+        if update is None:  # not a stock event (or not ours to read): its marker says
+            return bool(cache.processed([event_id])[0])
+        held = cache.get_products([update.product_id]).get(update.product_id)
+        if held is None:  # not cached (expired, lost): the next event or read fills it
+            return False
+        row = next((r for r in held.rows if r.warehouse_id == update.row.warehouse_id), None)
+        return row is not None and row.version >= update.row.version
 
     def redis_ping_ms(self) -> float:
         started = time.perf_counter()

@@ -168,13 +168,13 @@ def test_a_healthy_system_is_all_ok_and_exits_0() -> None:
 def test_product_checks_run_only_with_a_product() -> None:
     without = {c.name for c in dg.run(_probe(), ["stock-not-updating"])}
     with_product = {c.name for c in dg.run(_probe(), ["stock-not-updating"], "P1")}
-    assert "P1@W1" not in without and "processed marker" not in without
+    assert "P1@W1" not in without and "event applied" not in without
     assert {
         "P1@W1",
         "P1@W2",
         "last event in outbox",
         "last event in stream",
-        "processed marker",
+        "event applied",
     } <= with_product
 
 
@@ -276,8 +276,8 @@ def test_unprocessed_last_event_fails_and_unpublished_warns() -> None:
     assert checks["last event in outbox"].status is Status.WARN
     assert "ev-9" in checks["last event in outbox"].value
     assert "last event in stream" not in checks, "an unpublished event is not looked for"
-    assert checks["processed marker"].status is Status.FAIL
-    assert "stockctl worker run" in checks["processed marker"].remedy
+    assert checks["event applied"].status is Status.FAIL
+    assert "stockctl worker run" in checks["event applied"].remedy
 
 
 def test_no_event_for_the_product_warns() -> None:
