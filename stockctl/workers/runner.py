@@ -232,7 +232,10 @@ class Runner:
 
     def run(self, handle_signals: bool = True) -> int:
         """Run until stopped (or, in burst mode, until every job is idle). Returns an exit code."""
-        self.build()
+        if handle_signals:
+            self._install_signals()
+        if not self._build_when_ready():
+            return 0  # stopped while waiting
         if self.app.settings.warm_on_start:
             from stockctl.core.cache import warm
 
@@ -243,8 +246,6 @@ class Runner:
                 result.products,
                 result.seconds,
             )
-        if handle_signals:
-            self._install_signals()
         port = self.app.settings.worker_metrics_port
         if port:
             from prometheus_client import start_http_server
@@ -275,6 +276,30 @@ class Runner:
                 job.close()
         log.info("worker %s stopped after %.1f s", self.consumer, time.time() - started)
         return 0
+
+    def _build_when_ready(self) -> bool:
+        """Build the jobs; a dependency that does not answer yet (a Redis Cluster whose slot
+        map cannot be read, say) is waited for, with one line logged, as a job's failure is,
+        so that a worker started during an outage starts by itself when it ends. A burst run
+        fails at once instead. False: stopped while waiting."""
+        pause, waited = BACKOFF_MIN_SECONDS, False
+        while True:
+            try:
+                self.build()
+            except DependencyUnavailable as exc:
+                if self.options.burst:
+                    raise
+                self.jobs.clear()
+                if not waited:
+                    log.warning("waiting to start: %s", exc)
+                    waited = True
+                if self.stop.wait(pause):
+                    return False
+                pause = min(pause * 2, BACKOFF_MAX_SECONDS)
+                continue
+            if waited:
+                log.info("dependencies answer again: starting")
+            return True
 
     def _loop(self, job: Job) -> None:
         backoff = BACKOFF_MIN_SECONDS
