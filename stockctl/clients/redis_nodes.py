@@ -43,6 +43,11 @@ _RETRYABLE_REPLIES = (
     "MASTERDOWN",
 )
 _RETRYABLE_TEXT = ("non local key", "cluster is down", "not hash to the same slot")
+_RETRYABLE_CLASSES = (
+    redis.exceptions.AskError,  # MovedError too
+    redis.exceptions.TryAgainError,
+    redis.exceptions.ReadOnlyError,
+)
 RETRY_PAUSES = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.5, 0.75, 1.0, 1.0)  # ~4.4 s in all
 
 
@@ -51,6 +56,10 @@ def retryable(exc: BaseException) -> bool:
     if isinstance(exc, redis.ConnectionError | redis.TimeoutError | redis.exceptions.ClusterError):
         return True
     if isinstance(exc, redis.exceptions.RedisClusterException):
+        return True
+    # redis-py parses MOVED, ASK, TRYAGAIN and READONLY replies into these classes, their
+    # first word cut off (and a pipeline prefixes "Command # n (...) of pipeline caused error")
+    if isinstance(exc, _RETRYABLE_CLASSES):
         return True
     if isinstance(exc, redis.ResponseError):
         text = str(exc)

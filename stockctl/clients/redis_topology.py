@@ -15,6 +15,7 @@ nodes'; sentinels that need their own take ``?sentinel_password=...`` (and
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -159,13 +160,14 @@ def connect(target: RedisTarget, timeout: float, *, fail_fast: bool = False, **o
     backoff, so a stalled server holds a call for many times ``timeout``): for reads that have
     somewhere else to go, and for probes."""
     import redis
+    from redis.backoff import ExponentialBackoff, NoBackoff
     from redis.cluster import ClusterNode, RedisCluster
+    from redis.retry import Retry
 
     if fail_fast:
-        from redis.backoff import NoBackoff
-        from redis.retry import Retry
-
         options.setdefault("retry", Retry(NoBackoff(), 0))
+    else:  # a reconnect or two (a failover, a restart) but a stall costs ~3 x timeout, not 10
+        options.setdefault("retry", Retry(ExponentialBackoff(cap=0.5, base=0.05), 2))
     common: dict[str, Any] = {
         "username": target.username,
         "password": target.password,
@@ -202,10 +204,54 @@ def connect(target: RedisTarget, timeout: float, *, fail_fast: bool = False, **o
         sentinel = Sentinel(list(target.nodes), sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
         assert target.master is not None
         return sentinel.master_for(  # type: ignore[no-untyped-call]
-            target.master, db=target.db, health_check_interval=30, **common
+            target.master,
+            connection_pool_class=_following_pool(),
+            db=target.db,
+            health_check_interval=30,
+            **common,
         )
     host, port = target.nodes[0]
     return redis.Redis(host=host, port=port, db=target.db, health_check_interval=30, **common)
+
+
+# How often a sentinel pool asks the sentinels which server is master (see _following_pool).
+SENTINEL_RECHECK_SECONDS = 1.0
+
+
+@functools.cache
+def _following_pool() -> type:
+    """redis-py's sentinel pool asks the sentinels for the master only when it opens a
+    connection, and drops a connection only when its server refuses as a replica. After
+    ``SENTINEL FAILOVER`` the old master goes on answering as a master until the sentinels
+    reconfigure it (about 10 s): a busy client keeps its connections to it, and every write
+    it makes meanwhile is lost when that server becomes a replica. This pool asks again at
+    most every ``SENTINEL_RECHECK_SECONDS`` as it hands out a connection; once the sentinels
+    name another master, idle connections close and busy ones are dropped when released."""
+    import threading
+    import time
+
+    import redis
+    from redis.sentinel import SentinelConnectionPool
+
+    class FollowingPool(SentinelConnectionPool):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
+            self._asked = time.monotonic()
+            self._asking = threading.Lock()
+
+        def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+            now = time.monotonic()
+            if now - self._asked >= SENTINEL_RECHECK_SECONDS and self._asking.acquire(False):
+                try:
+                    self._asked = now  # on a change it closes the idle connections:
+                    self.get_master_address()  # type: ignore[no-untyped-call]
+                except redis.ConnectionError:
+                    pass  # no master named now: the connection's own connect says so
+                finally:
+                    self._asking.release()
+            return super().get_connection(*args, **kwargs)
+
+    return FollowingPool
 
 
 def answering_node(client: Any, target: RedisTarget) -> str:
