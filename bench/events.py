@@ -1023,7 +1023,7 @@ def throughput_figures(t: Throughput, args: Any, base: Throughput | None) -> lis
             )
         named = f"event processor, one process, {where}, {title.format(b=args.batch)}"
         suffix = " (raw: standalone)" if cluster else ""
-        figures += [
+        figures.append(
             Figure(
                 name=named + suffix,
                 value=round(run.rate),
@@ -1032,25 +1032,33 @@ def throughput_figures(t: Throughput, args: Any, base: Throughput | None) -> lis
                 ratio=round(run.rate / ref.rate, 3) if ref else None,
                 goal=None if cluster else RATE_GOAL,
                 note=note,
-            ),
+            )
+        )
+        figures.extend(
             Figure(
-                name=f"{named}: Redis server CPU per event{suffix}",
-                value=round(us["redis"], 2),
+                name=f"{named}: {label}{suffix}",
+                value=round(us[key], 2),
                 unit=CPU_UNIT,
-                raw=round(ref_us["redis"], 2) if ref_us else None,
-                ratio=round(us["redis"] / ref_us["redis"], 3) if ref_us else None,
-                goal=CLUSTER_REDIS_CPU_GOAL if cluster else REDIS_CPU_GOAL,
-                note=redis_note,
-            ),
-            Figure(
-                name=f"{named}: processor CPU per event (this process){suffix}",
-                value=round(us["process"], 2),
-                unit=CPU_UNIT,
-                raw=round(ref_us["process"], 2) if ref_us else None,
-                ratio=round(us["process"] / ref_us["process"], 3) if ref_us else None,
-                goal=None if cluster else PROCESS_CPU_GOAL,
-            ),
-        ]
+                raw=round(ref_us[key], 2) if ref_us else None,
+                ratio=round(us[key] / ref_us[key], 3) if ref_us else None,
+                goal=goal,
+                note=cpu_note,
+            )
+            for label, key, goal, cpu_note in (
+                (
+                    "Redis server CPU per event",
+                    "redis",
+                    CLUSTER_REDIS_CPU_GOAL if cluster else REDIS_CPU_GOAL,
+                    redis_note,
+                ),
+                (
+                    "processor CPU per event (this process)",
+                    "process",
+                    None if cluster else PROCESS_CPU_GOAL,
+                    None,
+                ),
+            )
+        )
     return figures
 
 

@@ -35,6 +35,7 @@ from sqlalchemy.engine import make_url
 
 import stockctl
 from stockctl.library import Stockctl
+from tests.redisutil import PrivateRedis
 
 PG_ADMIN_URL = os.environ.get(
     "STOCKCTL_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -244,3 +245,10 @@ def redis_topology_url(request: pytest.FixtureRequest) -> str:
     if request.param != "standalone":
         request.getfixturevalue("redis_topologies")
     return REDIS_TOPOLOGY_URLS[request.param]
+
+
+@pytest.fixture
+def private_redis() -> Iterator[PrivateRedis]:
+    """A standalone redis-server of this test's own, for tests that break it."""
+    with PrivateRedis() as server:
+        yield server

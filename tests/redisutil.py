@@ -14,6 +14,7 @@ test in seconds rather than hanging it.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import signal
 import socket
@@ -447,3 +448,19 @@ class PrivateSentinel(_Servers):
 
         wait_until(promoted, timeout, f"a new master in place of {old}")
         return self.current_master()
+
+
+def daemon_env(pg_url: str, redis_url: str, **extra: str) -> dict[str, str]:
+    """The environment for a stockctl process of a fault test: this process's own minus every
+    ``STOCKCTL_*`` variable, the given database and Redis, plain wide output, then ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STOCKCTL_")}
+    env.update(
+        {
+            "COLUMNS": "200",
+            "NO_COLOR": "1",
+            "STOCKCTL_DATABASE_URL": pg_url,
+            "STOCKCTL_REDIS_URL": redis_url,
+        }
+    )
+    env.update(extra)
+    return env

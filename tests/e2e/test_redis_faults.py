@@ -27,36 +27,18 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from sqlalchemy import create_engine, text
 
 import stockctl
 from tests.apiutil import READ, TOKENS
 from tests.eventutil import COMMAND, assert_cache_matches_db, cli, wait_until
-from tests.redisutil import PrivateRedis, free_port
+from tests.redisutil import PrivateRedis, daemon_env, free_port
 
 START_TIMEOUT = 60  # seconds: imports are slow on a loaded 2-core machine
 
 
-@pytest.fixture
-def redis_server() -> Iterator[PrivateRedis]:
-    with PrivateRedis() as server:
-        yield server
-
-
 def env_for(pg_url: str, redis_url: str, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STOCKCTL_")}
-    env.update(
-        {
-            "COLUMNS": "200",
-            "NO_COLOR": "1",
-            "STOCKCTL_DATABASE_URL": pg_url,
-            "STOCKCTL_REDIS_URL": redis_url,
-            "STOCKCTL_API_TOKENS": json.dumps(TOKENS),
-        }
-    )
-    env.update(extra)
-    return env
+    return daemon_env(pg_url, redis_url, STOCKCTL_API_TOKENS=json.dumps(TOKENS), **extra)
 
 
 @dataclass
@@ -224,9 +206,9 @@ def seed(env: dict[str, str], products: int, warehouses: int) -> list[str]:
 
 
 def test_a_stalled_redis_costs_reads_nothing_and_hits_resume_after_it(
-    pg_url: str, redis_server: PrivateRedis, tmp_path: Path
+    pg_url: str, private_redis: PrivateRedis, tmp_path: Path
 ) -> None:
-    env = env_for(pg_url, redis_server.url)
+    env = env_for(pg_url, private_redis.url)
     products = seed(env, 300, 4)
     assert cli(env, "warm-cache").code == 0
     with serving(env, tmp_path) as (server, url):
@@ -238,7 +220,7 @@ def test_a_stalled_redis_costs_reads_nothing_and_hits_resume_after_it(
             time.sleep(3)  # warmed up: hits
             hits_before = metric(url, "catalog_cache_hits_total")
             assert hits_before > 0
-            redis_server.pause()
+            private_redis.pause()
             paused_at = time.monotonic()
             try:
                 time.sleep(2)
@@ -250,7 +232,7 @@ def test_a_stalled_redis_costs_reads_nothing_and_hits_resume_after_it(
                 time.sleep(13)
                 hits_end_of_stall = metric(url, "catalog_cache_hits_total")
             finally:
-                redis_server.resume()
+                private_redis.resume()
             resumed_at = time.monotonic()
             time.sleep(8)
             hits_after = metric(url, "catalog_cache_hits_total")
@@ -352,11 +334,11 @@ def health_code(env: dict[str, str]) -> int:
 
 
 def test_a_redis_that_lost_its_data_is_rebuilt_by_the_worker_alone(
-    pg_url: str, redis_server: PrivateRedis, tmp_path: Path
+    pg_url: str, private_redis: PrivateRedis, tmp_path: Path
 ) -> None:
     env = env_for(
         pg_url,
-        redis_server.url,
+        private_redis.url,
         STOCKCTL_WORKER_STALL_SECONDS="5",
         STOCKCTL_WORKER_HEARTBEAT_TTL_SECONDS="3",
         STOCKCTL_RELAY_POLL_INTERVAL_MS="100",
@@ -375,7 +357,7 @@ def test_a_redis_that_lost_its_data_is_rebuilt_by_the_worker_alone(
     engine.dispose()
     rows = [(p, w) for p in fresh[:100] for w in ("WH001", "WH002", "WH003")]
     with (
-        stockctl.connect(pg_url, redis_url=redis_server.url) as watcher,
+        stockctl.connect(pg_url, redis_url=private_redis.url) as watcher,
         daemon(env, tmp_path, "worker", "worker", "run", "--consumer", "w1") as worker,
         serving(env, tmp_path) as (server, url),
     ):
@@ -389,7 +371,7 @@ def test_a_redis_that_lost_its_data_is_rebuilt_by_the_worker_alone(
         load.start(readers=2, pace=0.05)
         try:
             time.sleep(2)
-            redis_server.stop_nosave()  # its data is gone: nothing was saved
+            private_redis.stop_nosave()  # its data is gone: nothing was saved
             down_at = time.monotonic()
             started = time.monotonic()
             codes_down = [health_code(env)]
@@ -399,7 +381,7 @@ def test_a_redis_that_lost_its_data_is_rebuilt_by_the_worker_alone(
             check_down_s = time.monotonic() - started
             time.sleep(max(0.0, 8 - (time.monotonic() - down_at)))
             codes_down.append(health_code(env))
-            redis_server.start()
+            private_redis.start()
             back_at = time.monotonic()
             wait_until(lambda: not behind(app, ids), 30, "the cache to be rebuilt", every=0.5)
             converged = time.monotonic() - back_at
@@ -411,7 +393,7 @@ def test_a_redis_that_lost_its_data_is_rebuilt_by_the_worker_alone(
             load.finish()
         # Writes stopped: the events drain and the cache equals the database exactly.
         wait_until(lambda: not behind(app, ids), 30, "the last events", every=0.5)
-        assert_cache_matches_db(app, app.cache(), redis_get(redis_server), app.cache().keys, ids)
+        assert_cache_matches_db(app, app.cache(), redis_get(private_redis), app.cache().keys, ids)
         assert server.stop() == 0
         assert worker.stop() == 0, worker.stderr()[-3000:]
     logged = worker.stderr().splitlines()

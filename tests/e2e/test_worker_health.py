@@ -10,7 +10,6 @@ from __future__ import annotations
 import signal
 import time
 import uuid
-from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -19,34 +18,20 @@ import stockctl
 from stockctl.errors import CacheUnavailable
 from stockctl.workers.runner import check as check_workers
 from tests.eventutil import cli, spawn, wait_until
-from tests.redisutil import PrivateRedis
+from tests.redisutil import PrivateRedis, daemon_env
 
 STALL = 2  # worker_stall_seconds for these tests
 
 
-@pytest.fixture
-def redis_server() -> Iterator[PrivateRedis]:
-    with PrivateRedis() as server:
-        yield server
-
-
 def env_for(pg_url: str, redis_url: str) -> dict[str, str]:
-    import os
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STOCKCTL_")}
-    env.update(
-        {
-            "COLUMNS": "200",
-            "NO_COLOR": "1",
-            "STOCKCTL_DATABASE_URL": pg_url,
-            "STOCKCTL_REDIS_URL": redis_url,
-            "STOCKCTL_APP_ID": f"hc{uuid.uuid4().hex[:8]}",
-            "STOCKCTL_WORKER_STALL_SECONDS": str(STALL),
-            "STOCKCTL_WORKER_HEARTBEAT_TTL_SECONDS": "3",
-            "STOCKCTL_RELAY_POLL_INTERVAL_MS": "100",
-        }
+    return daemon_env(
+        pg_url,
+        redis_url,
+        STOCKCTL_APP_ID=f"hc{uuid.uuid4().hex[:8]}",
+        STOCKCTL_WORKER_STALL_SECONDS=str(STALL),
+        STOCKCTL_WORKER_HEARTBEAT_TTL_SECONDS="3",
+        STOCKCTL_RELAY_POLL_INTERVAL_MS="100",
     )
-    return env
 
 
 def rename_outbox(pg_url: str, old: str, new: str) -> None:
@@ -60,10 +45,10 @@ def rename_outbox(pg_url: str, old: str, new: str) -> None:
 
 
 def test_check_and_health_follow_a_stuck_worker_and_a_stalled_redis(
-    pg_url: str, redis_server: PrivateRedis
+    pg_url: str, private_redis: PrivateRedis
 ) -> None:
-    env = env_for(pg_url, redis_server.url)
-    with stockctl.connect(pg_url, redis_url=redis_server.url) as sc:
+    env = env_for(pg_url, private_redis.url)
+    with stockctl.connect(pg_url, redis_url=private_redis.url) as sc:
         sc.init()
     worker = spawn(env, "worker", "run", "--consumer", "stuck")
     try:
@@ -93,7 +78,7 @@ def test_check_and_health_follow_a_stuck_worker_and_a_stalled_redis(
         # Redis stalls (SIGSTOP): --check fails, exit 3, one line; health exit 2, Redis failed
         # and the heartbeats unknown. Each waits about a second on Redis (the probe client's
         # timeout, never retried); the rest of a command's time is its start-up.
-        redis_server.pause()
+        private_redis.pause()
         try:
             check = cli(env, "worker", "--check", timeout=30)
             assert check.code == 3, (check.out, check.err)
@@ -106,13 +91,13 @@ def test_check_and_health_follow_a_stuck_worker_and_a_stalled_redis(
             assert "heartbeats live in Redis" in lines["workers"]
             waited_ms = float(lines["redis"].split()[2])  # "redis  fail  1004.52 ms  ..."
             assert waited_ms < 2000, lines["redis"]
-            with stockctl.connect(pg_url, redis_url=redis_server.url) as sc:
+            with stockctl.connect(pg_url, redis_url=private_redis.url) as sc:
                 started = time.monotonic()
                 with pytest.raises(CacheUnavailable, match="heartbeats unreadable"):
                     check_workers(sc._app)
                 assert time.monotonic() - started < 2
         finally:
-            redis_server.resume()
+            private_redis.resume()
         wait_until(lambda: cli(env, "worker", "--check").code == 0, 30, "--check to pass again")
     finally:
         if worker.poll() is None:
