@@ -84,7 +84,7 @@ def _errors(api: FastAPI) -> None:
 
     @api.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in exc.errors()]
+        errors = [{"loc": list(e.get("loc", ())), "msg": _message(e)} for e in exc.errors()]
         first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
         detail = f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
         return JSONResponse(
@@ -118,6 +118,13 @@ def _errors(api: FastAPI) -> None:
             status_code=500,
             media_type=PROBLEM,
         )
+
+
+def _message(error: Any) -> str:
+    """A field error's message; for a body that is not JSON, why (e.g. a duplicate key)."""
+    if error.get("type") == "json_invalid":
+        return f"invalid JSON: {(error.get('ctx') or {}).get('error', 'not JSON')}"
+    return str(error.get("msg", ""))
 
 
 class BodyLimit:

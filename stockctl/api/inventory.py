@@ -9,10 +9,11 @@ from fastapi import APIRouter, Depends, Query
 
 from stockctl.api import schemas
 from stockctl.api.deps import AppDep, IdemKey, require, reservation_out, row_out
+from stockctl.api.strict import StrictJSONRoute
 from stockctl.core import cache, inventory, lifecycle, reservations
 from stockctl.core.reservations import Line
 
-router = APIRouter(tags=["inventory"])
+router = APIRouter(tags=["inventory"], route_class=StrictJSONRoute)
 READ = [Depends(require("read"))]
 RESERVE = [Depends(require("reserve"))]
 ADMIN = [Depends(require("admin"))]

@@ -2,21 +2,88 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Literal
+from functools import partial
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, StrictBool, WithJsonSchema
+from pydantic_core import PydanticCustomError
 
-from stockctl.core.model import MAX_QUANTITY
+from stockctl.core import values as v
+from stockctl.errors import InvalidInput
 
-Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")]
-Qty = Annotated[int, Field(ge=1, le=MAX_QUANTITY)]
-Reason = Annotated[str, Field(min_length=1, max_length=200)]
-OrderId = Annotated[str, Field(min_length=1, max_length=128)]
-TtlSeconds = Annotated[int, Field(ge=1, le=30 * 86400)]
+
+def core(check: Callable[[Any], Any]) -> PlainValidator:
+    """A field checked by the core's own definition of its kind (``stockctl.core.values``):
+    the HTTP API refuses exactly what the library refuses, with the same message."""
+
+    def run(value: Any) -> Any:
+        try:
+            return check(value)
+        except InvalidInput as exc:
+            raise PydanticCustomError(
+                "invalid_input", "{message}", {"message": exc.message}
+            ) from None
+
+    return PlainValidator(run)
+
+
+def number(low: int, high: int) -> WithJsonSchema:
+    return WithJsonSchema({"type": "integer", "minimum": low, "maximum": high})
+
+
+def whole(what: str, low: int, high: int) -> PlainValidator:
+    """A JSON integer from ``low`` to ``high``: no string, boolean or float."""
+    return core(partial(v.check_whole, what=what, low=low, high=high))
+
+
+def text(what: str, max_length: int, *, strip: bool = True) -> PlainValidator:
+    """One line of text without control, invisible or bidirectional characters."""
+    return core(partial(v.check_text, what=what, max_length=max_length, required=True, strip=strip))
+
+
+def string(max_length: int, pattern: str) -> WithJsonSchema:
+    return WithJsonSchema(
+        {"type": "string", "minLength": 1, "maxLength": max_length, "pattern": pattern}
+    )
+
+
+MAX = v.MAX_QUANTITY
+ProductId = Annotated[str, core(partial(v.check_id, what="product")), string(64, v.ID_PATTERN)]
+WarehouseId = Annotated[str, core(partial(v.check_id, what="warehouse")), string(64, v.ID_PATTERN)]
+Qty = Annotated[int, core(v.check_quantity), number(1, MAX)]
+Count = Annotated[int, whole("quantity_available", 0, MAX), number(0, MAX)]
+Version = Annotated[int, whole("expect_version", 0, MAX), number(0, MAX)]
+Threshold = Annotated[int, whole("low_stock_threshold", 0, MAX), number(0, MAX)]
+Delta = Annotated[
+    int,
+    core(v.check_delta),
+    WithJsonSchema({"type": "integer", "minimum": -MAX, "maximum": MAX, "not": {"const": 0}}),
+]
+TtlSeconds = Annotated[int, core(v.check_ttl_seconds), number(1, v.MAX_TTL_SECONDS)]
+Page = Annotated[int, whole("page", 1, 1_000_000), number(1, 1_000_000)]
+Limit = Annotated[int, whole("limit", 1, 1000), number(1, 1000)]
+Reason = Annotated[str, text("reason", v.MAX_REASON), string(v.MAX_REASON, v.TEXT_PATTERN)]
+Reference = Annotated[
+    str,
+    text("reference", v.MAX_REFERENCE, strip=False),
+    string(v.MAX_REFERENCE, v.TEXT_PATTERN),
+]
+OrderId = Annotated[
+    str, text("order id", v.MAX_ORDER_ID, strip=False), string(v.MAX_ORDER_ID, v.TEXT_PATTERN)
+]
+Timestamp = Annotated[
+    datetime,
+    core(v.check_timestamp),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
 
 
 class Strict(BaseModel):
+    """A request body: unknown fields refused, every field checked by the core's rules
+    (duplicate keys are refused before, when the JSON is read: ``stockctl.api.strict``)."""
+
     model_config = ConfigDict(extra="forbid")
 
 
@@ -41,36 +108,36 @@ class ProductInventory(BaseModel):
 
 
 class SetStock(Strict):
-    warehouse_id: Id
-    quantity_available: Annotated[int, Field(ge=0, le=MAX_QUANTITY)]
-    expect_version: Annotated[int, Field(ge=0)] | None = None
-    low_stock_threshold: Annotated[int, Field(ge=0, le=MAX_QUANTITY)] | None = None
+    warehouse_id: WarehouseId
+    quantity_available: Count
+    expect_version: Version | None = None
+    low_stock_threshold: Threshold | None = None
     reason: Reason | None = None
 
 
 class Receive(Strict):
-    product_id: Id
-    warehouse_id: Id
+    product_id: ProductId
+    warehouse_id: WarehouseId
     quantity: Qty
     reason: Reason | None = None
-    reference: OrderId | None = None
+    reference: Reference | None = None
 
 
 class Adjust(Strict):
-    product_id: Id
-    warehouse_id: Id
-    delta: Annotated[int, Field(ge=-MAX_QUANTITY, le=MAX_QUANTITY)]
+    product_id: ProductId
+    warehouse_id: WarehouseId
+    delta: Delta
     reason: Reason
-    reference: OrderId | None = None
+    reference: Reference | None = None
 
 
 class Transfer(Strict):
-    product_id: Id
-    from_warehouse_id: Id
-    to_warehouse_id: Id
+    product_id: ProductId
+    from_warehouse_id: WarehouseId
+    to_warehouse_id: WarehouseId
     quantity: Qty
     reason: Reason | None = None
-    reference: OrderId | None = None
+    reference: Reference | None = None
 
 
 class TransferResult(BaseModel):
@@ -79,16 +146,16 @@ class TransferResult(BaseModel):
 
 
 class Reserve(Strict):
-    product_id: Id
-    warehouse_id: Id | None = None
+    product_id: ProductId
+    warehouse_id: WarehouseId | None = None
     quantity: Qty
     ttl_seconds: TtlSeconds | None = None
     order_id: OrderId | None = None
 
 
 class CheckoutItem(Strict):
-    product_id: Id
-    warehouse_id: Id | None = None
+    product_id: ProductId
+    warehouse_id: WarehouseId | None = None
     quantity: Qty
 
 
@@ -96,7 +163,7 @@ class Checkout(Strict):
     items: Annotated[list[CheckoutItem], Field(min_length=1, max_length=1000)]
     order_id: OrderId | None = None
     ttl_seconds: TtlSeconds | None = None
-    allow_split: bool = False
+    allow_split: StrictBool = False
 
 
 class ReservationOut(BaseModel):
@@ -129,8 +196,8 @@ class ReleaseOrder(Strict):
 
 
 class BulkStock(Strict):
-    product_ids: Annotated[list[Id], Field(min_length=1, max_length=1000)]
-    warehouse_id: Id | None = None
+    product_ids: Annotated[list[ProductId], Field(min_length=1, max_length=1000)]
+    warehouse_id: WarehouseId | None = None
 
 
 class BulkStockOut(BaseModel):
@@ -139,10 +206,10 @@ class BulkStockOut(BaseModel):
 
 
 class RecentlyUpdated(Strict):
-    since: datetime
-    warehouse_id: Id | None = None
-    page: Annotated[int, Field(ge=1, le=1_000_000)] = 1
-    limit: Annotated[int, Field(ge=1, le=1000)] = 1000
+    since: Timestamp
+    warehouse_id: WarehouseId | None = None
+    page: Page = 1
+    limit: Limit = 1000
 
 
 class RecentlyUpdatedOut(BaseModel):

@@ -24,6 +24,7 @@ from stockctl.core.projection import (
     StockLevel,
     product_values,
 )
+from stockctl.core.values import check_timestamp
 from stockctl.errors import CacheUnavailable, InvalidInput
 
 MAX_BATCH = 10_000
@@ -389,8 +390,7 @@ def recently_updated(
     limit: int = MAX_PAGE,
 ) -> Page:
     """Rows changed at or after ``since``, ordered by (last_movement_at, product, warehouse)."""
-    if since.tzinfo is None:
-        raise InvalidInput("since must carry a timezone (e.g. 2024-11-09T00:00:00Z)")
+    since = check_timestamp(since, "since")
     if warehouse_id is not None:
         check_id(warehouse_id, "warehouse")
     if not 1 <= limit <= MAX_PAGE:

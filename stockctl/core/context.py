@@ -14,11 +14,11 @@ from typing import Any, TypeVar
 from stockctl.core.events import change_events
 from stockctl.core.model import Inventory, Movement, MovementKind, utcnow
 from stockctl.core.ports import Store, StoreTx
-from stockctl.errors import IdempotencyConflict, InvalidInput, RetryableConflict
+from stockctl.core.values import check_idempotency_key as check_idempotency_key
+from stockctl.errors import IdempotencyConflict, RetryableConflict
 
 T = TypeVar("T")
 
-MAX_IDEMPOTENCY_KEY = 200
 MAX_ATTEMPTS = 5
 
 
@@ -32,14 +32,6 @@ class Context:
     idempotency_window: timedelta = timedelta(hours=24)
     allocation_strategy: str = "priority"
     clock: Callable[[], datetime] = field(default=utcnow)
-
-
-def check_idempotency_key(key: str | None) -> str | None:
-    if key is None:
-        return None
-    if not key.strip() or len(key) > MAX_IDEMPOTENCY_KEY or not key.isprintable():
-        raise InvalidInput(f"idempotency key must be 1-{MAX_IDEMPOTENCY_KEY} printable characters")
-    return key
 
 
 def request_hash(operation: str, request: dict[str, Any]) -> str:

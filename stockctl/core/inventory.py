@@ -21,6 +21,7 @@ from stockctl.core.model import (
     check_reason,
 )
 from stockctl.core.ports import StoreTx
+from stockctl.core.values import check_name, check_reference
 from stockctl.errors import (
     AlreadyExists,
     InsufficientStock,
@@ -33,28 +34,10 @@ from stockctl.errors import (
 
 DEFAULT_LOW_STOCK_THRESHOLD = 10
 MAX_LIST = 10_000
-MAX_REFERENCE = 128  # stock_movements.reference
-
-
-def check_reference(value: str | None) -> str | None:
-    """An order, PO or RMA id kept in the ledger: blank means none, else 1-128 printable chars."""
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    if not isinstance(value, str) or len(value) > MAX_REFERENCE or not value.isprintable():
-        raise InvalidInput(
-            f"reference must be 1-{MAX_REFERENCE} printable characters", field="reference"
-        )
-    return value
-
-
-def _check_name(name: str) -> str:
-    if not name or not name.strip() or len(name) > 200:
-        raise InvalidInput("name must be 1-200 characters")
-    return name.strip()
 
 
 def add_product(ctx: Context, product_id: str, name: str | None = None) -> Product:
-    product = Product(check_id(product_id, "product"), _check_name(name or product_id), ctx.clock())
+    product = Product(check_id(product_id, "product"), check_name(name or product_id), ctx.clock())
     with ctx.store.transaction() as tx:
         if not tx.add_product(product):
             raise AlreadyExists(f"product {product_id!r} already exists")
@@ -72,7 +55,7 @@ def add_warehouse(
         raise InvalidInput("priority must be a whole number from 0 to 10000 (lower is preferred)")
     warehouse = Warehouse(
         check_id(warehouse_id, "warehouse"),
-        _check_name(name or warehouse_id),
+        check_name(name or warehouse_id),
         priority,
         active,
         ctx.clock(),

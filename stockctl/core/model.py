@@ -6,56 +6,20 @@ only persists what the core decided.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 
+from stockctl.core.values import MAX_QUANTITY as MAX_QUANTITY
+from stockctl.core.values import check_delta as check_delta
+from stockctl.core.values import check_id as check_id
+from stockctl.core.values import check_quantity as check_quantity
+from stockctl.core.values import check_reason as check_reason
 from stockctl.errors import BelowReserved, InsufficientStock, InvalidInput, StockRuleViolation
-
-MAX_QUANTITY = 2**31 - 1
-_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def check_id(value: str, what: str) -> str:
-    """Product and warehouse ids: 1-64 letters, digits, ``_ . -``; no ``:`` (cache keys)."""
-    if not isinstance(value, str) or not _ID_RE.fullmatch(value):
-        raise InvalidInput(
-            f"malformed {what} id {value!r}: use 1-64 letters, digits, '_', '.' or '-'",
-            field=what,
-        )
-    return value
-
-
-def check_quantity(value: int, what: str = "quantity", *, allow_zero: bool = False) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidInput(f"{what} must be a whole number", field=what)
-    low = 0 if allow_zero else 1
-    if value < low or value > MAX_QUANTITY:
-        raise InvalidInput(f"{what} must be between {low} and {MAX_QUANTITY}, got {value}")
-    return value
-
-
-def check_delta(value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidInput("delta must be a whole number", field="delta")
-    if value == 0 or abs(value) > MAX_QUANTITY:
-        raise InvalidInput(f"delta must be non-zero and within ±{MAX_QUANTITY}, got {value}")
-    return value
-
-
-def check_reason(value: str | None, *, required: bool) -> str | None:
-    if value is None or not value.strip():
-        if required:
-            raise InvalidInput("a reason is required (--reason)", field="reason")
-        return None
-    if len(value) > 200:
-        raise InvalidInput("reason is longer than 200 characters", field="reason")
-    return value.strip()
 
 
 class MovementKind(StrEnum):

@@ -6,7 +6,6 @@ deadlock; a row short of stock first gives back its overdue holds, then is tried
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -24,6 +23,9 @@ from stockctl.core.model import (
     check_quantity,
 )
 from stockctl.core.ports import StoreTx
+from stockctl.core.values import MAX_ORDER_ID as MAX_ORDER_ID
+from stockctl.core.values import check_order_id as check_order_id
+from stockctl.core.values import parse_whole
 from stockctl.errors import (
     InsufficientStock,
     InvalidInput,
@@ -33,9 +35,7 @@ from stockctl.errors import (
 )
 
 MAX_CHECKOUT_LINES = 1000
-MAX_ORDER_ID = 128
 STRATEGIES = ("priority", "most_stock")
-_WHOLE_NUMBER = re.compile(r"-?[0-9]{1,12}")  # ASCII digits only: int() takes "²" as a digit
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,10 +50,10 @@ class Line:
     def parse(cls, spec: str) -> Line:
         """``PRODUCT:QTY`` or ``PRODUCT:WAREHOUSE:QTY``."""
         parts = spec.split(":")
-        if len(parts) not in (2, 3) or not _WHOLE_NUMBER.fullmatch(parts[-1].strip()):
+        if len(parts) not in (2, 3):
             raise InvalidInput(f"malformed item {spec!r}: use PRODUCT:QTY or PRODUCT:WAREHOUSE:QTY")
         warehouse = parts[1] if len(parts) == 3 else None
-        return cls(parts[0], int(parts[-1]), warehouse).checked()
+        return cls(parts[0], parse_whole(parts[-1], "quantity"), warehouse).checked()
 
     def checked(self) -> Line:
         check_id(self.product_id, "product")
@@ -70,14 +70,6 @@ def check_ttl(ctx: Context, ttl: timedelta | None) -> timedelta:
         most = int(ctx.reservation_max_ttl.total_seconds())
         raise InvalidInput(f"ttl must be more than 0 s and at most {most} s")
     return ttl
-
-
-def check_order_id(order_id: str | None) -> str | None:
-    if order_id is not None and (
-        not order_id.strip() or len(order_id) > MAX_ORDER_ID or not order_id.isprintable()
-    ):
-        raise InvalidInput(f"order id must be 1-{MAX_ORDER_ID} printable characters")
-    return order_id
 
 
 def merge_lines(lines: Sequence[Line]) -> list[Line]:
