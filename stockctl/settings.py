@@ -8,6 +8,7 @@ it exists), then the defaults below. Defaults follow the seed document (pool, wo
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,7 +20,32 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from stockctl.core.values import (
+    FORBIDDEN_TEXT,
+    MAX_ACTOR,
+    check_database_url,
+    check_http_url,
+    check_text,
+)
+from stockctl.errors import InvalidInput
+
 DEFAULT_CONFIG_FILE = Path("config/stockctl.yaml")
+MAX_REDIS_DB = 15
+_FORBIDDEN = re.compile(FORBIDDEN_TEXT)
+
+
+def _checked(check: Any, value: Any, what: str, *args: Any, **kwargs: Any) -> Any:
+    """A core check (``stockctl.core.values``) inside a validator: its refusal as a ValueError,
+    which load_settings reports as ``invalid settings: NAME: why``."""
+    try:
+        return check(value, what, *args, **kwargs)
+    except InvalidInput as exc:
+        raise ValueError(exc.message.removeprefix(f"{what}: ").removeprefix(f"{what} ")) from None
+
+
+def _secret_text(value: Any, what: str) -> Any:
+    """A secret: one line of text (its value is never shown)."""
+    return check_text(value, what, 4096, required=True, strip=False)
 
 
 def default_data_dir() -> Path:
@@ -124,7 +150,7 @@ class Settings(BaseSettings):
     api_max_body_bytes: int = Field(1 << 20, ge=1024, le=64 << 20)
 
     # the warehouse API as a client (order services, the remote CLI)
-    api_url: str | None = Field(None, pattern=r"^https?://")
+    api_url: str | None = None
     api_token: SecretStr | None = None
     client_timeout_seconds: float = Field(5.0, gt=0, le=300)
     client_retries: int = Field(2, ge=0, le=10)
@@ -134,19 +160,35 @@ class Settings(BaseSettings):
     # who is acting, recorded in the ledger
     actor: str = Field(default_factory=lambda: os.environ.get("USER") or "stockctl")
 
-    @field_validator("database_url", mode="before")
+    @field_validator("database_url", "database_replica_url")
     @classmethod
-    def _empty_is_default(cls, value: Any) -> Any:
-        if isinstance(value, str) and not value.strip():
-            return default_database_url()
+    def _database_url(cls, value: SecretStr | None, info: Any) -> SecretStr | None:
+        """An empty URL is a mistake (an unset shell variable), not the embedded default."""
+        if value is not None:
+            _checked(check_database_url, value.get_secret_value(), info.field_name)
         return value
 
-    @field_validator("database_replica_url", "redis_url", "api_url", "api_token", mode="before")
+    @field_validator("api_url")
     @classmethod
-    def _empty_is_none(cls, value: Any) -> Any:
-        if isinstance(value, str) and not value.strip():
-            return None
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            _checked(check_http_url, value, "api_url")
         return value
+
+    @field_validator("api_token")
+    @classmethod
+    def _token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            _checked(_secret_text, value.get_secret_value(), "api_token")
+        return value
+
+    @field_validator(
+        "actor", "event_source", "app_id", "pubsub_name", "dead_letter_topic", "api_host"
+    )
+    @classmethod
+    def _text(cls, value: str, info: Any) -> str:
+        checked = _checked(check_text, value, info.field_name, MAX_ACTOR, required=True)
+        return str(checked)
 
     @field_validator("redis_url")
     @classmethod
@@ -154,12 +196,25 @@ class Settings(BaseSettings):
         """standalone, redis+cluster:// or redis+sentinel://, checked before anything connects"""
         if value is not None:
             from stockctl.clients.redis_topology import parse_redis_url
-            from stockctl.errors import InvalidInput
 
+            url = value.get_secret_value()
+            if not url.strip():
+                raise ValueError("is empty: give a redis://, redis+cluster:// or sentinel URL")
+            if _FORBIDDEN.search(url) is not None or any(c.isspace() for c in url):
+                raise ValueError("holds a space or control character")
+            if not url.isascii():
+                raise ValueError("holds a character that is not ASCII: percent-encode it")
             try:
-                parse_redis_url(value.get_secret_value())
+                target = parse_redis_url(url)
             except InvalidInput as exc:
                 raise ValueError(str(exc).removeprefix("invalid settings: redis_url: ")) from None
+            except ValueError:
+                raise ValueError("is not a Redis URL") from None
+            if target.db > MAX_REDIS_DB:
+                raise ValueError(
+                    f"database {target.db} is out of Redis's range 0-{MAX_REDIS_DB} "
+                    "(the default 'databases 16')"
+                )
         return value
 
     @field_validator("db_pool_max_idle")
@@ -199,8 +254,10 @@ class Settings(BaseSettings):
                 from stockctl.clients.redis_topology import parse_redis_url
 
                 out[name] = parse_redis_url(value.get_secret_value()).masked()
-            elif isinstance(value, SecretStr):
+            elif name in _URLS and isinstance(value, SecretStr):
                 out[name] = mask_url(value.get_secret_value())
+            elif isinstance(value, SecretStr):
+                out[name] = "***"  # a token: nothing of it is shown
             elif name == "api_tokens":
                 out[name] = [
                     {"name": t["name"], "token": "***", "scopes": t["scopes"]} for t in value
@@ -210,6 +267,7 @@ class Settings(BaseSettings):
         return out
 
 
+_URLS = ("database_url", "database_replica_url")
 _config_override: Path | None = None
 
 
@@ -230,6 +288,7 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     config_file = config_file if config_file is not None else _config_file()
     if config_file is not None:
         _check_config_file(config_file)
+    _check_environment()
     given = {k: v for k, v in overrides.items() if v is not None}
     previous, _config_override = _config_override, config_file
     try:
@@ -238,6 +297,32 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         raise InvalidInput(f"invalid settings: {_first_error(exc)}") from None
     finally:
         _config_override = previous
+
+
+# STOCKCTL_* variables that are not settings: the CLI's own, the test suite's and the benchmarks'
+# (by prefix), and the service links Kubernetes puts in every pod for a Service named stockctl.
+_NOT_SETTINGS = re.compile(
+    r"STOCKCTL_(CONFIG|DEBUG|TEST_.*|BENCH_.*|SERVICE_HOST|SERVICE_PORT(_.+)?"
+    r"|PORT(_[0-9]+_(TCP|UDP|SCTP)(_PROTO|_PORT|_ADDR)?)?)"
+)
+
+
+def _check_environment() -> None:
+    """An unknown STOCKCTL_* variable is refused, as an unknown key of the config file is: a
+    misspelt STOCKCTL_DATABSE_URL would otherwise run on the embedded database."""
+    import difflib
+
+    names = {f"STOCKCTL_{n.upper()}" for n in Settings.model_fields}
+    for key in sorted(os.environ):
+        upper = key.upper()
+        if (
+            upper.startswith("STOCKCTL_")
+            and upper not in names
+            and not _NOT_SETTINGS.fullmatch(upper)
+        ):
+            close = difflib.get_close_matches(upper[9:], [n[9:] for n in names], 1, 0.75)
+            hint = f" (did you mean STOCKCTL_{close[0]}?)" if close else ""
+            raise InvalidInput(f"invalid settings: unknown environment variable {key}{hint}")
 
 
 def _check_config_file(path: Path) -> None:
@@ -262,5 +347,6 @@ def _first_error(exc: ValueError) -> str:
     if callable(errors):
         first = errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ())) or "settings"
-        return f"{where}: {first.get('msg', 'invalid')}"
+        why = str(first.get("msg", "invalid")).removeprefix("Value error, ")
+        return f"{where}: {why}"
     return str(exc).splitlines()[0]

@@ -83,6 +83,26 @@ class State:
             self._app = None
 
 
+def whole_number(what: str) -> Callable[[Any], int]:
+    """A typer ``parser`` for a whole-number argument, by the core's rule (``parse_whole``):
+    `` 5``, ``+5``, ``5.0`` or ``1_000`` is a usage error (exit 2), as the HTTP API refuses
+    ``"5"``."""
+
+    def parse(text: Any) -> int:
+        from stockctl.core.values import parse_whole
+        from stockctl.errors import InvalidInput
+
+        if isinstance(text, int) and not isinstance(text, bool):
+            return text  # a default
+        try:
+            return parse_whole(text, what)
+        except InvalidInput as exc:
+            raise typer.BadParameter(exc.message) from None
+
+    parse.__name__ = "INTEGER"  # the metavar --help shows
+    return parse
+
+
 def state(ctx: typer.Context) -> State:
     root = ctx.find_root()
     if not isinstance(root.obj, State):

@@ -20,6 +20,7 @@ from stockctl.commands._common import (
     state,
     when,
 )
+from stockctl.core.values import parse_whole
 from stockctl.errors import InvalidInput
 
 if TYPE_CHECKING:
@@ -101,15 +102,13 @@ def reserve(
 ) -> None:
     """Hold units of a product; without WAREHOUSE the allocation strategy picks one."""
     warehouse, qty_text = (warehouse_or_qty, quantity) if quantity else (None, warehouse_or_qty)
-    if not re.fullmatch(r"[0-9]{1,12}", qty_text.strip()):
-        raise InvalidInput(f"quantity must be a whole number > 0, got {qty_text!r}")
     r = (
         state(ctx)
         .ops()
         .reserve(
             product,
             warehouse,
-            int(qty_text),
+            parse_whole(qty_text, "quantity"),
             ttl=parse_duration(ttl),
             order_id=order,
             idempotency_key=idempotency_key,

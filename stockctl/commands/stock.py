@@ -15,6 +15,7 @@ from stockctl.commands._common import (
     new_table,
     state,
     when,
+    whole_number,
 )
 
 if TYPE_CHECKING:
@@ -126,7 +127,9 @@ def receive(
     ctx: typer.Context,
     product: Product,
     warehouse: WarehouseArg,
-    quantity: Annotated[int, typer.Argument(help="units received (> 0)")],
+    quantity: Annotated[
+        int, typer.Argument(help="units received (> 0)", parser=whole_number("quantity"))
+    ],
     reason: Reason = None,
     reference: Reference = None,
     idempotency_key: IdemKey = None,
@@ -153,11 +156,18 @@ def set_(
     ctx: typer.Context,
     product: Product,
     warehouse: WarehouseArg,
-    quantity: Annotated[int, typer.Argument(help="new quantity_available (>= 0)")],
+    quantity: Annotated[
+        int, typer.Argument(help="new quantity_available (>= 0)", parser=whole_number("quantity"))
+    ],
     expect_version: Annotated[
-        int | None, typer.Option(help="refuse unless the row is at this version")
+        int | None,
+        typer.Option(
+            help="refuse unless the row is at this version", parser=whole_number("expect_version")
+        ),
     ] = None,
-    threshold: Annotated[int | None, typer.Option(help="new low-stock threshold")] = None,
+    threshold: Annotated[
+        int | None, typer.Option(help="new low-stock threshold", parser=whole_number("threshold"))
+    ] = None,
     reason: Reason = None,
     idempotency_key: IdemKey = None,
     output: OutputOpt = Output.table,
@@ -184,7 +194,9 @@ def adjust(
     ctx: typer.Context,
     product: Product,
     warehouse: WarehouseArg,
-    delta: Annotated[int, typer.Argument(help="signed change, e.g. -5 or 12")],
+    delta: Annotated[
+        int, typer.Argument(help="signed change, e.g. -5 or 12", parser=whole_number("delta"))
+    ],
     reason: Annotated[str, typer.Option(help="why (required): damage, recount, found, ...")],
     reference: Reference = None,
     idempotency_key: IdemKey = None,
@@ -212,7 +224,9 @@ def transfer(
     product: Product,
     from_warehouse: Annotated[str, typer.Argument(help="source warehouse id")],
     to_warehouse: Annotated[str, typer.Argument(help="destination warehouse id")],
-    quantity: Annotated[int, typer.Argument(help="units to move (> 0)")],
+    quantity: Annotated[
+        int, typer.Argument(help="units to move (> 0)", parser=whole_number("quantity"))
+    ],
     reason: Reason = None,
     reference: Reference = None,
     idempotency_key: IdemKey = None,
@@ -242,7 +256,9 @@ def history(
     warehouse: Annotated[
         str | None, typer.Option("--warehouse", "-w", help="one warehouse")
     ] = None,
-    limit: Annotated[int, typer.Option(help="newest N movements (1-10000)")] = 50,
+    limit: Annotated[
+        int, typer.Option(help="newest N movements (1-10000)", parser=whole_number("limit"))
+    ] = 50,
     output: OutputOpt = Output.table,
 ) -> None:
     """The ledger of a product: every movement, newest first."""

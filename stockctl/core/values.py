@@ -188,25 +188,50 @@ def check_database_url(url: Any, what: str = "database_url") -> str:
     """
     if not isinstance(url, str) or not url.strip():
         raise InvalidInput(f"{what} is empty: give a sqlite:/// or postgresql:// URL")
-    bad = _FORBIDDEN_RE.search(url)
-    if bad is not None or any(c.isspace() for c in url):
-        raise InvalidInput(f"{what} holds a space or control character")
+    if _FORBIDDEN_RE.search(url) is not None:
+        raise InvalidInput(f"{what} holds a control or invisible character")
     scheme, sep, rest = url.partition("://")
     backend = scheme.split("+", 1)[0].lower()
     if not sep or backend not in ("sqlite", "postgresql", "postgres"):
         raise InvalidInput(f"{what}: use postgresql://, postgres:// or sqlite:///PATH")
     if backend == "sqlite":
-        return url
-    netloc = urlsplit(url).netloc
-    hostport = netloc.rpartition("@")[2]
-    if hostport.startswith("["):  # [IPv6]:port
-        host, _, tail = hostport[1:].partition("]")
-        port = tail.removeprefix(":") if tail.startswith(":") else (None if not tail else tail)
-    else:
-        host, colon, port_text = hostport.partition(":")
-        port = port_text if colon else None
-    check_port(port, f"{what} host {host or 'localhost'}")
+        return url  # a file path: spaces allowed
+    if any(c.isspace() for c in url):
+        raise InvalidInput(f"{what} holds a space")
+    host, port = _host_port(url)
+    check_port(port, f"host {host or 'localhost'}")
     return url
+
+
+def check_http_url(url: Any, what: str = "api_url") -> str:
+    """``http[s]://host[:port][/path]``: the warehouse API a client talks to."""
+    if not isinstance(url, str) or not url.strip():
+        raise InvalidInput(f"{what} is empty: give an http:// or https:// URL")
+    if _FORBIDDEN_RE.search(url) is not None or any(c.isspace() for c in url):
+        raise InvalidInput(f"{what} holds a space or control character")
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() not in ("http", "https"):
+        raise InvalidInput(f"{what}: use http:// or https://")
+    host, port = _host_port(url)
+    if not host:
+        raise InvalidInput(f"{what} names no host")
+    check_port(port, f"host {host}")
+    return url
+
+
+def _host_port(url: str) -> tuple[str, str | None]:
+    """The host and the port text of a URL (``[v6]:port`` too); anything after the host that
+    is not ``:port`` comes back as the port, to be refused."""
+    try:
+        netloc = urlsplit(url).netloc
+    except ValueError:  # e.g. an unclosed [IPv6
+        return "", "?"
+    hostport = netloc.rpartition("@")[2]
+    if hostport.startswith("["):
+        host, _, tail = hostport[1:].partition("]")
+        return host, (tail[1:] if tail.startswith(":") else tail or None)
+    host, colon, port = hostport.partition(":")
+    return host, port if colon else None
 
 
 def _given(value: Any) -> bool:

@@ -37,7 +37,7 @@ def _schema_app() -> Any:
     """The app whose schema is fuzzed, made at import (schemathesis parametrizes at collection).
 
     It is never connected: each test points its ``state.stockctl`` at a fresh database."""
-    settings_ = load_settings(database_url="sqlite:///unused-by-the-fuzz-tests.db", redis_url="")
+    settings_ = load_settings(database_url="sqlite:///unused-by-the-fuzz-tests.db")
     return create_app(bootstrap(settings_))
 
 

@@ -54,9 +54,17 @@ def test_default_database_is_an_embedded_sqlite_file_under_xdg_data_home(tmp_pat
     assert s.database_url.get_secret_value() == f"sqlite:///{expected}"
 
 
-def test_empty_database_url_means_the_embedded_default(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("STOCKCTL_DATABASE_URL", "")
-    assert load_settings().is_embedded
+@pytest.mark.parametrize(
+    "name", ["DATABASE_URL", "DATABASE_REPLICA_URL", "REDIS_URL", "API_URL", "API_TOKEN"]
+)
+def test_an_empty_url_or_token_is_refused_not_the_default(
+    monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """An unset shell variable (STOCKCTL_DATABASE_URL=$DB_URL) must not silently mean the
+    embedded file or no Redis: to leave a setting at its default, leave it out."""
+    monkeypatch.setenv(f"STOCKCTL_{name}", "")
+    with pytest.raises(InvalidInput, match=f"invalid settings: {name.lower()}: "):
+        load_settings()
 
 
 def test_postgres_url_is_not_embedded() -> None:
@@ -219,3 +227,91 @@ def test_settings_repr_never_shows_secrets() -> None:
     assert "s3cret" not in repr(s) and "t0k" not in repr(s)
     assert "s3cret" not in str(s.model_dump())
     assert isinstance(s.database_url, SecretStr)
+
+
+# issue 17: every unforeseen value of a setting is InvalidInput naming the setting -----------------
+
+BAD_SETTINGS = [
+    ("database_url", "postgresql://u:pw@127.0.0.1:abc/x", "port 'abc'"),
+    ("database_url", "postgresql://u:pw@127.0.0.1:1:2/x", "port '1:2'"),
+    ("database_url", "postgresql://u:pw@127.0.0.1:99999/x", "port '99999'"),
+    ("database_url", "postgresql://u:pw@[::1/x", "port"),
+    ("database_url", "mysql://u:pw@h/x", "postgresql://"),
+    ("database_url", "postgresql://u:pw@h/x\x00", "control"),
+    ("database_replica_url", "postgresql://u:pw@h:x/y", "port 'x'"),
+    ("redis_url", "redis://127.0.0.1:abc/5", "port 'abc'"),
+    ("redis_url", "http://127.0.0.1:6379", "redis://"),
+    ("redis_url", "redis://127.0.0.1:6379/99", "database 99"),
+    ("redis_url", "redis://:pw@127.0.0.1:1:2/0", "host:port"),
+    ("redis_url", "redis://127.0.0.1:6379/\u00b2", "ASCII"),
+    ("redis_url", "redis://127.0.0.1:\u00b9/0", "ASCII"),
+    ("api_url", "ftp://h", "http://"),
+    ("api_url", "http://h:abc", "port 'abc'"),
+    ("api_url", "http://", "no host"),
+    ("actor", "a\x00b", "control"),
+    ("actor", "x" * 129, "1-128"),
+    ("app_id", "cat\u202ealog", "control"),
+    ("api_token", "tok\x00en-secret-value", "control"),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "why"), BAD_SETTINGS)
+def test_a_malformed_setting_is_invalid_input_naming_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, name: str, value: str, why: str
+) -> None:
+    """The same refusal from a keyword override, the environment and the config file."""
+    import json
+
+    env_safe = "\x00" not in value
+    sources = ["override", "file", *(["env"] if env_safe else [])]
+    for source in sources:
+        with monkeypatch.context() as mp:
+            config = None
+            kwargs = {}
+            if source == "env":
+                mp.setenv(f"STOCKCTL_{name.upper()}", value)
+            elif source == "file":
+                config = write_yaml(tmp_path / "c.yaml", f"{name}: {json.dumps(value)}\n")
+            else:
+                kwargs = {name: value}
+            with pytest.raises(InvalidInput) as info:
+                load_settings(config, **kwargs)
+        message = str(info.value)
+        assert message.startswith(f"invalid settings: {name}: "), (source, message)
+        assert why in message, (source, message)
+        assert "pw" not in message and "secret" not in message and "\n" not in message
+
+
+def test_an_unknown_stockctl_variable_is_refused_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STOCKCTL_DATABSE_URL", "postgresql://u@h/x")
+    with pytest.raises(InvalidInput, match="unknown environment variable STOCKCTL_DATABSE_") as i:
+        load_settings()
+    assert "did you mean STOCKCTL_DATABASE_URL" in str(i.value)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["STOCKCTL_CONFIG", "STOCKCTL_DEBUG", "STOCKCTL_TEST_PG_URL", "STOCKCTL_BENCH_X",
+     "STOCKCTL_SERVICE_HOST", "STOCKCTL_SERVICE_PORT", "STOCKCTL_SERVICE_PORT_HTTP",
+     "STOCKCTL_PORT", "STOCKCTL_PORT_8080_TCP", "STOCKCTL_PORT_8080_TCP_ADDR"],
+)  # fmt: skip
+def test_stockctl_variables_that_are_not_settings_are_let_through(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, name: str
+) -> None:
+    """The CLI's own, the tests' and benchmarks', and Kubernetes' service links for a Service
+    named stockctl (STOCKCTL_PORT=tcp://10.0.0.1:8080 and the like)."""
+    value = str(write_yaml(tmp_path / "c.yaml", "")) if name == "STOCKCTL_CONFIG" else "tcp://x:1"
+    monkeypatch.setenv(name, value)
+    load_settings()
+
+
+def test_config_show_masks_every_secret() -> None:
+    s = load_settings(
+        database_url="postgresql://u:db-secret@h/x",
+        redis_url="redis://:redis-secret@h:6379/0",
+        api_token="client-token-secret-1",
+        api_tokens=[{"name": "ops", "token": "server-token-secret-1", "scopes": ["admin"]}],
+    )
+    shown = repr(s.masked())
+    assert "secret" not in shown, shown
+    assert s.masked()["api_token"] == "***"

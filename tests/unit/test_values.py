@@ -116,10 +116,11 @@ def test_an_aware_datetime_is_a_timestamp() -> None:
     "bad",
     ["", "  ", "postgresql://u:pw@127.0.0.1:abc/x", "postgresql://u:pw@127.0.0.1:1:2/x",
      "postgresql://u:pw@h:0/x", "postgresql://u:pw@h:65536/x", "postgresql://u:pw@[::1]:x/d",
-     "mysql://u@h/x", "http://h/x", "postgresql://u:pw@h/x\x00", "sqlite:///a b.db"],
+     "mysql://u@h/x", "http://h/x", "postgresql://u:pw@h/x\x00", "postgresql://u:pw@h /x",
+     "postgresql://u:pw@[::1/x", "sqlite:///x\u202e.db"],
 )  # fmt: skip
 def test_database_urls_are_checked_before_anything_connects(bad: str) -> None:
-    with pytest.raises(InvalidInput, match="database_url") as info:
+    with pytest.raises(InvalidInput) as info:
         v.check_database_url(bad)
     assert "pw" not in str(info.value)
 
@@ -127,7 +128,7 @@ def test_database_urls_are_checked_before_anything_connects(bad: str) -> None:
 @pytest.mark.parametrize(
     "good",
     ["sqlite:////tmp/x.db", "postgresql://u:pw@h:5432/x", "postgres://h/x",
-     "postgresql+psycopg://u@[::1]:5433/x", "postgresql://h/x?sslmode=require"],
+     "postgresql+psycopg://u@[::1]:5433/x", "postgresql://h/x?sslmode=require", "sqlite:///a b.db"],
 )  # fmt: skip
 def test_good_database_urls(good: str) -> None:
     assert v.check_database_url(good) == good
