@@ -50,10 +50,14 @@ class Line:
     def parse(cls, spec: str) -> Line:
         """``PRODUCT:QTY`` or ``PRODUCT:WAREHOUSE:QTY``."""
         parts = spec.split(":")
+        malformed = f"malformed item {spec!r}: use PRODUCT:QTY or PRODUCT:WAREHOUSE:QTY"
         if len(parts) not in (2, 3):
-            raise InvalidInput(f"malformed item {spec!r}: use PRODUCT:QTY or PRODUCT:WAREHOUSE:QTY")
-        warehouse = parts[1] if len(parts) == 3 else None
-        return cls(parts[0], parse_whole(parts[-1], "quantity"), warehouse).checked()
+            raise InvalidInput(malformed)
+        try:
+            quantity = parse_whole(parts[-1], "quantity")
+        except InvalidInput:
+            raise InvalidInput(malformed) from None
+        return cls(parts[0], quantity, parts[1] if len(parts) == 3 else None).checked()
 
     def checked(self) -> Line:
         check_id(self.product_id, "product")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from stockctl.errors import InvalidInput
+from stockctl.errors import DatabaseNotInitialised, InvalidInput
 from stockctl.settings import Settings
 
 
@@ -92,11 +93,32 @@ def _close_idle_connections(engine: Engine, max_idle_seconds: int) -> None:
             raise DisconnectionError("connection idle too long")  # the pool reconnects
 
 
+_CREATABLE: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def allow_create(engine: Engine) -> None:
+    """Let ``engine`` create its SQLite file (and the file's directory): only ``init`` /
+    ``db upgrade`` (``upgrade_schema``) do; any other command on a missing file is refused
+    with DatabaseNotInitialised and leaves no file or directory behind."""
+    database = engine.url.database
+    if engine.dialect.name == "sqlite" and database and database != ":memory:":
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        _CREATABLE.add(engine)
+
+
 def _sqlite_engine(url: str) -> Engine:
     database = make_url(url).database
-    if database and database != ":memory:":
-        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+    if database and database != ":memory:" and not database.startswith("file:"):
+        path = Path(database).expanduser()
+
+        @event.listens_for(engine, "do_connect")
+        def _no_new_file(dialect: Any, record: Any, cargs: Any, cparams: Any) -> None:
+            if engine not in _CREATABLE and not path.exists():
+                raise DatabaseNotInitialised(
+                    f"no database at sqlite file {path}: run `stockctl init` to create it"
+                )
 
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_conn: Any, record: ConnectionPoolEntry) -> None:

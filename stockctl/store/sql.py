@@ -621,7 +621,9 @@ class SqlStore:
     def upgrade_schema(self, revision: str = "head") -> str | None:
         """Apply migrations on the primary; returns the revision now current."""
         from stockctl.store import migrate
+        from stockctl.store.engine import allow_create
 
+        allow_create(self.engine)  # the one path that may create an embedded database file
         with self._guard(self.engine):
             migrate.upgrade(self.engine, revision)
             return migrate.current(self.engine)
