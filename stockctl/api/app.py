@@ -18,6 +18,7 @@ from stockctl.api import catalog, inventory, ops, schemas
 from stockctl.api.deps import problem
 from stockctl.bootstrap import App
 from stockctl.errors import StockctlError
+from stockctl.redact import guard_access_log
 
 log = logging.getLogger("stockctl.api")
 PROBLEM = "application/problem+json"
@@ -37,6 +38,7 @@ def create_app(app: App) -> FastAPI:
         description="Multi-warehouse stock: inventory, reservations, catalog stock.",
     )
     api.state.stockctl = app
+    guard_access_log({t.token.get_secret_value() for t in app.settings.api_tokens})
     app.metrics()  # wire the counters before the first request
     for prefix in reversed(PREFIXES):
         api.include_router(inventory.router, prefix=prefix, responses=problems(*ROUTE_ERRORS))

@@ -76,8 +76,16 @@ def serve(
     _exit_zero_on_stop_signals()
     if workers == 1:
         from stockctl.api.app import create_app
+        from stockctl.api.protocol import ProblemH11Protocol
 
-        uvicorn.run(create_app(st.app()), host=bind, port=at, log_level="info", server_header=False)
+        uvicorn.run(
+            create_app(st.app()),
+            host=bind,
+            port=at,
+            log_level="info",
+            server_header=False,
+            http=ProblemH11Protocol,
+        )
         return
     for key, value in st.overrides.items():  # processes wire themselves from the environment
         if value is not None:
@@ -92,6 +100,7 @@ def serve(
         workers=workers,
         log_level="info",
         server_header=False,
+        http="stockctl.api.protocol:ProblemH11Protocol",
     )
 
 
@@ -123,9 +132,17 @@ def up(
     shown = "127.0.0.1" if bind in ("0.0.0.0", "::") else bind
     sys.stdout.write(_banner(shown, at, app))
     sys.stdout.flush()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(app), host=bind, port=at, log_level="info", server_header=False)
+    from stockctl.api.protocol import ProblemH11Protocol
+
+    config = uvicorn.Config(
+        create_app(app),
+        host=bind,
+        port=at,
+        log_level="info",
+        server_header=False,
+        http=ProblemH11Protocol,
     )
+    server = uvicorn.Server(config)
     try:
         server.run()
     finally:

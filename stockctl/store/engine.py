@@ -14,18 +14,20 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from stockctl.errors import DatabaseNotInitialised, InvalidInput
+from stockctl.redact import mask_query
 from stockctl.settings import Settings
 
 
 def mask_url(url: str) -> str:
-    """The URL with its password replaced by ``***``; anything unparsable is masked whole."""
+    """The URL with its password, and secret query parameters, replaced by ``***``; anything
+    unparsable is masked whole."""
     try:
         parsed = make_url(url)
     except ArgumentError:
         return "***" if "@" in url else url
-    if parsed.password is None:
-        return url
-    return parsed.render_as_string(hide_password=True)
+    shown = url if parsed.password is None else parsed.render_as_string(hide_password=True)
+    base, question, query = shown.partition("?")  # ?password=... reaches psycopg too
+    return base + question + mask_query(query) if question else base
 
 
 def normalise_url(url: str) -> str:
