@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 from stockctl.__about__ import __version__
 
 if TYPE_CHECKING:
-    from stockctl.clients.warehouse import AsyncWarehouseClient, WarehouseClient
+    from stockctl.clients.warehouse import WarehouseClient
+    from stockctl.clients.warehouse_async import AsyncWarehouseClient
     from stockctl.library import Stockctl, connect
     from stockctl.order_flow import NoopWarehouse, checkout
 
@@ -35,10 +36,14 @@ def __getattr__(name: str) -> Any:
         from stockctl import order_flow
 
         return getattr(order_flow, name)
-    if name in ("WarehouseClient", "AsyncWarehouseClient"):
-        from stockctl.clients import warehouse
+    if name == "WarehouseClient":
+        from stockctl.clients.warehouse import WarehouseClient
 
-        return getattr(warehouse, name)
+        return WarehouseClient
+    if name == "AsyncWarehouseClient":
+        from stockctl.clients.warehouse_async import AsyncWarehouseClient
+
+        return AsyncWarehouseClient
     if name == "errors":
         import stockctl.errors as errors
 

@@ -16,7 +16,8 @@
     │   ├── InventoryNotFound
     │   └── ReservationNotFound
     ├── InvalidInput                     exit 2, HTTP 422   bad ids, quantities, missing reason
-    │   └── AlreadyExists                exit 2, HTTP 409   product / warehouse id taken
+    │   ├── AlreadyExists                exit 2, HTTP 409   product / warehouse id taken
+    │   └── LocalOnly                    exit 2             a local-only command run with --api-url
     └── DependencyUnavailable            exit 3, HTTP 503
         ├── DatabaseUnavailable          database unreachable or refused the login
         ├── DatabaseNotInitialised       reachable, but no schema: run `stockctl init`
@@ -110,6 +111,13 @@ class InvalidInput(StockctlError):
 class AlreadyExists(InvalidInput):
     http_status = 409
     slug = "already-exists"
+
+
+class LocalOnly(InvalidInput):
+    """A command that works on the local database, Redis or files only, run with an API URL
+    set: it refuses rather than act on a different place than the remote commands."""
+
+    slug = "local-only"
 
 
 class DependencyUnavailable(StockctlError):

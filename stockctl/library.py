@@ -19,13 +19,14 @@ from stockctl.core.model import (
     StockSummary,
     Warehouse,
 )
-from stockctl.core.reservations import Line
+from stockctl.core.operations import LineLike, as_lines
 from stockctl.errors import ReservationNotFound
 from stockctl.settings import load_settings
 
 
 class Stockctl:
-    """Stock operations on one database. Thread-safe; close it (or use ``with``) when done."""
+    """Stock operations on one database (``StockOperations``, as ``WarehouseClient`` offers
+    them over HTTP). Thread-safe; close it (or use ``with``) when done."""
 
     def __init__(self, app: App) -> None:
         self._app = app
@@ -168,7 +169,7 @@ class Stockctl:
 
     def checkout(
         self,
-        lines: Sequence[Line | tuple[str, str | None, int]],
+        lines: Sequence[LineLike],
         *,
         ttl: timedelta | None = None,
         order_id: str | None = None,
@@ -176,10 +177,9 @@ class Stockctl:
         idempotency_key: str | None = None,
     ) -> list[Reservation]:
         """Reserve every line or none; a line is a ``Line`` or (product, warehouse, qty)."""
-        parsed = [x if isinstance(x, Line) else Line(x[0], x[2], x[1]) for x in lines]
         return reservations.checkout(
             self._ctx,
-            parsed,
+            as_lines(lines),
             ttl=ttl,
             order_id=order_id,
             allow_split=allow_split,
@@ -209,6 +209,25 @@ class Stockctl:
         if found is None:
             raise ReservationNotFound(f"no reservation {reservation_id}")
         return found
+
+    def list_reservations(
+        self,
+        *,
+        status: str | None = None,
+        product_id: str | None = None,
+        order_id: str | None = None,
+        expired: bool = False,
+        limit: int = 100,
+    ) -> list[Reservation]:
+        """Reservations, newest first; ``expired``: ACTIVE holds past expiry, not yet swept."""
+        return lifecycle.list_reservations(
+            self._ctx,
+            status=status,
+            product_id=product_id,
+            order_id=order_id,
+            expired=expired,
+            limit=limit,
+        )
 
     def verify_reserved(self, *, repair: bool = False, limit: int = 1000) -> list[DriftResult]:
         return consistency.verify_reserved(self._ctx, repair=repair, limit=limit)

@@ -18,9 +18,12 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from stockctl.errors import InvalidInput, StockctlError
+
+if TYPE_CHECKING:
+    from stockctl.core.operations import StockOperations
 
 OPERATIONS = ("reserve", "confirm", "release", "adjust")
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:/\s*s)?\s*$")
@@ -269,46 +272,26 @@ def run(
     return report
 
 
-class LibraryDriver:
-    """Through ``stockctl.connect()`` on a database URL."""
+class OpsDriver:
+    """The load's four operations over the operations contract: the library on a database,
+    or the warehouse client over the HTTP API (adjust then needs an admin token)."""
 
-    def __init__(self, sc: Any) -> None:
-        self.sc = sc
-
-    def reserve(self, target: Target, order_id: str) -> str:
-        return str(self.sc.reserve(target.product_id, target.warehouse_id, 1, order_id=order_id).id)
-
-    def confirm(self, reservation_id: str) -> None:
-        self.sc.confirm(reservation_id)
-
-    def release(self, reservation_id: str) -> None:
-        self.sc.release(reservation_id, "loadtest")
-
-    def adjust(self, target: Target, delta: int) -> None:
-        self.sc.adjust(target.product_id, target.warehouse_id, delta, reason="loadtest")
-
-
-class ApiDriver:
-    """Through the HTTP API with the warehouse client (adjust needs an admin token)."""
-
-    def __init__(self, client: Any) -> None:
-        self.client = client
+    def __init__(self, ops: StockOperations) -> None:
+        self.ops = ops
 
     def reserve(self, target: Target, order_id: str) -> str:
         return str(
-            self.client.reserve_stock(
-                target.product_id, 1, target.warehouse_id, order_id=order_id
-            ).id
+            self.ops.reserve(target.product_id, target.warehouse_id, 1, order_id=order_id).id
         )
 
     def confirm(self, reservation_id: str) -> None:
-        self.client.confirm_reservation(reservation_id)
+        self.ops.confirm(reservation_id)
 
     def release(self, reservation_id: str) -> None:
-        self.client.release_reservation(reservation_id, "loadtest")
+        self.ops.release(reservation_id, "loadtest")
 
     def adjust(self, target: Target, delta: int) -> None:
-        self.client.adjust(target.product_id, target.warehouse_id, delta, "loadtest")
+        self.ops.adjust(target.product_id, target.warehouse_id, delta, reason="loadtest")
 
 
 def check_invariants(

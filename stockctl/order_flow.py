@@ -16,6 +16,7 @@ from datetime import timedelta
 from typing import Protocol, TypeVar
 
 from stockctl.core.model import Reservation, ReservationStatus, utcnow
+from stockctl.core.operations import LineLike, as_lines
 from stockctl.core.reservations import Line
 from stockctl.errors import StockctlError
 
@@ -43,7 +44,7 @@ class WarehousePort(Protocol):
 
 def checkout(
     warehouse: WarehousePort,
-    lines: Sequence[Line | tuple[str, str | None, int]],
+    lines: Sequence[LineLike],
     create_order: Callable[[list[Reservation]], T],
     *,
     order_id: str | None = None,
@@ -51,7 +52,7 @@ def checkout(
     allow_split: bool = False,
 ) -> T:
     """Reserve, create the order, confirm; release everything if the order is not created."""
-    parsed = [x if isinstance(x, Line) else Line(x[0], x[2], x[1]) for x in lines]
+    parsed = as_lines(lines)
     held = warehouse.checkout(
         parsed,
         order_id=order_id,

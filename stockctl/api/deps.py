@@ -11,7 +11,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 
 from stockctl.api import schemas
 from stockctl.bootstrap import App
-from stockctl.core.model import Inventory, Reservation
+from stockctl.core.model import Inventory, Movement, Reservation
 
 # admin implies reserve implies read
 _IMPLIED = {"admin": {"admin", "reserve", "read"}, "reserve": {"reserve", "read"}, "read": {"read"}}
@@ -97,6 +97,25 @@ def reservation_out(r: Reservation) -> schemas.ReservationOut:
         created_at=r.created_at,
         expires_at=r.expires_at,
         updated_at=r.updated_at,
+    )
+
+
+def movement_out(m: Movement) -> schemas.MovementOut:
+    return schemas.MovementOut(
+        id=m.id,
+        created_at=m.created_at,
+        product_id=m.product_id,
+        warehouse_id=m.warehouse_id,
+        kind=m.kind.value,
+        delta_available=m.delta_available,
+        delta_reserved=m.delta_reserved,
+        quantity_available=m.quantity_available,
+        quantity_reserved=m.quantity_reserved,
+        version=m.version,
+        reason=m.reason,
+        reference=m.reference,
+        reservation_id=m.reservation_id,
+        actor=m.actor,
     )
 
 

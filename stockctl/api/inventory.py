@@ -8,7 +8,14 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 
 from stockctl.api import schemas
-from stockctl.api.deps import AppDep, IdemKey, require, reservation_out, row_out
+from stockctl.api.deps import (
+    AppDep,
+    IdemKey,
+    movement_out,
+    require,
+    reservation_out,
+    row_out,
+)
 from stockctl.api.strict import StrictJSONRoute
 from stockctl.core import cache, inventory, lifecycle, reservations
 from stockctl.core.reservations import Line
@@ -129,7 +136,7 @@ def reserve(app: AppDep, body: schemas.Reserve, key: IdemKey) -> schemas.Reserva
 @router.post("/inventory/checkout", dependencies=RESERVE, status_code=201)
 def checkout(app: AppDep, body: schemas.Checkout, key: IdemKey) -> schemas.Reservations:
     """Reserve every item or none."""
-    lines = [Line(i.product_id, i.quantity, i.warehouse_id) for i in body.items]
+    lines = [Line(i.product_id, i.warehouse_id, i.quantity) for i in body.items]
     made = reservations.checkout(
         app.ctx,
         lines,
@@ -139,6 +146,39 @@ def checkout(app: AppDep, body: schemas.Checkout, key: IdemKey) -> schemas.Reser
         idempotency_key=key,
     )
     return schemas.Reservations(reservations=[reservation_out(r) for r in made])
+
+
+@router.get("/inventory/history", dependencies=READ)
+def history(
+    app: AppDep,
+    product_id: IdQuery,
+    warehouse_id: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=inventory.MAX_LIST)] = 50,
+) -> schemas.Movements:
+    """The ledger of a product (one warehouse, or all), newest first."""
+    moves = inventory.history(app.ctx, product_id, warehouse_id, limit)
+    return schemas.Movements(movements=[movement_out(m) for m in moves])
+
+
+@router.get("/inventory/reservations", dependencies=READ)
+def list_reservations(
+    app: AppDep,
+    status: Annotated[str | None, Query(max_length=16)] = None,
+    product_id: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+    order_id: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
+    expired: bool = False,
+    limit: Annotated[int, Query(ge=1, le=lifecycle.MAX_LIST)] = 100,
+) -> schemas.Reservations:
+    """Reservations, newest first; ``expired``: ACTIVE holds past expiry, not yet swept."""
+    found = lifecycle.list_reservations(
+        app.ctx,
+        status=status,
+        product_id=product_id,
+        order_id=order_id,
+        expired=expired,
+        limit=limit,
+    )
+    return schemas.Reservations(reservations=[reservation_out(r) for r in found])
 
 
 @router.get("/inventory/reservations/{reservation_id}", dependencies=READ)

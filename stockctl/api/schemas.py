@@ -263,3 +263,24 @@ class Problem(BaseModel):
 class Health(BaseModel):
     status: Literal["ok", "degraded", "down"]
     checks: dict[str, dict[str, str | float | None]] = {}
+
+
+class MovementOut(BaseModel):
+    id: int | None
+    created_at: datetime
+    product_id: str
+    warehouse_id: str
+    kind: str
+    delta_available: int
+    delta_reserved: int
+    quantity_available: int
+    quantity_reserved: int
+    version: int
+    reason: str | None
+    reference: str | None
+    reservation_id: str | None
+    actor: str | None
+
+
+class Movements(BaseModel):
+    movements: list[MovementOut]

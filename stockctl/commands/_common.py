@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from stockctl.bootstrap import App
+    from stockctl.clients.warehouse import WarehouseClient
+    from stockctl.core.operations import StockOperations
     from stockctl.settings import Settings
 
 P = ParamSpec("P")
@@ -45,7 +47,9 @@ class State:
     overrides: dict[str, Any] = field(default_factory=dict)
     _app: App | None = None
     _settings: Settings | None = None
-    _remote: Any = None
+    _remote: WarehouseClient | None = None
+    command: str = "stockctl"  # the command being run, for messages
+    local_too: bool = False  # this command may reach the local app with an API URL set
 
     def settings(self) -> Settings:
         if self._settings is None:
@@ -54,25 +58,39 @@ class State:
             self._settings = load_settings(self.config_file, **self.overrides)
         return self._settings
 
-    def ops(self) -> Any:
-        """The operations commands call: over the HTTP API with --api-url, else the library."""
+    def ops(self) -> StockOperations:
+        """The operations contract the command runs on: the warehouse API with --api-url
+        (or STOCKCTL_API_URL), else the library on the local database."""
         if self.settings().api_url is not None:
             if self._remote is None:
                 from stockctl.bootstrap import build_client
-                from stockctl.clients.warehouse import RemoteStockctl
 
-                self._remote = RemoteStockctl(build_client(self.settings()))
+                self._remote = build_client(self.settings())
             return self._remote
         from stockctl.library import Stockctl
 
         return Stockctl(self.app())
 
     def app(self) -> App:
+        """The local database, Redis and files. With an API URL set, only a command that has
+        said it also works locally (``uses_both``) gets them; any other refuses (exit 2), so
+        one command line never means the API for one command and a laptop file for another."""
         if self._app is None:
+            self.require_local()
             from stockctl.bootstrap import bootstrap
 
             self._app = bootstrap(self.settings())
         return self._app
+
+    def require_local(self) -> None:
+        """Refuse (``LocalOnly``, exit 2) a local-only command while an API URL is set."""
+        if self.settings().api_url is not None and not self.local_too:
+            from stockctl.errors import LocalOnly
+
+            raise LocalOnly(
+                f"`{self.command}` works on the local database and Redis only, not through "
+                "--api-url: unset --api-url / STOCKCTL_API_URL to run it here"
+            )
 
     def close(self) -> None:
         if self._remote is not None:
@@ -107,6 +125,8 @@ def state(ctx: typer.Context) -> State:
     root = ctx.find_root()
     if not isinstance(root.obj, State):
         root.obj = State()
+    if ctx is not root:
+        root.obj.command = ctx.command_path
     return root.obj
 
 

@@ -108,8 +108,10 @@ def _measure(name: str, fn: Any) -> dict[str, Any]:
 
 def _health_checks(st: Any) -> list[dict[str, Any]]:
     settings = st.settings()
-    if settings.api_url is not None and not st.overrides.get("database_url"):
-        return [_measure("api", lambda: _api_ready(settings))]
+    if settings.api_url is not None:
+        if "database_url" not in settings.model_fields_set:
+            return [_measure("api", lambda: _api_ready(settings))]
+        st.local_too = True  # a database named too: both are checked
     app = st.app()
     checks: list[tuple[str, Any]] = [("database", app.store.ping)]
     if settings.database_replica_url is not None:
@@ -151,19 +153,10 @@ def _workers(app: Any) -> str:
 
 
 def _api_ready(settings: Any) -> str:
-    import httpx
+    from stockctl.bootstrap import build_client
 
-    headers = {}
-    if settings.api_token is not None:
-        headers["Authorization"] = f"Bearer {settings.api_token.get_secret_value()}"
-    r = httpx.get(
-        f"{settings.api_url.rstrip('/')}/health/ready",
-        headers=headers,
-        timeout=settings.client_timeout_seconds,
-    )
-    if r.status_code != 200:
-        raise RuntimeError(f"{settings.api_url} not ready: HTTP {r.status_code}")
-    return f"{settings.api_url} ready"
+    with build_client(settings) as client:
+        return client.ready()
 
 
 @handled

@@ -44,6 +44,8 @@ def loadtest(
     if plot is not None and plot.suffix.lower() != ".png":
         raise InvalidInput("--plot must name a .png file")
     st = state(ctx)
+    if st.settings().api_url is not None:
+        _api_and_its_database(st)
     app = st.app()
     rng = random.Random(seed)
     targets = [lt.Target(p, w) for p, w in app.store.sample_targets(products)]
@@ -87,16 +89,32 @@ def loadtest(
     raise typer.Exit(1 if report.violations else 0)
 
 
+def _api_and_its_database(st: Any) -> None:
+    """Through --api-url, the run picks products from, and checks its invariants on, the
+    API's own database: it must be named, and the API must answer before the run starts."""
+    settings = st.settings()
+    if "database_url" not in settings.model_fields_set:
+        raise InvalidInput(
+            "loadtest --api-url also needs the API's database (--database-url or "
+            "STOCKCTL_DATABASE_URL): it picks products there and checks the invariants there"
+        )
+    from stockctl.bootstrap import build_client
+
+    with build_client(settings) as client:
+        client.ready()
+    st.local_too = True
+
+
 def _driver(st: Any, app: Any) -> Any:
     from stockctl import loadtest as lt
 
     if st.settings().api_url is not None:
         from stockctl.bootstrap import build_client
 
-        return lt.ApiDriver(build_client(st.settings()))
+        return lt.OpsDriver(build_client(st.settings()))
     from stockctl.library import Stockctl
 
-    return lt.LibraryDriver(Stockctl(app))
+    return lt.OpsDriver(Stockctl(app))
 
 
 def _drained(app: Any) -> bool:

@@ -188,11 +188,9 @@ def extend(
     output: OutputOpt = Output.table,
 ) -> None:
     """Push an ACTIVE hold's expiry to now + TTL."""
-    from stockctl.core import lifecycle
-
     duration = parse_duration(ttl)
     assert duration is not None
-    show("Extended", [lifecycle.extend(state(ctx).app().ctx, reservation_id, duration)], output)
+    show("Extended", [state(ctx).ops().extend(reservation_id, duration)], output)
 
 
 @handled
@@ -200,9 +198,7 @@ def fulfil(
     ctx: typer.Context, reservation_id: ReservationId, output: OutputOpt = Output.table
 ) -> None:
     """Shipped: available and reserved both drop by the held quantity."""
-    from stockctl.core import lifecycle
-
-    show("Fulfilled", [lifecycle.fulfil(state(ctx).app().ctx, reservation_id)], output)
+    show("Fulfilled", [state(ctx).ops().fulfil(reservation_id)], output)
 
 
 @app.command("list")
@@ -219,22 +215,12 @@ def list_(
     output: OutputOpt = Output.table,
 ) -> None:
     """List reservations, newest first."""
-    from stockctl.core.model import ReservationStatus, check_id
-
-    if status is not None:
-        valid = [s.value for s in ReservationStatus]
-        if status.upper() not in valid:
-            raise InvalidInput(f"unknown status {status!r}: one of {', '.join(valid)}")
-        status = status.upper()
-    if product is not None:
-        check_id(product, "product")
-    app = state(ctx).app()
-    items = app.store.list_reservations(
-        status=status,
-        product_id=product,
-        order_id=order,
-        overdue_at=app.ctx.clock() if expired else None,
-        limit=limit,
+    items = (
+        state(ctx)
+        .ops()
+        .list_reservations(
+            status=status, product_id=product, order_id=order, expired=expired, limit=limit
+        )
     )
     show("Reservations", items, output, single=False)
 

@@ -69,6 +69,7 @@ def serve(
     import uvicorn
 
     st = state(ctx)
+    st.require_local()  # serves the local database, with any number of processes
     settings = st.settings()
     bind, at = host or settings.api_host, port or settings.api_port
     check_bind(bind, bool(settings.api_tokens), insecure)

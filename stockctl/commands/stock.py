@@ -136,16 +136,17 @@ def receive(
     output: OutputOpt = Output.table,
 ) -> None:
     """Book received units into a warehouse (creates the stock row if needed)."""
-    from stockctl.core import inventory
-
-    row = inventory.receive(
-        state(ctx).app().ctx,
-        product,
-        warehouse,
-        quantity,
-        reason=reason,
-        reference=reference,
-        idempotency_key=idempotency_key,
+    row = (
+        state(ctx)
+        .ops()
+        .receive(
+            product,
+            warehouse,
+            quantity,
+            reason=reason,
+            reference=reference,
+            idempotency_key=idempotency_key,
+        )
     )
     show_rows("Received", [row], output)
 
@@ -166,24 +167,26 @@ def set_(
         ),
     ] = None,
     threshold: Annotated[
-        int | None, typer.Option(help="new low-stock threshold", parser=whole_number("threshold"))
+        int | None,
+        typer.Option(help="new low-stock threshold", parser=whole_number("threshold")),
     ] = None,
     reason: Reason = None,
     idempotency_key: IdemKey = None,
     output: OutputOpt = Output.table,
 ) -> None:
     """Set the available count (a stock take); optionally compare-and-set on the version."""
-    from stockctl.core import inventory
-
-    row = inventory.set_stock(
-        state(ctx).app().ctx,
-        product,
-        warehouse,
-        quantity,
-        expect_version=expect_version,
-        low_stock_threshold=threshold,
-        reason=reason,
-        idempotency_key=idempotency_key,
+    row = (
+        state(ctx)
+        .ops()
+        .set_stock(
+            product,
+            warehouse,
+            quantity,
+            expect_version=expect_version,
+            low_stock_threshold=threshold,
+            reason=reason,
+            idempotency_key=idempotency_key,
+        )
     )
     show_rows("Set", [row], output)
 
@@ -203,16 +206,17 @@ def adjust(
     output: OutputOpt = Output.table,
 ) -> None:
     """Correct available by a signed delta, with a required reason."""
-    from stockctl.core import inventory
-
-    row = inventory.adjust(
-        state(ctx).app().ctx,
-        product,
-        warehouse,
-        delta,
-        reason=reason,
-        reference=reference,
-        idempotency_key=idempotency_key,
+    row = (
+        state(ctx)
+        .ops()
+        .adjust(
+            product,
+            warehouse,
+            delta,
+            reason=reason,
+            reference=reference,
+            idempotency_key=idempotency_key,
+        )
     )
     show_rows("Adjusted", [row], output)
 
@@ -233,17 +237,18 @@ def transfer(
     output: OutputOpt = Output.table,
 ) -> None:
     """Move sellable units between two warehouses, atomically."""
-    from stockctl.core import inventory
-
-    src, dst = inventory.transfer(
-        state(ctx).app().ctx,
-        product,
-        from_warehouse,
-        to_warehouse,
-        quantity,
-        reason=reason,
-        reference=reference,
-        idempotency_key=idempotency_key,
+    src, dst = (
+        state(ctx)
+        .ops()
+        .transfer(
+            product,
+            from_warehouse,
+            to_warehouse,
+            quantity,
+            reason=reason,
+            reference=reference,
+            idempotency_key=idempotency_key,
+        )
     )
     show_rows("Transferred", [src, dst], output, totals=output is Output.json)
 
@@ -262,9 +267,7 @@ def history(
     output: OutputOpt = Output.table,
 ) -> None:
     """The ledger of a product: every movement, newest first."""
-    from stockctl.core import inventory
-
-    moves = inventory.history(state(ctx).app().ctx, product, warehouse, limit)
+    moves = state(ctx).ops().history(product, warehouse, limit)
     if output is Output.json:
         emit_json([movement_data(m) for m in moves])
         return

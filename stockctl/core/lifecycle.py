@@ -19,6 +19,7 @@ from stockctl.core.model import (
     MovementKind,
     Reservation,
     ReservationStatus,
+    check_id,
     check_reason,
 )
 from stockctl.core.ports import StoreTx
@@ -223,3 +224,38 @@ def expire_due(ctx: Context, now: datetime | None = None, limit: int = 1000) -> 
             key = (r.product_id, r.warehouse_id)
             rows[key] = end_reservation(ctx, tx, rows[key], r, S.EXPIRED, at, "expired")
         return len(due)
+
+
+MAX_LIST = 10_000
+
+
+def list_reservations(
+    ctx: Context,
+    *,
+    status: str | None = None,
+    product_id: str | None = None,
+    order_id: str | None = None,
+    expired: bool = False,
+    limit: int = 100,
+) -> list[Reservation]:
+    """Reservations, newest first; ``expired``: ACTIVE holds past expiry, not yet swept."""
+    if status is not None:
+        valid = [s.value for s in ReservationStatus]
+        if not isinstance(status, str) or status.upper() not in valid:
+            raise InvalidInput(f"unknown status {status!r}: one of {', '.join(valid)}")
+        status = status.upper()
+    if product_id is not None:
+        check_id(product_id, "product")
+    if order_id is not None:
+        check_order_id(order_id)
+    if not isinstance(expired, bool):
+        raise InvalidInput("expired must be true or false")
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIST:
+        raise InvalidInput(f"limit must be a whole number between 1 and {MAX_LIST}")
+    return ctx.store.list_reservations(
+        status=status,
+        product_id=product_id,
+        order_id=order_id,
+        overdue_at=ctx.clock() if expired else None,
+        limit=limit,
+    )

@@ -40,11 +40,12 @@ STRATEGIES = ("priority", "most_stock")
 
 @dataclass(frozen=True, slots=True)
 class Line:
-    """One line of a checkout: a warehouse, or None to let the allocation strategy choose."""
+    """One line of a checkout: product, warehouse (None: the allocation strategy chooses),
+    quantity, in the order every operation takes them."""
 
     product_id: str
+    warehouse_id: str | None
     quantity: int
-    warehouse_id: str | None = None
 
     @classmethod
     def parse(cls, spec: str) -> Line:
@@ -57,7 +58,7 @@ class Line:
             quantity = parse_whole(parts[-1], "quantity")
         except InvalidInput:
             raise InvalidInput(malformed) from None
-        return cls(parts[0], quantity, parts[1] if len(parts) == 3 else None).checked()
+        return cls(parts[0], parts[1] if len(parts) == 3 else None, quantity).checked()
 
     def checked(self) -> Line:
         check_id(self.product_id, "product")
@@ -87,7 +88,7 @@ def merge_lines(lines: Sequence[Line]) -> list[Line]:
         line.checked()
         key = (line.product_id, line.warehouse_id)
         totals[key] = totals.get(key, 0) + line.quantity
-    merged = [Line(p, q, w) for (p, w), q in totals.items()]
+    merged = [Line(p, w, q) for (p, w), q in totals.items()]
     for line in merged:
         check_quantity(line.quantity)
     return merged
@@ -132,7 +133,7 @@ def reserve(
     idempotency_key: str | None = None,
 ) -> Reservation:
     """Hold ``quantity`` units in one warehouse (given, or chosen by the allocation strategy)."""
-    line = Line(product_id, quantity, warehouse_id).checked()
+    line = Line(product_id, warehouse_id, quantity).checked()
     hold = check_ttl(ctx, ttl)
     check_order_id(order_id)
     key = check_idempotency_key(idempotency_key)

@@ -186,6 +186,42 @@ def test_checkout_is_the_same_json(site: Site, sc: Stockctl) -> None:
     assert (sc.stock(p).total_reserved, sc.stock(q).total_reserved) == (2, 4)
 
 
+def test_stock_writes_history_and_the_lifecycle_go_through_the_api(
+    site: Site, sc: Stockctl
+) -> None:
+    p = product(sc, 10)
+    received = site.remote("stock", "receive", p, "W-2", "4", "--reason", "po-1", "-o", "json")
+    assert received.json()["quantity_available"] == 4
+    adjusted = site.remote("stock", "adjust", p, "W-1", "-3", "--reason", "damage", "-o", "json")
+    assert adjusted.json()["quantity_available"] == 7
+    set_ = site.remote("stock", "set", p, "W-2", "6", "--expect-version", "1", "-o", "json")
+    assert set_.json()["quantity_available"] == 6
+    moved = site.remote("stock", "transfer", p, "W-1", "W-2", "2", "-o", "json").json()
+    assert [(w["warehouse_id"], w["quantity_available"]) for w in moved] == [
+        ("W-1", 5),
+        ("W-2", 8),
+    ]
+    assert [(r.warehouse_id, r.quantity_available) for r in sc.stock(p).rows] == [
+        ("W-1", 5),
+        ("W-2", 8),
+    ]
+    local, remote = site.both("stock", "history", p, "-o", "json")
+    assert remote.json() == local.json()
+    kinds = [m["kind"] for m in local.json()]
+    assert kinds[:5] == ["transfer_in", "transfer_out", "set", "adjust", "receive"], kinds
+
+    held = site.remote("reserve", p, "W-1", "2", "--order", "O-9", "-o", "json").json()
+    extended = site.remote("extend", held["id"], "--ttl", "2h", "-o", "json").json()
+    assert extended["expires_at"] > held["expires_at"]
+    local, remote = site.both("reservations", "list", "--product", p, "-o", "json")
+    assert remote.json() == local.json() and [r["id"] for r in local.json()] == [held["id"]]
+    site.remote("confirm", held["id"])
+    fulfilled = site.remote("fulfil", held["id"], "-o", "json").json()
+    assert fulfilled["status"] == "FULFILLED"
+    assert sc.stock(p, "W-1").rows[0].quantity_available == 3
+    assert one_line_error(site.remote("stock", "adjust", p, "W-1", "-9", "--reason", "x"), 1)
+
+
 def test_exit_codes_and_errors_are_the_same(site: Site, sc: Stockctl) -> None:
     p = product(sc, 2)
     missing = str(uuid.uuid4())

@@ -43,9 +43,9 @@ def test_happy_path_confirms(sc: Stockctl, stock: tuple[str, str]) -> None:
         return "written"
 
     order = new_id("O")
-    assert stockctl.checkout(sc, [(a, "W-1", 3), Line(b, 4)], create_order, order_id=order) == (
-        "written"
-    )
+    assert stockctl.checkout(
+        sc, [(a, "W-1", 3), Line(b, None, 4)], create_order, order_id=order
+    ) == ("written")
     assert sorted((r.product_id, r.warehouse_id, r.quantity) for r in seen) == sorted(
         [(a, "W-1", 3), (b, "W-2", 4)]
     )

@@ -14,7 +14,8 @@ import pybreaker
 import pytest
 
 from stockctl.clients.breaker import Breaker
-from stockctl.clients.warehouse import AsyncWarehouseClient, ClientOptions, WarehouseClient
+from stockctl.clients.warehouse import ClientOptions, WarehouseClient
+from stockctl.clients.warehouse_async import AsyncWarehouseClient
 from tests.clientutil import SlowServer, slow_server
 
 CALLS = 20

@@ -25,7 +25,8 @@ import pytest
 import stockctl
 from stockctl import errors
 from stockctl.clients.breaker import Breaker
-from stockctl.clients.warehouse import AsyncWarehouseClient, ClientOptions, WarehouseClient
+from stockctl.clients.warehouse import ClientOptions, WarehouseClient
+from stockctl.clients.warehouse_async import AsyncWarehouseClient
 from stockctl.core.model import Reservation, ReservationStatus
 from stockctl.core.reservations import Line
 from stockctl.library import Stockctl
@@ -124,7 +125,11 @@ def test_happy_path_leaves_every_reservation_confirmed(
         return f"order {order} written"
 
     result = stockctl.checkout(
-        client, [(a, "W-1", 3), Line(b, 2)], create_order, order_id=order, ttl=timedelta(minutes=5)
+        client,
+        [(a, "W-1", 3), Line(b, None, 2)],
+        create_order,
+        order_id=order,
+        ttl=timedelta(minutes=5),
     )
     assert result == f"order {order} written"
     assert sorted((r.product_id, r.warehouse_id, r.quantity) for r in seen) == sorted(
@@ -271,7 +276,7 @@ def test_async_client_against_the_server(site: Site, sc: Stockctl) -> None:
     async def main() -> list[Reservation]:
         async with AsyncWarehouseClient(options(site.server.url)) as c:
             assert await c.check_stock(a) == 10
-            held = await c.checkout([Line(a, 2), Line(b, 3, "W-2")], order_id=new_id("O"))
+            held = await c.checkout([Line(a, None, 2), Line(b, "W-2", 3)], order_id=new_id("O"))
             done = await asyncio.gather(*(c.confirm(r.id) for r in held))
             assert await c.get_bulk_stock([a, b]) == {a: 8, b: 7}
             since = datetime.now(UTC) - timedelta(minutes=10)

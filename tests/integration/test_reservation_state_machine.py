@@ -254,7 +254,7 @@ class ReservationMachine(RuleBasedStateMachine):
             model.rows[key][1] += n
         if error is not None:
             self.model = before
-        items = [reservations.Line(self.products[p], n, self.warehouses[w]) for p, w, n in lines]
+        items = [reservations.Line(self.products[p], self.warehouses[w], n) for p, w, n in lines]
         call = lambda: reservations.checkout(self.ctx, items)  # noqa: E731
         made: list[Reservation] | None = self.expect(error, call)
         if made is not None:

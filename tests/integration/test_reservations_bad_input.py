@@ -154,8 +154,8 @@ def test_malformed_checkout_item(spec: str) -> None:
 
 
 def test_well_formed_checkout_items() -> None:
-    assert Line.parse("P-1:3") == Line("P-1", 3, None)
-    assert Line.parse("P-1:W.2:12") == Line("P-1", 12, "W.2")
+    assert Line.parse("P-1:3") == Line("P-1", None, 3)
+    assert Line.parse("P-1:W.2:12") == Line("P-1", "W.2", 12)
 
 
 def test_unknown_product_or_warehouse(sc: Stockctl) -> None:

@@ -24,7 +24,8 @@ import respx
 from stockctl import errors
 from stockctl.bootstrap import build_client
 from stockctl.clients.breaker import Breaker
-from stockctl.clients.warehouse import AsyncWarehouseClient, ClientOptions, WarehouseClient
+from stockctl.clients.warehouse import ClientOptions, WarehouseClient
+from stockctl.clients.warehouse_async import AsyncWarehouseClient
 from stockctl.settings import load_settings
 from tests.clientutil import BASE, problem_json, product_json, row_json
 

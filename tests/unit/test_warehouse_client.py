@@ -20,7 +20,6 @@ from stockctl.clients.breaker import Breaker
 from stockctl.clients.warehouse import (
     Call,
     ClientOptions,
-    RemoteStockctl,
     WarehouseClient,
     error_from,
 )
@@ -148,7 +147,7 @@ def test_checkout_sends_items_and_a_key(api: respx.MockRouter, client: Warehouse
     held = [reservation_json(product_id="P-1"), reservation_json(product_id="P-2", quantity=1)]
     route = api.post("/v1/inventory/checkout").respond(201, json={"reservations": held})
     made = client.checkout(
-        [Line("P-1", 2, "W-1"), Line("P-2", 1)],
+        [Line("P-1", "W-1", 2), Line("P-2", None, 1)],
         order_id="O-1",
         ttl=timedelta(seconds=90),
         allow_split=True,
@@ -167,7 +166,7 @@ def test_checkout_sends_items_and_a_key(api: respx.MockRouter, client: Warehouse
         "ttl_seconds": 90,
     }
     assert [r.id for r in made] == [h["id"] for h in held]
-    client.checkout([Line("P-1", 1)])
+    client.checkout([Line("P-1", None, 1)])
     assert json.loads(route.calls.last.request.content) == {
         "items": [{"product_id": "P-1", "quantity": 1}],
         "allow_split": False,
@@ -275,10 +274,8 @@ def test_recently_updated_stops_at_an_empty_last_page(
     assert route.call_count == 1
 
 
-def test_remote_stockctl_maps_the_cli_operations(
-    api: respx.MockRouter, client: WarehouseClient
-) -> None:
-    remote = RemoteStockctl(client)
+def test_the_client_maps_the_cli_operations(api: respx.MockRouter, client: WarehouseClient) -> None:
+    remote = client
     api.get("/v1/inventory/product/P-1").respond(json=product_json("P-1", row_json()))
     one = api.get("/v1/inventory").respond(json=row_json(warehouse_id="W-2"))
     reserve = api.post("/v1/inventory/reserve").respond(201, json=reservation_json())
@@ -309,7 +306,7 @@ def test_remote_stockctl_maps_the_cli_operations(
         "ttl_seconds": 60,
     }
     assert reserve.calls.last.request.headers["Idempotency-Key"] == "K"
-    assert len(remote.checkout([Line("P-1", 2)], order_id="O-1", idempotency_key="C")) == 1
+    assert len(remote.checkout([Line("P-1", None, 2)], order_id="O-1", idempotency_key="C")) == 1
     assert checkout.calls.last.request.headers["Idempotency-Key"] == "C"
     assert remote.confirm(rid).status is ReservationStatus.CONFIRMED
     assert remote.release(rid, "why").status is ReservationStatus.RELEASED
@@ -450,7 +447,7 @@ def test_checkout_is_retried_with_the_same_key(
     route = api.post("/v1/inventory/checkout").mock(
         side_effect=[httpx.Response(503), httpx.Response(201, json={"reservations": []})]
     )
-    assert client.checkout([Line("P-1", 1)], idempotency_key="checkout-O-5") == []
+    assert client.checkout([Line("P-1", None, 1)], idempotency_key="checkout-O-5") == []
     assert [c.request.headers["Idempotency-Key"] for c in route.calls] == ["checkout-O-5"] * 2
 
 
@@ -495,13 +492,13 @@ def test_a_write_without_a_key_is_never_retried(
 ) -> None:
     adjust = api.post("/v1/inventory/adjust").mock(side_effect=[failure])
     with pytest.raises(errors.WarehouseUnavailable):
-        client.adjust("P-1", "W-1", -2, "damaged")
+        client.adjust("P-1", "W-1", -2, reason="damaged")
     assert adjust.call_count == 1
     assert "Idempotency-Key" not in adjust.calls.last.request.headers
 
     by_order = api.post("/v1/inventory/reservations/release-order").mock(side_effect=[failure])
     with pytest.raises(errors.WarehouseUnavailable):
-        RemoteStockctl(client).release_order("O-1")
+        client.release_order("O-1")
     assert by_order.call_count == 1
 
     raw = api.post("/v1/inventory/receive").mock(side_effect=[failure])
@@ -515,7 +512,7 @@ def test_a_write_with_a_key_is_retried(api: respx.MockRouter, client: WarehouseC
     adjust = api.post("/v1/inventory/adjust").mock(
         side_effect=[httpx.Response(503), httpx.Response(200, json=row_json())]
     )
-    client.adjust("P-1", "W-1", -2, "damaged", idempotency_key="ADJ-1")
+    client.adjust("P-1", "W-1", -2, reason="damaged", idempotency_key="ADJ-1")
     assert [c.request.headers["Idempotency-Key"] for c in adjust.calls] == ["ADJ-1"] * 2
     assert body_of(adjust) == {
         "product_id": "P-1",

@@ -15,9 +15,10 @@ import pytest
 import respx
 
 from stockctl import errors
-from stockctl.clients import warehouse
+from stockctl.clients import warehouse_async as warehouse
 from stockctl.clients.breaker import Breaker
-from stockctl.clients.warehouse import AsyncWarehouseClient, Call, ClientOptions
+from stockctl.clients.warehouse import Call, ClientOptions
+from stockctl.clients.warehouse_async import AsyncWarehouseClient
 from stockctl.core.model import ReservationStatus
 from stockctl.core.reservations import Line
 from tests.clientutil import BASE, problem_json, product_json, reservation_json, row_json
@@ -92,7 +93,9 @@ def test_reserve_and_checkout_carry_keys(api: respx.MockRouter, sleeps: list[flo
     async def body(c: AsyncWarehouseClient) -> tuple[int, int]:
         r = await c.reserve_stock("P-1", 3, "W-1", order_id="O-1", ttl=timedelta(seconds=120))
         made = await c.checkout(
-            [Line("P-1", 1, "W-1"), Line("P-2", 1)], order_id="O-1", idempotency_key="checkout-O-1"
+            [Line("P-1", "W-1", 1), Line("P-2", None, 1)],
+            order_id="O-1",
+            idempotency_key="checkout-O-1",
         )
         return r.quantity, len(made)
 

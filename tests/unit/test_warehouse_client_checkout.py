@@ -97,7 +97,7 @@ def test_happy_path_reserves_creates_then_confirms() -> None:
 
     result = stockctl.checkout(
         fake,
-        [("P-1", "W-1", 2), Line("P-2", 1)],
+        [("P-1", "W-1", 2), Line("P-2", None, 1)],
         create_order,
         order_id="O-1",
         ttl=timedelta(seconds=90),
@@ -106,7 +106,7 @@ def test_happy_path_reserves_creates_then_confirms() -> None:
     assert result == "O-1 written" and order == ["created"]
     assert fake.ops() == ["checkout", "confirm", "confirm"]
     lines, order_id, ttl, split, key = fake.calls[0][1]
-    assert lines == [Line("P-1", 2, "W-1"), Line("P-2", 1, None)]
+    assert lines == [Line("P-1", "W-1", 2), Line("P-2", None, 1)]
     assert (order_id, ttl, split, key) == ("O-1", timedelta(seconds=90), True, "checkout-O-1")
     assert {r.status for r in fake.held.values()} == {S.CONFIRMED}
 
@@ -192,7 +192,7 @@ def test_noop_warehouse_pretends_and_logs_every_call(caplog: pytest.LogCaptureFi
     caplog.set_level(logging.WARNING, "stockctl.checkout")
     noop = stockctl.NoopWarehouse()
     held = noop.checkout(
-        [Line("P-1", 2, "W-1"), Line("P-2", 1)], order_id="O-9", ttl=timedelta(minutes=2)
+        [Line("P-1", "W-1", 2), Line("P-2", None, 1)], order_id="O-9", ttl=timedelta(minutes=2)
     )
     assert [(r.product_id, r.warehouse_id, r.quantity) for r in held] == [
         ("P-1", "W-1", 2),
@@ -201,7 +201,7 @@ def test_noop_warehouse_pretends_and_logs_every_call(caplog: pytest.LogCaptureFi
     assert {r.status for r in held} == {S.ACTIVE} and {r.order_id for r in held} == {"O-9"}
     assert all(r.expires_at - r.created_at == timedelta(minutes=2) for r in held)
     assert len({r.id for r in held}) == 2
-    assert noop.checkout([Line("P-1", 1)])[0].expires_at - held[0].created_at >= timedelta(
+    assert noop.checkout([Line("P-1", None, 1)])[0].expires_at - held[0].created_at >= timedelta(
         minutes=15
     )
     assert noop.confirm(held[0].id).status is S.CONFIRMED
