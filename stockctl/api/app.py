@@ -4,7 +4,6 @@ a body-size limit, and request metrics."""
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -15,14 +14,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from stockctl.__about__ import __version__
 from stockctl.api import catalog, inventory, ops, schemas
+from stockctl.api.accesslog import PREFIXES, RequestLog, route_label
 from stockctl.api.deps import problem
+from stockctl.api.fastpath import serialise_in_worker
 from stockctl.bootstrap import App
 from stockctl.errors import StockctlError
 from stockctl.redact import guard_access_log
 
 log = logging.getLogger("stockctl.api")
 PROBLEM = "application/problem+json"
-PREFIXES = ("/api/v1", "/v1")  # longest first
 ROUTE_ERRORS = (400, 401, 403, 404, 409, 410, 413, 422, 503)
 
 
@@ -36,10 +36,16 @@ def create_app(app: App) -> FastAPI:
         title="stockctl",
         version=__version__,
         description="Multi-warehouse stock: inventory, reservations, catalog stock.",
+        # FastAPI's OpenTelemetry hooks: off (stockctl has its own metrics, /metrics); even
+        # unconfigured they asked for the tracer and meter providers on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     api.state.stockctl = app
-    guard_access_log({t.token.get_secret_value() for t in app.settings.api_tokens})
+    secrets = frozenset(t.token.get_secret_value() for t in app.settings.api_tokens)
+    guard_access_log(secrets)  # uvicorn's own access log, should it be turned on
     app.metrics()  # wire the counters before the first request
+    serialise_in_worker(inventory.router)
+    serialise_in_worker(catalog.router)
     for prefix in reversed(PREFIXES):
         api.include_router(inventory.router, prefix=prefix, responses=problems(*ROUTE_ERRORS))
         api.include_router(catalog.router, prefix=prefix, responses=problems(*ROUTE_ERRORS))
@@ -47,7 +53,7 @@ def create_app(app: App) -> FastAPI:
     api.include_router(ops.dapr, responses=problems(401, 403, 413, 422))
     _errors(api)
     _document_problems(api)
-    api.add_middleware(RequestMetrics, stockctl=app)
+    api.add_middleware(RequestLog, stockctl=app, secrets=secrets)
     api.add_middleware(BodyLimit, limit=app.settings.api_max_body_bytes)
     return api
 
@@ -140,7 +146,7 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope.get("headers") or []).get(b"content-length")
+        declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             await _too_large(send, self.limit)
             return
@@ -187,46 +193,4 @@ async def _too_large(send: Send, limit: int) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-class RequestMetrics:
-    """Counts and times requests by method, route template and status."""
-
-    def __init__(self, app: ASGIApp, stockctl: App) -> None:
-        self.app = app
-        self.stockctl = stockctl
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def record(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, record)
-        finally:
-            path = route_label(scope)
-            m = self.stockctl.metrics()
-            m.http_requests.labels(scope["method"], path, str(status)).inc()
-            m.http_latency.labels(scope["method"], path).observe(time.perf_counter() - started)
-
-
-def route_label(scope: Scope) -> str:
-    """The matched route's full template (``/v1/products/{product_id}``), or ``unmatched``.
-
-    FastAPI may put the route as declared in its router into the scope, without the prefix it
-    was included under: the prefix is then taken from the request path.
-    """
-    template = str(getattr(scope.get("route"), "path", None) or "")
-    if not template:
-        return "unmatched"
-    path = scope.get("path", "")
-    for prefix in PREFIXES:
-        if path.startswith(prefix + "/"):
-            return template if template.startswith(prefix + "/") else prefix + template
-    return template
+__all__ = ["PREFIXES", "create_app", "problems", "route_label"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, HTTPException, Request
@@ -17,9 +17,18 @@ from stockctl.core.model import Inventory, Movement, Reservation
 _IMPLIED = {"admin": {"admin", "reserve", "read"}, "reserve": {"reserve", "read"}, "read": {"read"}}
 
 
-def get_app(request: Request) -> App:
+# Every dependency here is ``async def``: FastAPI runs a plain ``def`` dependency in the thread
+# pool, one hop (a thread wake-up and a GIL hand-over) per dependency per request; none of
+# these blocks, so each runs on the event loop instead.
+
+
+def app_of(request: Request) -> App:
     app: App = request.app.state.stockctl
     return app
+
+
+async def get_app(request: Request) -> App:
+    return app_of(request)
 
 
 AppDep = Annotated[App, Depends(get_app)]
@@ -34,15 +43,15 @@ _DAPR = APIKeyHeader(
 )
 
 
-def require(scope: str) -> Callable[..., None]:
+def require(scope: str) -> Callable[..., Awaitable[None]]:
     """A dependency that lets the request through only with a token granting ``scope``."""
 
-    def check(
+    async def check(
         request: Request,
         bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)] = None,
         dapr_api_token: Annotated[str | None, Depends(_DAPR)] = None,
     ) -> None:
-        tokens = get_app(request).settings.api_tokens
+        tokens = app_of(request).settings.api_tokens
         if not tokens:
             return  # no tokens configured: serve binds to loopback only (see `serve`)
         presented = bearer.credentials.strip() if bearer else dapr_api_token
@@ -63,7 +72,7 @@ def require(scope: str) -> Callable[..., None]:
     return check
 
 
-def idempotency_key(
+async def idempotency_key(
     key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)] = None,
 ) -> str | None:
     return key

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from stockctl.api.accesslog import configure_access_log
 from stockctl.api.app import create_app
 from stockctl.bootstrap import bootstrap
 from stockctl.settings import load_settings
 
 
 def build() -> FastAPI:
+    configure_access_log()  # each process writes its own lines (uvicorn's access log is off)
     return create_app(bootstrap(load_settings()))

@@ -40,9 +40,14 @@ def check_bind(host: str, has_tokens: bool, insecure: bool) -> None:
 
 
 def _log_setup() -> None:
+    """Messages as text on stderr; the access log (``stockctl.access``, one JSON line per
+    request) on stdout, in place of uvicorn's (every uvicorn run here has access_log=False)."""
+    from stockctl.api.accesslog import configure_access_log
+
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    configure_access_log()
 
 
 def _exit_zero_on_stop_signals() -> None:
@@ -85,6 +90,7 @@ def serve(
             port=at,
             log_level="info",
             server_header=False,
+            access_log=False,
             http=ProblemH11Protocol,
         )
         return
@@ -101,6 +107,7 @@ def serve(
         workers=workers,
         log_level="info",
         server_header=False,
+        access_log=False,
         http="stockctl.api.protocol:ProblemH11Protocol",
     )
 
@@ -141,6 +148,7 @@ def up(
         port=at,
         log_level="info",
         server_header=False,
+        access_log=False,
         http=ProblemH11Protocol,
     )
     server = uvicorn.Server(config)

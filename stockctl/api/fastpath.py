@@ -1,0 +1,73 @@
+"""One thread-pool hop per request for the API's blocking routes, not two.
+
+FastAPI runs a plain ``def`` route in the thread pool, then, back on the event loop, validates
+what it returned against the response model, again in the thread pool (a second hop: a thread
+wake-up and two GIL hand-overs), before serialising it. A route of ours returns the very model
+it declares, built (so validated) by the route itself: :func:`serialise_in_worker` makes such a
+route serialise its answer to JSON bytes in the same worker thread, and FastAPI then sends that
+``Response`` as it is. The bytes are those FastAPI would send (the model's pydantic serializer,
+by alias, nothing excluded), with the route's status code. A route answering anything else
+(another type, a ``Response``) goes through FastAPI's usual path.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import APIRouter, Response
+from fastapi.datastructures import DefaultPlaceholder
+from fastapi.routing import APIRoute
+from pydantic import BaseModel
+
+_MARK = "_stockctl_serialised_in_worker"
+
+
+def serialise_in_worker(router: APIRouter) -> None:
+    """Wrap each eligible route's endpoint (once: the routers are module-level)."""
+    for route in router.routes:
+        if isinstance(route, APIRoute) and _eligible(route):
+            route.endpoint = _answering(route.endpoint, route.response_model, route.status_code)
+
+
+def _eligible(route: APIRoute) -> bool:
+    endpoint = route.endpoint
+    model = route.response_model
+    return (
+        not getattr(endpoint, _MARK, False)
+        and inspect.isfunction(endpoint)
+        and not inspect.iscoroutinefunction(endpoint)
+        and not inspect.isgeneratorfunction(endpoint)
+        and isinstance(model, type)
+        and issubclass(model, BaseModel)
+        and isinstance(route.response_class, DefaultPlaceholder)
+        and route.response_model_include is None
+        and route.response_model_exclude is None
+        and route.response_model_by_alias
+        and not route.response_model_exclude_unset
+        and not route.response_model_exclude_defaults
+        and not route.response_model_exclude_none
+        and not any(
+            p.annotation is Response or p.annotation == "Response"
+            for p in inspect.signature(endpoint).parameters.values()
+        )
+    )
+
+
+def _answering(
+    endpoint: Callable[..., Any], model: type[BaseModel], status_code: int | None
+) -> Callable[..., Any]:
+    to_json = model.__pydantic_serializer__.to_json
+    status = status_code or 200
+
+    @functools.wraps(endpoint)
+    def answered(*args: Any, **kwargs: Any) -> Any:
+        result = endpoint(*args, **kwargs)
+        if type(result) is model:
+            return Response(to_json(result, by_alias=True), status, media_type="application/json")
+        return result
+
+    setattr(answered, _MARK, True)
+    return answered
