@@ -200,7 +200,7 @@ def confirm(app: AppDep, reservation_id: str) -> schemas.ReservationOut:
 def release(
     app: AppDep, reservation_id: str, body: schemas.Release | None = None
 ) -> schemas.ReservationOut:
-    reason = body.reason if body else "released"
+    reason = (body.reason if body else None) or "released"
     return reservation_out(lifecycle.release(app.ctx, reservation_id, reason))
 
 
@@ -218,7 +218,7 @@ def fulfil(app: AppDep, reservation_id: str) -> schemas.ReservationOut:
 
 @router.post("/inventory/reservations/release-order", dependencies=RESERVE)
 def release_order(app: AppDep, body: schemas.ReleaseOrder) -> schemas.Reservations:
-    released = lifecycle.release_order(app.ctx, body.order_id, body.reason)
+    released = lifecycle.release_order(app.ctx, body.order_id, body.reason or "order_cancelled")
     return schemas.Reservations(reservations=[reservation_out(r) for r in released])
 
 

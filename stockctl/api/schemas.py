@@ -38,15 +38,23 @@ def whole(what: str, low: int, high: int) -> PlainValidator:
     return core(partial(v.check_whole, what=what, low=low, high=high))
 
 
-def text(what: str, max_length: int, *, strip: bool = True) -> PlainValidator:
-    """One line of text without control, invisible or bidirectional characters."""
-    return core(partial(v.check_text, what=what, max_length=max_length, required=True, strip=strip))
+def text(what: str, max_length: int, *, strip: bool = True, required: bool = True) -> Any:
+    """One line of text without control, invisible or bidirectional characters. Optional text
+    that is empty (or only spaces) is absent, as in the library."""
+    return core(
+        partial(v.check_text, what=what, max_length=max_length, required=required, strip=strip)
+    )
 
 
 def string(max_length: int, pattern: str) -> WithJsonSchema:
     return WithJsonSchema(
         {"type": "string", "minLength": 1, "maxLength": max_length, "pattern": pattern}
     )
+
+
+def optional_string(max_length: int) -> WithJsonSchema:
+    text = {"type": "string", "maxLength": max_length, "pattern": v.TEXT_PATTERN}
+    return WithJsonSchema({"anyOf": [text, {"type": "null"}]})
 
 
 MAX = v.MAX_QUANTITY
@@ -65,10 +73,13 @@ TtlSeconds = Annotated[int, core(v.check_ttl_seconds), number(1, v.MAX_TTL_SECON
 Page = Annotated[int, whole("page", 1, 1_000_000), number(1, 1_000_000)]
 Limit = Annotated[int, whole("limit", 1, 1000), number(1, 1000)]
 Reason = Annotated[str, text("reason", v.MAX_REASON), string(v.MAX_REASON, v.TEXT_PATTERN)]
-Reference = Annotated[
-    str,
-    text("reference", v.MAX_REFERENCE, strip=False),
-    string(v.MAX_REFERENCE, v.TEXT_PATTERN),
+OptionalReason = Annotated[
+    str | None, text("reason", v.MAX_REASON, required=False), optional_string(v.MAX_REASON)
+]
+OptionalReference = Annotated[
+    str | None,
+    text("reference", v.MAX_REFERENCE, strip=False, required=False),
+    optional_string(v.MAX_REFERENCE),
 ]
 OrderId = Annotated[
     str, text("order id", v.MAX_ORDER_ID, strip=False), string(v.MAX_ORDER_ID, v.TEXT_PATTERN)
@@ -112,15 +123,15 @@ class SetStock(Strict):
     quantity_available: Count
     expect_version: Version | None = None
     low_stock_threshold: Threshold | None = None
-    reason: Reason | None = None
+    reason: OptionalReason = None
 
 
 class Receive(Strict):
     product_id: ProductId
     warehouse_id: WarehouseId
     quantity: Qty
-    reason: Reason | None = None
-    reference: Reference | None = None
+    reason: OptionalReason = None
+    reference: OptionalReference = None
 
 
 class Adjust(Strict):
@@ -128,7 +139,7 @@ class Adjust(Strict):
     warehouse_id: WarehouseId
     delta: Delta
     reason: Reason
-    reference: Reference | None = None
+    reference: OptionalReference = None
 
 
 class Transfer(Strict):
@@ -136,8 +147,8 @@ class Transfer(Strict):
     from_warehouse_id: WarehouseId
     to_warehouse_id: WarehouseId
     quantity: Qty
-    reason: Reason | None = None
-    reference: Reference | None = None
+    reason: OptionalReason = None
+    reference: OptionalReference = None
 
 
 class TransferResult(BaseModel):
@@ -183,7 +194,7 @@ class Reservations(BaseModel):
 
 
 class Release(Strict):
-    reason: Reason = "released"
+    reason: OptionalReason = "released"
 
 
 class Extend(Strict):
@@ -192,7 +203,7 @@ class Extend(Strict):
 
 class ReleaseOrder(Strict):
     order_id: OrderId
-    reason: Reason = "order_cancelled"
+    reason: OptionalReason = "order_cancelled"
 
 
 class BulkStock(Strict):

@@ -24,7 +24,7 @@ from stockctl.core.projection import (
     StockLevel,
     product_values,
 )
-from stockctl.core.values import check_timestamp
+from stockctl.core.values import check_timestamp, check_whole
 from stockctl.errors import CacheUnavailable, InvalidInput
 
 MAX_BATCH = 10_000
@@ -393,10 +393,8 @@ def recently_updated(
     since = check_timestamp(since, "since")
     if warehouse_id is not None:
         check_id(warehouse_id, "warehouse")
-    if not 1 <= limit <= MAX_PAGE:
-        raise InvalidInput(f"limit must be between 1 and {MAX_PAGE}")
-    if not 1 <= page <= 1_000_000:
-        raise InvalidInput("page must be between 1 and 1000000")
+    check_whole(limit, "limit", 1, MAX_PAGE)
+    check_whole(page, "page", 1, 1_000_000)
     rows = store.recently_updated(since, warehouse_id, (page - 1) * limit, limit + 1)
     return Page(rows[:limit], page, limit, has_more=len(rows) > limit)
 

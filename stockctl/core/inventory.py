@@ -21,7 +21,7 @@ from stockctl.core.model import (
     check_reason,
 )
 from stockctl.core.ports import StoreTx
-from stockctl.core.values import check_name, check_reference
+from stockctl.core.values import check_name, check_reference, check_whole
 from stockctl.errors import (
     AlreadyExists,
     InsufficientStock,
@@ -373,8 +373,7 @@ def history(
     check_id(product_id, "product")
     if warehouse_id is not None:
         check_id(warehouse_id, "warehouse")
-    if not 1 <= limit <= MAX_LIST:
-        raise InvalidInput(f"limit must be between 1 and {MAX_LIST}")
+    check_whole(limit, "limit", 1, MAX_LIST)
     if ctx.store.get_product(product_id) is None:
         raise ProductNotFound(f"unknown product {product_id!r}")
     return ctx.store.history(product_id, warehouse_id, limit)

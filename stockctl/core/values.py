@@ -99,16 +99,16 @@ def check_text(
 ) -> str | None:
     """One line of text, 1-``max_length`` characters, none of :data:`FORBIDDEN_TEXT`.
 
-    None or blank is "not given": refused when ``required``, else None. ``strip``: the value
-    is returned without its surrounding spaces.
+    None, empty or only spaces is "not given": refused when ``required``, else None (a tab or a
+    newline is not blank: it is refused). ``strip``: returned without surrounding spaces.
     """
-    if value is None or (isinstance(value, str) and not value.strip()):
+    if value is None or (isinstance(value, str) and not value.strip(" ")):
         if required:
             raise InvalidInput(f"{what} is required", field=what)
         return None
     if not isinstance(value, str):
         raise InvalidInput(f"{what} must be text, got {_show(value)}", field=what)
-    text = value.strip() if strip else value
+    text = value.strip(" ") if strip else value
     if not text or len(text) > max_length:
         raise InvalidInput(f"{what} must be 1-{max_length} characters", field=what)
     bad = _FORBIDDEN_RE.search(text)
@@ -121,7 +121,7 @@ def check_text(
 
 
 def check_reason(value: Any, *, required: bool) -> str | None:
-    if required and (value is None or (isinstance(value, str) and not value.strip())):
+    if required and (value is None or (isinstance(value, str) and not value.strip(" "))):
         raise InvalidInput("a reason is required (--reason)", field="reason")
     return check_text(value, "reason", MAX_REASON)
 
@@ -235,7 +235,7 @@ def _host_port(url: str) -> tuple[str, str | None]:
 
 
 def _given(value: Any) -> bool:
-    return value is not None and not (isinstance(value, str) and not value.strip())
+    return value is not None and not (isinstance(value, str) and not value.strip(" "))
 
 
 def _show(value: Any) -> str:
