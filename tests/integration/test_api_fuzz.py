@@ -1,5 +1,6 @@
 """schemathesis over every operation of the OpenAPI schema, on SQLite with an admin token:
-no 5xx, every status code and content type documented, every body valid against its schema.
+no 5xx, every status code and content type documented, every body valid against its schema,
+and every request that breaks the schema (schemathesis' negative data) refused with a 4xx.
 
 Each operation gets a few generated requests (valid and invalid ones), some of them about the
 products and warehouses the test seeds, so the success paths run too, not only refusals.
@@ -14,8 +15,10 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
+from schemathesis.generation import GenerationMode
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
+    negative_data_rejection,
     response_schema_conformance,
     status_code_conformance,
 )
@@ -27,6 +30,7 @@ from tests.apiutil import ADMIN, Api, api_on, seed
 
 CHECKS = [
     not_a_server_error,
+    negative_data_rejection,  # a request that breaks the schema is answered 4xx (issue 17)
     status_code_conformance,
     content_type_conformance,
     response_schema_conformance,
@@ -43,6 +47,7 @@ def _schema_app() -> Any:
 
 APP = _schema_app()
 schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
+schema.config.generation.update(modes=list(GenerationMode))  # valid and invalid requests
 
 
 @pytest.fixture(autouse=True)
