@@ -50,6 +50,17 @@ def _log_setup() -> None:
     configure_access_log()
 
 
+def _raise_open_files_limit() -> None:
+    """Each open connection is a file descriptor: the soft limit (often 1,024) goes up to the
+    hard one (at most 65,536), so that one process holds thousands of keep-alive clients."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 65_536 if hard == resource.RLIM_INFINITY else min(hard, 65_536)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
 def _exit_zero_on_stop_signals() -> None:
     """SIGTERM and SIGINT ask for the graceful stop: once uvicorn has shut down it re-raises the
     signal it stopped on, which would end the process killed by it (-15, or click's "Aborted!"
@@ -79,6 +90,7 @@ def serve(
     bind, at = host or settings.api_host, port or settings.api_port
     check_bind(bind, bool(settings.api_tokens), insecure)
     _log_setup()
+    _raise_open_files_limit()
     _exit_zero_on_stop_signals()
     if workers == 1:
         from stockctl.api.app import create_app
@@ -131,6 +143,7 @@ def up(
     bind, at = host or s.api_host, port or s.api_port
     check_bind(bind, bool(s.api_tokens), insecure)
     _log_setup()
+    _raise_open_files_limit()
     _exit_zero_on_stop_signals()
     runner = Runner(app, WorkerOptions(only=("relay", "processor", "expiry", "sync")))
     jobs = threading.Thread(

@@ -76,7 +76,20 @@ def _postgres_engine(url: str, settings: Settings) -> Engine:
         },
     )
     _close_idle_connections(engine, settings.db_pool_max_idle_time_seconds)
+    _LIMITS[engine] = (
+        float(settings.db_pool_max_idle_time_seconds),
+        float(settings.db_pool_max_lifetime_seconds),
+    )
     return engine
+
+
+_LIMITS: weakref.WeakKeyDictionary[Engine, tuple[float, float]] = weakref.WeakKeyDictionary()
+
+
+def pool_limits(engine: Engine) -> tuple[float, float]:
+    """(idle time, lifetime) in seconds after which the engine's pool reopens a connection
+    (the settings' db_pool_max_idle_time_seconds / db_pool_max_lifetime_seconds)."""
+    return _LIMITS.get(engine, (300.0, 1800.0))
 
 
 def _close_idle_connections(engine: Engine, max_idle_seconds: int) -> None:

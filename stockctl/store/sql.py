@@ -25,6 +25,7 @@ from stockctl.core.projection import RowState
 from stockctl.errors import DatabaseNotInitialised, DatabaseUnavailable, RetryableConflict
 from stockctl.store import outbox_sql
 from stockctl.store.engine import describe_target
+from stockctl.store.fast_reads import FastReads
 from stockctl.store.outbox_sql import OutboxTx
 from stockctl.store.reservation_sql import (
     HOLDING,
@@ -266,6 +267,8 @@ class SqlStore:
     def __init__(self, engine: Engine, replica: Engine | None = None) -> None:
         self.engine = engine
         self.replica = replica or engine
+        # the API's hot reads on PostgreSQL: plain autocommit psycopg (see fast_reads)
+        self._fast = FastReads(self.replica) if self.replica.dialect.name == "postgresql" else None
 
     @property
     def backend(self) -> str:
@@ -327,6 +330,12 @@ class SqlStore:
             return _warehouse(r) if r else None
 
     def get_inventory(self, product_id: str, warehouse_id: str) -> Inventory | None:
+        if self._fast is not None:
+            with self._guard(self.replica):
+                rows = self._fast.select(
+                    inventory, "product_id = %s AND warehouse_id = %s", (product_id, warehouse_id)
+                )
+            return _inventory(rows[0]) if rows else None
         stmt = select(inventory).where(
             inventory.c.product_id == product_id, inventory.c.warehouse_id == warehouse_id
         )
@@ -335,6 +344,12 @@ class SqlStore:
             return _inventory(r) if r else None
 
     def product_inventory(self, product_id: str) -> list[Inventory]:
+        if self._fast is not None:
+            with self._guard(self.replica):
+                rows = self._fast.select(
+                    inventory, "product_id = %s", (product_id,), order_by="warehouse_id"
+                )
+            return [_inventory(r) for r in rows]
         stmt = (
             select(inventory)
             .where(inventory.c.product_id == product_id)
@@ -640,6 +655,8 @@ class SqlStore:
             return bool(tx.conn.execute(select(products.c.id).limit(1)).first())
 
     def close(self) -> None:
+        if self._fast is not None:
+            self._fast.close()
         self.engine.dispose()
         if self.replica is not self.engine:
             self.replica.dispose()
