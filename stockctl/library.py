@@ -19,7 +19,7 @@ from stockctl.core.model import (
     StockSummary,
     Warehouse,
 )
-from stockctl.core.operations import LineLike, as_lines
+from stockctl.core.operations import LineLike, as_lines, enough
 from stockctl.errors import ReservationNotFound
 from stockctl.settings import load_settings
 
@@ -139,6 +139,15 @@ class Stockctl:
     def stock(self, product_id: str, warehouse_id: str | None = None) -> StockSummary:
         return inventory.stock(self._ctx, product_id, warehouse_id)
 
+    def sellable(self, product_id: str, warehouse_id: str | None = None) -> int:
+        """Sellable units of a product (in one warehouse, or over all)."""
+        return self.stock(product_id, warehouse_id).total_sellable
+
+    def check_stock(self, product_id: str, warehouse_id: str | None, quantity: int) -> None:
+        """The seed's ``CheckStock``: returns when ``quantity`` units are sellable (in the
+        warehouse, or over all with None), else raises ``InsufficientStock``."""
+        enough(product_id, warehouse_id, quantity, self.sellable(product_id, warehouse_id))
+
     def history(
         self, product_id: str, warehouse_id: str | None = None, limit: int = 50
     ) -> list[Movement]:
@@ -186,25 +195,25 @@ class Stockctl:
             idempotency_key=idempotency_key,
         )
 
-    def confirm(self, reservation_id: str) -> Reservation:
+    def confirm(self, reservation_id: int) -> Reservation:
         return lifecycle.confirm(self._ctx, reservation_id)
 
-    def release(self, reservation_id: str, reason: str = "released") -> Reservation:
+    def release(self, reservation_id: int, reason: str = "released") -> Reservation:
         return lifecycle.release(self._ctx, reservation_id, reason)
 
     def release_order(self, order_id: str, reason: str = "order_cancelled") -> list[Reservation]:
         return lifecycle.release_order(self._ctx, order_id, reason)
 
-    def extend(self, reservation_id: str, ttl: timedelta) -> Reservation:
+    def extend(self, reservation_id: int, ttl: timedelta) -> Reservation:
         return lifecycle.extend(self._ctx, reservation_id, ttl)
 
-    def fulfil(self, reservation_id: str) -> Reservation:
+    def fulfil(self, reservation_id: int) -> Reservation:
         return lifecycle.fulfil(self._ctx, reservation_id)
 
     def expire_due(self, now: datetime | None = None, limit: int = 1000) -> int:
         return lifecycle.expire_due(self._ctx, now, limit)
 
-    def get_reservation(self, reservation_id: str) -> Reservation:
+    def get_reservation(self, reservation_id: int) -> Reservation:
         found = self._app.store.get_reservation(lifecycle.check_reservation_id(reservation_id))
         if found is None:
             raise ReservationNotFound(f"no reservation {reservation_id}")

@@ -9,6 +9,7 @@ still expires safely if it never gets confirmed.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import uuid
 from collections.abc import Callable, Sequence
@@ -37,9 +38,9 @@ class WarehousePort(Protocol):
         idempotency_key: str | None = None,
     ) -> list[Reservation]: ...
 
-    def confirm(self, reservation_id: str) -> Reservation: ...
+    def confirm(self, reservation_id: int) -> Reservation: ...
 
-    def release(self, reservation_id: str, reason: str = "released") -> Reservation: ...
+    def release(self, reservation_id: int, reason: str = "released") -> Reservation: ...
 
 
 def checkout(
@@ -114,7 +115,7 @@ class NoopWarehouse:
         hold = ttl or timedelta(minutes=15)
         return [
             Reservation(
-                id=str(uuid.uuid4()),
+                id=next(_NOOP_IDS),
                 product_id=x.product_id,
                 warehouse_id=x.warehouse_id or "-",
                 quantity=x.quantity,
@@ -127,18 +128,25 @@ class NoopWarehouse:
             for x in lines
         ]
 
-    def confirm(self, reservation_id: str) -> Reservation:
+    def confirm(self, reservation_id: int) -> Reservation:
         log.warning("NoopWarehouse: confirm %s ignored", reservation_id)
         return _noop(reservation_id, ReservationStatus.CONFIRMED)
 
-    def release(self, reservation_id: str, reason: str = "released") -> Reservation:
+    def release(self, reservation_id: int, reason: str = "released") -> Reservation:
         log.warning("NoopWarehouse: release %s ignored", reservation_id)
         return _noop(reservation_id, ReservationStatus.RELEASED)
 
-    def check_stock(self, product_id: str, warehouse_id: str | None = None) -> int:
+    def check_stock(self, product_id: str, warehouse_id: str | None, quantity: int) -> None:
+        """Degraded mode: every check passes."""
+
+    def sellable(self, product_id: str, warehouse_id: str | None = None) -> int:
         return 2**31 - 1
 
 
-def _noop(reservation_id: str, status: ReservationStatus) -> Reservation:
+# NoopWarehouse's made-up holds: ids from 2**62 up, far above any real reservation's.
+_NOOP_IDS = itertools.count(2**62)
+
+
+def _noop(reservation_id: int, status: ReservationStatus) -> Reservation:
     now = utcnow()
     return Reservation(reservation_id, "-", "-", 1, status, now, now, now)

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -56,7 +56,7 @@ def product_json(product_id: str, *rows: dict[str, Any]) -> dict[str, Any]:
 
 def reservation_json(**over: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
-        "id": str(uuid.uuid4()),
+        "id": random.randrange(1, 2**62),
         "product_id": "P-1",
         "warehouse_id": "W-1",
         "quantity": 2,
@@ -68,6 +68,11 @@ def reservation_json(**over: Any) -> dict[str, Any]:
     }
     body.update(over)
     return body
+
+
+def reserved_json(**over: Any) -> dict[str, Any]:
+    """The seed's reserve answer: the hold under ``reservation``."""
+    return {"reservation": reservation_json(**over)}
 
 
 def problem_json(status: int, slug: str, detail: str = "refused") -> dict[str, Any]:

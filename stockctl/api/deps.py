@@ -83,6 +83,7 @@ IdemKey = Annotated[str | None, Depends(idempotency_key)]
 
 def row_out(r: Inventory) -> schemas.InventoryRow:
     return schemas.InventoryRow(
+        id=r.id,
         product_id=r.product_id,
         warehouse_id=r.warehouse_id,
         quantity_available=r.quantity_available,

@@ -6,6 +6,7 @@ from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
+from pydantic import BeforeValidator
 
 from stockctl.api import schemas
 from stockctl.api.deps import (
@@ -26,6 +27,8 @@ RESERVE = [Depends(require("reserve"))]
 ADMIN = [Depends(require("admin"))]
 
 IdQuery = Annotated[str, Query(min_length=1, max_length=64)]
+# A reservation id in the path, read by the core's rule (the library's message on a bad one).
+ReservationRef = Annotated[int, BeforeValidator(lifecycle.check_reservation_id)]
 
 
 def _ttl(seconds: int | None) -> timedelta | None:
@@ -52,16 +55,39 @@ def product_inventory(app: AppDep, product_id: str) -> schemas.ProductInventory:
     )
 
 
-@router.put("/inventory/{product_id}", dependencies=ADMIN)
+@router.put("/inventory/product/{product_id}", dependencies=ADMIN)
 def set_stock(
     app: AppDep, product_id: str, body: schemas.SetStock, key: IdemKey
 ) -> schemas.InventoryRow:
-    """Set quantity_available (a stock take); expect_version makes it compare-and-set."""
+    """Set quantity_available of the (product, body's warehouse_id) row, creating it if needed
+    (a stock take); expect_version makes it compare-and-set."""
     return row_out(
         inventory.set_stock(
             app.ctx,
             product_id,
             body.warehouse_id,
+            body.quantity_available,
+            expect_version=body.expect_version,
+            low_stock_threshold=body.low_stock_threshold,
+            reason=body.reason,
+            idempotency_key=key,
+        )
+    )
+
+
+@router.put("/inventory/{inventory_id}", dependencies=ADMIN)
+def set_row(
+    app: AppDep, inventory_id: str, body: schemas.SetRow, key: IdemKey
+) -> schemas.InventoryRow:
+    """Set quantity_available of the inventory row with this id (the seed's form, e.g.
+    ``{"quantity_available": 100}``); expect_version makes it compare-and-set. By product and
+    warehouse: ``PUT /inventory/product/{product_id}`` with ``warehouse_id`` in the body."""
+    product_id, warehouse_id = inventory.row_key(app.ctx, inventory_id)
+    return row_out(
+        inventory.set_stock(
+            app.ctx,
+            product_id,
+            warehouse_id,
             body.quantity_available,
             expect_version=body.expect_version,
             low_stock_threshold=body.low_stock_threshold,
@@ -118,19 +144,19 @@ def transfer(app: AppDep, body: schemas.Transfer, key: IdemKey) -> schemas.Trans
 
 
 @router.post("/inventory/reserve", dependencies=RESERVE, status_code=201)
-def reserve(app: AppDep, body: schemas.Reserve, key: IdemKey) -> schemas.ReservationOut:
-    """Hold units until expires_at; without warehouse_id the allocation strategy picks one."""
-    return reservation_out(
-        reservations.reserve(
-            app.ctx,
-            body.product_id,
-            body.warehouse_id,
-            body.quantity,
-            ttl=_ttl(body.ttl_seconds),
-            order_id=body.order_id,
-            idempotency_key=key,
-        )
+def reserve(app: AppDep, body: schemas.Reserve, key: IdemKey) -> schemas.Reserved:
+    """Hold units until expires_at; without warehouse_id the allocation strategy picks one.
+    The answer is the seed's: ``{"reservation": {"id": <int64>, ...}}``."""
+    held = reservations.reserve(
+        app.ctx,
+        body.product_id,
+        body.warehouse_id,
+        body.quantity,
+        ttl=_ttl(body.ttl_seconds),
+        order_id=body.order_id,
+        idempotency_key=key,
     )
+    return schemas.Reserved(reservation=reservation_out(held))
 
 
 @router.post("/inventory/checkout", dependencies=RESERVE, status_code=201)
@@ -182,7 +208,7 @@ def list_reservations(
 
 
 @router.get("/inventory/reservations/{reservation_id}", dependencies=READ)
-def get_reservation(app: AppDep, reservation_id: str) -> schemas.ReservationOut:
+def get_reservation(app: AppDep, reservation_id: ReservationRef) -> schemas.ReservationOut:
     from stockctl.errors import ReservationNotFound
 
     found = app.store.get_reservation(lifecycle.check_reservation_id(reservation_id))
@@ -192,27 +218,27 @@ def get_reservation(app: AppDep, reservation_id: str) -> schemas.ReservationOut:
 
 
 @router.post("/inventory/reservations/{reservation_id}/confirm", dependencies=RESERVE)
-def confirm(app: AppDep, reservation_id: str) -> schemas.ReservationOut:
+def confirm(app: AppDep, reservation_id: ReservationRef) -> schemas.ReservationOut:
     return reservation_out(lifecycle.confirm(app.ctx, reservation_id))
 
 
 @router.post("/inventory/reservations/{reservation_id}/release", dependencies=RESERVE)
 def release(
-    app: AppDep, reservation_id: str, body: schemas.Release | None = None
+    app: AppDep, reservation_id: ReservationRef, body: schemas.Release | None = None
 ) -> schemas.ReservationOut:
     reason = (body.reason if body else None) or "released"
     return reservation_out(lifecycle.release(app.ctx, reservation_id, reason))
 
 
 @router.post("/inventory/reservations/{reservation_id}/extend", dependencies=RESERVE)
-def extend(app: AppDep, reservation_id: str, body: schemas.Extend) -> schemas.ReservationOut:
+def extend(app: AppDep, reservation_id: ReservationRef, body: schemas.Extend) -> schemas.ReservationOut:
     return reservation_out(
         lifecycle.extend(app.ctx, reservation_id, timedelta(seconds=body.ttl_seconds))
     )
 
 
 @router.post("/inventory/reservations/{reservation_id}/fulfil", dependencies=ADMIN)
-def fulfil(app: AppDep, reservation_id: str) -> schemas.ReservationOut:
+def fulfil(app: AppDep, reservation_id: ReservationRef) -> schemas.ReservationOut:
     return reservation_out(lifecycle.fulfil(app.ctx, reservation_id))
 
 

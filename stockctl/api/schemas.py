@@ -99,6 +99,7 @@ class Strict(BaseModel):
 
 
 class InventoryRow(BaseModel):
+    id: int | None  # the row's stable integer id (PUT /inventory/{id})
     product_id: str
     warehouse_id: str
     quantity_available: int
@@ -124,6 +125,15 @@ class SetStock(Strict):
     expect_version: Version | None = None
     low_stock_threshold: Threshold | None = None
     reason: OptionalReason = None
+
+
+class SetRow(Strict):
+    """``PUT /inventory/{id}``: the row is the path's."""
+
+    quantity_available: Count
+    expect_version: Version | None = None
+    low_stock_threshold: Threshold | None = None
+    reason: Reason | None = None
 
 
 class Receive(Strict):
@@ -178,7 +188,7 @@ class Checkout(Strict):
 
 
 class ReservationOut(BaseModel):
-    id: str
+    id: int
     product_id: str
     warehouse_id: str
     quantity: int
@@ -191,6 +201,12 @@ class ReservationOut(BaseModel):
 
 class Reservations(BaseModel):
     reservations: list[ReservationOut]
+
+
+class Reserved(BaseModel):
+    """The seed's reserve answer: the hold under ``reservation``."""
+
+    reservation: ReservationOut
 
 
 class Release(Strict):
@@ -289,7 +305,7 @@ class MovementOut(BaseModel):
     version: int
     reason: str | None
     reference: str | None
-    reservation_id: str | None
+    reservation_id: int | None
     actor: str | None
 
 

@@ -25,7 +25,7 @@ from stockctl import errors
 from stockctl.clients.breaker import Breaker
 from stockctl.clients.warehouse_wire import Call, Calls, Request, error_from, row
 from stockctl.core.model import Inventory, Movement, Reservation, StockSummary
-from stockctl.core.operations import LineLike, as_lines
+from stockctl.core.operations import LineLike, as_lines, enough
 
 __all__ = ["Call", "ClientOptions", "WarehouseClient", "error_from"]
 
@@ -253,24 +253,28 @@ class WarehouseClient(_Base):
             Calls.checkout(as_lines(lines), ttl, order_id, allow_split, idempotency_key)
         )
 
-    def confirm(self, reservation_id: str) -> Reservation:
+    def confirm(self, reservation_id: int) -> Reservation:
         return self._do(Calls.lifecycle(reservation_id, "confirm"))
 
-    def release(self, reservation_id: str, reason: str = "released") -> Reservation:
+    def release(self, reservation_id: int, reason: str = "released") -> Reservation:
         return self._do(Calls.lifecycle(reservation_id, "release", {"reason": reason}))
 
     def release_order(self, order_id: str, reason: str = "order_cancelled") -> list[Reservation]:
         return self._do(Calls.release_order(order_id, reason))
 
-    def extend(self, reservation_id: str, ttl: timedelta) -> Reservation:
+    def extend(self, reservation_id: int, ttl: timedelta) -> Reservation:
         body = {"ttl_seconds": int(ttl.total_seconds())}
         return self._do(Calls.lifecycle(reservation_id, "extend", body))
 
-    def fulfil(self, reservation_id: str) -> Reservation:
+    def fulfil(self, reservation_id: int) -> Reservation:
         return self._do(Calls.lifecycle(reservation_id, "fulfil"))
 
-    def get_reservation(self, reservation_id: str) -> Reservation:
+    def get_reservation(self, reservation_id: int) -> Reservation:
         return self._do(Calls.get_reservation(reservation_id))
+
+    def sellable(self, product_id: str, warehouse_id: str | None = None) -> int:
+        """Sellable units of a product (in one warehouse, or over all)."""
+        return self._do(Calls.sellable(product_id, warehouse_id))
 
     def list_reservations(
         self,
@@ -285,9 +289,10 @@ class WarehouseClient(_Base):
 
     # the seed's names (its order service's client)
 
-    def check_stock(self, product_id: str, warehouse_id: str | None = None) -> int:
-        """Sellable units of a product (in one warehouse, or over all)."""
-        return self._do(Calls.sellable(product_id, warehouse_id))
+    def check_stock(self, product_id: str, warehouse_id: str | None, quantity: int) -> None:
+        """The seed's ``CheckStock``: returns when ``quantity`` units are sellable (in the
+        warehouse, or over all with None), else raises ``InsufficientStock``."""
+        enough(product_id, warehouse_id, quantity, self.sellable(product_id, warehouse_id))
 
     def get_product_inventory(self, product_id: str) -> StockSummary:
         return self.stock(product_id)
@@ -312,10 +317,10 @@ class WarehouseClient(_Base):
             idempotency_key=idempotency_key,
         )
 
-    def confirm_reservation(self, reservation_id: str) -> Reservation:
+    def confirm_reservation(self, reservation_id: int) -> Reservation:
         return self.confirm(reservation_id)
 
-    def release_reservation(self, reservation_id: str, reason: str = "released") -> Reservation:
+    def release_reservation(self, reservation_id: int, reason: str = "released") -> Reservation:
         return self.release(reservation_id, reason)
 
     # bulk reads of the order side

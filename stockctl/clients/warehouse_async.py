@@ -14,7 +14,7 @@ from stockctl.clients.breaker import Breaker
 from stockctl.clients.warehouse import BULK_LIMIT, ClientOptions, _Base, _transport_error
 from stockctl.clients.warehouse_wire import Call, Calls, Request, row
 from stockctl.core.model import Inventory, Movement, Reservation, StockSummary
-from stockctl.core.operations import LineLike, as_lines
+from stockctl.core.operations import LineLike, as_lines, enough
 
 T = TypeVar("T")
 
@@ -177,10 +177,10 @@ class AsyncWarehouseClient(_Base):
             Calls.checkout(as_lines(lines), ttl, order_id, allow_split, idempotency_key)
         )
 
-    async def confirm(self, reservation_id: str) -> Reservation:
+    async def confirm(self, reservation_id: int) -> Reservation:
         return await self._do(Calls.lifecycle(reservation_id, "confirm"))
 
-    async def release(self, reservation_id: str, reason: str = "released") -> Reservation:
+    async def release(self, reservation_id: int, reason: str = "released") -> Reservation:
         return await self._do(Calls.lifecycle(reservation_id, "release", {"reason": reason}))
 
     async def release_order(
@@ -188,15 +188,19 @@ class AsyncWarehouseClient(_Base):
     ) -> list[Reservation]:
         return await self._do(Calls.release_order(order_id, reason))
 
-    async def extend(self, reservation_id: str, ttl: timedelta) -> Reservation:
+    async def extend(self, reservation_id: int, ttl: timedelta) -> Reservation:
         body = {"ttl_seconds": int(ttl.total_seconds())}
         return await self._do(Calls.lifecycle(reservation_id, "extend", body))
 
-    async def fulfil(self, reservation_id: str) -> Reservation:
+    async def fulfil(self, reservation_id: int) -> Reservation:
         return await self._do(Calls.lifecycle(reservation_id, "fulfil"))
 
-    async def get_reservation(self, reservation_id: str) -> Reservation:
+    async def get_reservation(self, reservation_id: int) -> Reservation:
         return await self._do(Calls.get_reservation(reservation_id))
+
+    async def sellable(self, product_id: str, warehouse_id: str | None = None) -> int:
+        """Sellable units of a product (in one warehouse, or over all)."""
+        return await self._do(Calls.sellable(product_id, warehouse_id))
 
     async def list_reservations(
         self,
@@ -211,9 +215,10 @@ class AsyncWarehouseClient(_Base):
 
     # the seed's names (its order service's client)
 
-    async def check_stock(self, product_id: str, warehouse_id: str | None = None) -> int:
-        """Sellable units of a product (in one warehouse, or over all)."""
-        return await self._do(Calls.sellable(product_id, warehouse_id))
+    async def check_stock(self, product_id: str, warehouse_id: str | None, quantity: int) -> None:
+        """The seed's ``CheckStock``: returns when ``quantity`` units are sellable (in the
+        warehouse, or over all with None), else raises ``InsufficientStock``."""
+        enough(product_id, warehouse_id, quantity, await self.sellable(product_id, warehouse_id))
 
     async def get_product_inventory(self, product_id: str) -> StockSummary:
         return await self.stock(product_id)
@@ -238,11 +243,11 @@ class AsyncWarehouseClient(_Base):
             idempotency_key=idempotency_key,
         )
 
-    async def confirm_reservation(self, reservation_id: str) -> Reservation:
+    async def confirm_reservation(self, reservation_id: int) -> Reservation:
         return await self.confirm(reservation_id)
 
     async def release_reservation(
-        self, reservation_id: str, reason: str = "released"
+        self, reservation_id: int, reason: str = "released"
     ) -> Reservation:
         return await self.release(reservation_id, reason)
 

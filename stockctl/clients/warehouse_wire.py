@@ -90,7 +90,7 @@ def _time(value: str | None) -> datetime | None:
 
 def reservation(d: dict[str, Any]) -> Reservation:
     return Reservation(
-        id=d["id"],
+        id=int(d["id"]),
         product_id=d["product_id"],
         warehouse_id=d["warehouse_id"],
         quantity=d["quantity"],
@@ -104,6 +104,7 @@ def reservation(d: dict[str, Any]) -> Reservation:
 
 def row(d: dict[str, Any]) -> Inventory:
     return Inventory(
+        id=d.get("id"),
         product_id=d["product_id"],
         warehouse_id=d["warehouse_id"],
         quantity_available=d["quantity_available"],
@@ -216,7 +217,7 @@ class Calls:
             low_stock_threshold=low_stock_threshold,
             reason=reason,
         )
-        call = Call("PUT", f"/v1/inventory/{product_id}", body, headers=_keyed(key))
+        call = Call("PUT", f"/v1/inventory/product/{product_id}", body, headers=_keyed(key))
         return Request(call, row)
 
     @staticmethod
@@ -277,7 +278,8 @@ class Calls:
             ttl_seconds=_seconds(ttl),
         )
         headers = {"Idempotency-Key": key or str(uuid.uuid4())}
-        return Request(Call("POST", "/v1/inventory/reserve", body, headers=headers), reservation)
+        call = Call("POST", "/v1/inventory/reserve", body, headers=headers)
+        return Request(call, lambda d: reservation(d["reservation"]))
 
     @staticmethod
     def checkout(
@@ -301,7 +303,7 @@ class Calls:
         return Request(call, _reservations)
 
     @staticmethod
-    def lifecycle(reservation_id: str, action: str, body: Any = None) -> Request[Reservation]:
+    def lifecycle(reservation_id: int, action: str, body: Any = None) -> Request[Reservation]:
         """confirm / release / extend: repeating one returns the same reservation, so a retry
         is safe; fulfil is not repeated (a second one is refused)."""
         path = f"/v1/inventory/reservations/{reservation_id}/{action}"
@@ -314,7 +316,7 @@ class Calls:
         return Request(call, _reservations)
 
     @staticmethod
-    def get_reservation(reservation_id: str) -> Request[Reservation]:
+    def get_reservation(reservation_id: int) -> Request[Reservation]:
         return Request(Call("GET", f"/v1/inventory/reservations/{reservation_id}"), reservation)
 
     @staticmethod

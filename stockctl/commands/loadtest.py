@@ -75,8 +75,9 @@ def loadtest(
         if live is not None:
             live.stop()
     touched = sorted({t.product_id for t in targets})
+    check_cache = _project_if_no_worker(app, touched)
     report.violations = lt.check_invariants(
-        app.store, app.cache(), touched, lambda: _drained(app), verify_wait
+        app.store, app.cache() if check_cache else None, touched, lambda: _drained(app), verify_wait
     )
     summary = report.summary()
     if plot is not None:
@@ -115,6 +116,30 @@ def _driver(st: Any, app: Any) -> Any:
     from stockctl.library import Stockctl
 
     return lt.OpsDriver(Stockctl(app))
+
+
+def _project_if_no_worker(app: Any, touched: list[str]) -> bool:
+    """Whether the cache check can run. With no worker alive, the embedded default's cache is
+    projected here: the relay and processor jobs in a burst (as ``worker run --burst`` does),
+    and the products the run touched filled from the database (as the sync job would); with
+    Redis the run says so in one line and skips only the cache check."""
+    from stockctl.core import cache as cache_uc
+    from stockctl.workers.runner import Runner, WorkerOptions
+    from stockctl.workers.runner import check as check_workers
+
+    if check_workers(app).beats:
+        return True
+    if not app.uses_redis:
+        Runner(app, WorkerOptions(only=["relay", "processor"], burst=True)).run(
+            handle_signals=False
+        )
+        cache_uc.warm(app.store, app.cache(), product_ids=touched)
+        return True
+    print(  # noqa: T201 - the one line the issue asks for, beside the report
+        "loadtest: no worker is alive (start one: stockctl worker run): the cache check is skipped",
+        file=sys.stderr,
+    )
+    return False
 
 
 def _drained(app: Any) -> bool:

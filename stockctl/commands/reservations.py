@@ -39,7 +39,28 @@ IdemKey = Annotated[
     str | None,
     typer.Option("--idempotency-key", help="same key + same request = the first result (24 h)"),
 ]
-ReservationId = Annotated[str, typer.Argument(help="reservation id (UUID)", show_default=False)]
+
+
+def _reservation_id(text: Any) -> int:
+    from stockctl.core.lifecycle import check_reservation_id
+
+    if isinstance(text, int) and not isinstance(text, bool):
+        return text
+    try:
+        return check_reservation_id(text)
+    except InvalidInput as exc:
+        raise typer.BadParameter(exc.message) from None
+
+
+ReservationId = Annotated[
+    int,
+    typer.Argument(
+        help="reservation id (a whole number)",
+        show_default=False,
+        parser=_reservation_id,
+        metavar="RESERVATION_ID",
+    ),
+]
 
 
 def parse_duration(text: str | None) -> timedelta | None:
@@ -75,7 +96,7 @@ def show(title: str, items: list[Reservation], output: Output, single: bool = Tr
     )
     for r in items:
         table.add_row(
-            r.id,
+            str(r.id),
             r.product_id,
             r.warehouse_id,
             str(r.quantity),
@@ -160,7 +181,10 @@ def confirm(
 @handled
 def release(
     ctx: typer.Context,
-    reservation_id: Annotated[str | None, typer.Argument(help="reservation id")] = None,
+    reservation_id: Annotated[
+        int | None,
+        typer.Argument(help="reservation id", parser=_reservation_id, metavar="[RESERVATION_ID]"),
+    ] = None,
     order: Annotated[str | None, typer.Option("--order", help="release all of an order")] = None,
     reason: Annotated[str, typer.Option(help="why, kept in the ledger")] = "released",
     output: OutputOpt = Output.table,

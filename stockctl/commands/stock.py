@@ -35,6 +35,7 @@ IdemKey = Annotated[
 
 def row_data(row: Inventory) -> dict[str, Any]:
     return {
+        "id": row.id,
         "product_id": row.product_id,
         "warehouse_id": row.warehouse_id,
         "quantity_available": row.quantity_available,
@@ -65,6 +66,7 @@ def show_rows(title: str, rows: list[Inventory], output: Output, totals: bool = 
         return
     table = new_table(
         title,
+        "id",
         "product",
         "warehouse",
         "available",
@@ -77,6 +79,7 @@ def show_rows(title: str, rows: list[Inventory], output: Output, totals: bool = 
     )
     for r in rows:
         table.add_row(
+            str(r.id) if r.id is not None else "-",
             r.product_id,
             r.warehouse_id,
             str(r.quantity_available),
@@ -90,6 +93,7 @@ def show_rows(title: str, rows: list[Inventory], output: Output, totals: bool = 
     if totals and len(rows) > 1:
         table.add_section()
         table.add_row(
+            "",
             "total",
             f"{len(rows)} warehouses",
             str(sum(r.quantity_available for r in rows)),
@@ -298,7 +302,7 @@ def history(
             str(m.quantity_reserved),
             str(m.version),
             m.reason or "",
-            m.reference or m.reservation_id or "",
+            m.reference or (str(m.reservation_id) if m.reservation_id else ""),
             m.actor or "",
         )
     console().print(table)

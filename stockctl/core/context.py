@@ -105,7 +105,7 @@ def record_change(
     created: bool = False,
     reason: str | None = None,
     reference: str | None = None,
-    reservation_id: str | None = None,
+    reservation_id: int | None = None,
     **event_context: Any,
 ) -> None:
     """Persist one row change with its ledger line and its events, in ``tx``."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -76,7 +77,16 @@ def _row_or_new(tx: StoreTx, product_id: str, warehouse_id: str) -> tuple[Invent
         raise ProductNotFound(f"unknown product {product_id!r}")
     if tx.get_warehouse(warehouse_id) is None:
         raise WarehouseNotFound(f"unknown warehouse {warehouse_id!r}")
-    blank = Inventory(product_id, warehouse_id, 0, 0, DEFAULT_LOW_STOCK_THRESHOLD, 0, None)
+    blank = Inventory(
+        product_id,
+        warehouse_id,
+        0,
+        0,
+        DEFAULT_LOW_STOCK_THRESHOLD,
+        0,
+        None,
+        id=tx.new_inventory_id(),
+    )
     return blank, True
 
 
@@ -89,6 +99,7 @@ def _existing_row(tx: StoreTx, product_id: str, warehouse_id: str) -> Inventory:
 
 def encode_row(row: Inventory) -> dict[str, Any]:
     return {
+        "id": row.id,
         "product_id": row.product_id,
         "warehouse_id": row.warehouse_id,
         "quantity_available": row.quantity_available,
@@ -102,6 +113,7 @@ def encode_row(row: Inventory) -> dict[str, Any]:
 def decode_row(data: dict[str, Any]) -> Inventory:
     moved = data["last_movement_at"]
     return Inventory(
+        id=data.get("id"),  # answers stored before rows had ids have none
         product_id=data["product_id"],
         warehouse_id=data["warehouse_id"],
         quantity_available=data["quantity_available"],
@@ -365,6 +377,25 @@ def stock(ctx: Context, product_id: str, warehouse_id: str | None = None) -> Sto
     if not rows and ctx.store.get_product(product_id) is None:
         raise ProductNotFound(f"unknown product {product_id!r}")
     return StockSummary(product_id, rows)
+
+
+MAX_ROW_ID = 2**63 - 1
+
+
+def row_key(ctx: Context, inventory_id: object) -> tuple[str, str]:
+    """(product, warehouse) of the inventory row with this id (an int, or its digits)."""
+    value = inventory_id
+    if isinstance(value, str) and re.fullmatch(r"[1-9][0-9]{0,18}", value):
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_ROW_ID:
+        raise InvalidInput(
+            f"malformed inventory id {str(inventory_id)[:40]!r}: expected a whole number from 1 "
+            f"to {MAX_ROW_ID} (by product and warehouse: PUT /inventory/product/{{product_id}})"
+        )
+    key = ctx.store.inventory_key(value)
+    if key is None:
+        raise InventoryNotFound(f"no inventory row {value}")
+    return key
 
 
 def history(

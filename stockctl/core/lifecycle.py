@@ -7,7 +7,7 @@ one is ``ReservationExpired``; confirming a confirmed one is a no-op.
 
 from __future__ import annotations
 
-import uuid
+import re
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -29,13 +29,25 @@ from stockctl.errors import InvalidInput, InvalidTransition, ReservationExpired,
 S = ReservationStatus
 
 
-def check_reservation_id(reservation_id: str) -> str:
-    try:
-        return str(uuid.UUID(reservation_id))
-    except (ValueError, AttributeError, TypeError):
+MAX_RESERVATION_ID = 2**63 - 1  # the seed's int64
+
+
+def check_reservation_id(reservation_id: object) -> int:
+    """A reservation id: the seed's int64 (1 to 2**63 - 1), as an int or its decimal digits
+    (a path segment, a CLI argument); no sign, spaces, float or boolean."""
+    value = reservation_id
+    if isinstance(value, str) and re.fullmatch(r"[1-9][0-9]{0,18}", value):
+        value = int(value)
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or not 1 <= value <= MAX_RESERVATION_ID
+    ):
         raise InvalidInput(
-            f"malformed reservation id {reservation_id!r}: expected a UUID"
-        ) from None
+            f"malformed reservation id {str(reservation_id)[:40]!r}: expected a whole number "
+            f"from 1 to {MAX_RESERVATION_ID}"
+        )
+    return value
 
 
 def end_reservation(
@@ -67,7 +79,7 @@ def end_reservation(
     return after
 
 
-def _locked(tx: StoreTx, reservation_id: str) -> tuple[Reservation, Inventory]:
+def _locked(tx: StoreTx, reservation_id: int) -> tuple[Reservation, Inventory]:
     r = tx.lock_reservation(reservation_id)
     if r is None:
         raise ReservationNotFound(f"no reservation {reservation_id}")
@@ -83,7 +95,7 @@ Step = Callable[[StoreTx, Reservation, Inventory, datetime], Reservation]
 
 
 def _run(
-    ctx: Context, reservation_id: str, step: Step, on_expired: Callable[[Reservation], Reservation]
+    ctx: Context, reservation_id: int, step: Step, on_expired: Callable[[Reservation], Reservation]
 ) -> Reservation:
     """Lock the hold and apply ``step``. An overdue ACTIVE hold is expired first, and that
     expiry commits even though the operation then answers as for an expired hold."""
@@ -110,7 +122,7 @@ def _expired_error(action: str) -> Callable[[Reservation], Reservation]:
     return refuse
 
 
-def confirm(ctx: Context, reservation_id: str) -> Reservation:
+def confirm(ctx: Context, reservation_id: int) -> Reservation:
     """The order committed: the hold no longer expires."""
 
     def step(tx: StoreTx, r: Reservation, row: Inventory, now: datetime) -> Reservation:
@@ -125,7 +137,7 @@ def confirm(ctx: Context, reservation_id: str) -> Reservation:
     return _run(ctx, reservation_id, step, _expired_error("reserve again"))
 
 
-def release(ctx: Context, reservation_id: str, reason: str = "released") -> Reservation:
+def release(ctx: Context, reservation_id: int, reason: str = "released") -> Reservation:
     """Give the units back (cancel, payment failure). Safe to retry."""
     why = check_reason(reason, required=False) or "released"
 
@@ -140,7 +152,7 @@ def release(ctx: Context, reservation_id: str, reason: str = "released") -> Rese
     return _run(ctx, reservation_id, step, lambda r: r)
 
 
-def extend(ctx: Context, reservation_id: str, ttl: timedelta) -> Reservation:
+def extend(ctx: Context, reservation_id: int, ttl: timedelta) -> Reservation:
     """Push an ACTIVE hold's expiry to now + ttl."""
     hold = check_ttl(ctx, ttl)
 
@@ -154,7 +166,7 @@ def extend(ctx: Context, reservation_id: str, ttl: timedelta) -> Reservation:
     return _run(ctx, reservation_id, step, _expired_error("reserve again"))
 
 
-def fulfil(ctx: Context, reservation_id: str) -> Reservation:
+def fulfil(ctx: Context, reservation_id: int) -> Reservation:
     """Shipped: available and reserved both drop by the held quantity."""
 
     def step(tx: StoreTx, r: Reservation, row: Inventory, now: datetime) -> Reservation:

@@ -78,6 +78,7 @@ class Inventory:
     low_stock_threshold: int
     version: int
     last_movement_at: datetime | None
+    id: int | None = None  # the row's stable integer id (None until the row is stored)
 
     @property
     def sellable(self) -> int:
@@ -146,7 +147,7 @@ class Movement:
     created_at: datetime
     reason: str | None = None
     reference: str | None = None
-    reservation_id: str | None = None
+    reservation_id: int | None = None
     actor: str | None = None
     id: int | None = None
 
@@ -159,7 +160,7 @@ class Movement:
         *,
         reason: str | None = None,
         reference: str | None = None,
-        reservation_id: str | None = None,
+        reservation_id: int | None = None,
         actor: str | None = None,
     ) -> Movement:
         assert after.last_movement_at is not None
@@ -182,7 +183,7 @@ class Movement:
 
 @dataclass(frozen=True, slots=True)
 class Reservation:
-    id: str
+    id: int
     product_id: str
     warehouse_id: str
     quantity: int

@@ -7,8 +7,10 @@ HTTP API) implement ``StockOperations``; ``stockctl.AsyncWarehouseClient`` imple
 one order everywhere: product, warehouse, quantity (as in ``Line`` and checkout tuples), then
 keyword-only options.
 
-The seed's names stay as aliases on the clients: ``check_stock`` (sellable units),
-``reserve_stock``, ``confirm_reservation`` and ``release_reservation``.
+``check_stock`` is the seed's ``CheckStock(product, warehouse, quantity)``: it returns when
+enough is sellable and raises ``InsufficientStock`` otherwise; ``sellable`` returns the number.
+The seed's other names stay as aliases on the clients: ``reserve_stock``,
+``confirm_reservation`` and ``release_reservation``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from typing import Protocol, runtime_checkable
 
 from stockctl.core.model import Inventory, Movement, Reservation, StockSummary
 from stockctl.core.reservations import Line
+from stockctl.core.values import check_quantity
+from stockctl.errors import InsufficientStock, InvalidInput
 
 # A checkout line: a ``Line`` or the tuple (product, warehouse or None, quantity).
 LineLike = Line | tuple[str, str | None, int]
@@ -26,6 +30,8 @@ LineLike = Line | tuple[str, str | None, int]
 # The operations every implementation offers, by name (the conformance suite walks them).
 OPERATIONS = (
     "stock",
+    "sellable",
+    "check_stock",
     "history",
     "receive",
     "set_stock",
@@ -43,9 +49,37 @@ OPERATIONS = (
 )
 
 
+def enough(product_id: str, warehouse_id: str | None, quantity: int, sellable: int) -> None:
+    """``check_stock``'s rule: ``InsufficientStock`` unless ``quantity`` units are sellable."""
+    check_quantity(quantity)
+    if sellable < quantity:
+        where = f" in {warehouse_id}" if warehouse_id else ""
+        raise InsufficientStock(
+            f"insufficient stock of {product_id}{where}: asked {quantity}, sellable {sellable}",
+            product_id=product_id,
+            warehouse_id=warehouse_id,
+            asked=quantity,
+            sellable=sellable,
+        )
+
+
 def as_lines(lines: Sequence[LineLike]) -> list[Line]:
-    """Checkout lines from ``Line``s or (product, warehouse, quantity) tuples."""
-    return [x if isinstance(x, Line) else Line(x[0], x[1], x[2]) for x in lines]
+    """Checkout lines from ``Line``s or (product, warehouse, quantity) tuples; anything else
+    is ``InvalidInput``."""
+    if isinstance(lines, str | bytes) or not isinstance(lines, Sequence):
+        raise InvalidInput("lines must be a list of Line or (product, warehouse, quantity)")
+    out = []
+    for x in lines:
+        if isinstance(x, Line):
+            out.append(x)
+        elif isinstance(x, tuple | list) and len(x) == 3:
+            out.append(Line(x[0], x[1], x[2]))
+        else:
+            raise InvalidInput(
+                f"malformed checkout line {str(x)[:60]!r}: use Line(product, warehouse, quantity) "
+                "or the tuple (product, warehouse or None, quantity)"
+            )
+    return out
 
 
 @runtime_checkable
@@ -53,6 +87,10 @@ class StockOperations(Protocol):
     """Stock and reservations of one stockctl, wherever it runs."""
 
     def stock(self, product_id: str, warehouse_id: str | None = None) -> StockSummary: ...
+
+    def sellable(self, product_id: str, warehouse_id: str | None = None) -> int: ...
+
+    def check_stock(self, product_id: str, warehouse_id: str | None, quantity: int) -> None: ...
 
     def history(
         self, product_id: str, warehouse_id: str | None = None, limit: int = 50
@@ -125,19 +163,19 @@ class StockOperations(Protocol):
         idempotency_key: str | None = None,
     ) -> list[Reservation]: ...
 
-    def confirm(self, reservation_id: str) -> Reservation: ...
+    def confirm(self, reservation_id: int) -> Reservation: ...
 
-    def release(self, reservation_id: str, reason: str = "released") -> Reservation: ...
+    def release(self, reservation_id: int, reason: str = "released") -> Reservation: ...
 
     def release_order(
         self, order_id: str, reason: str = "order_cancelled"
     ) -> list[Reservation]: ...
 
-    def extend(self, reservation_id: str, ttl: timedelta) -> Reservation: ...
+    def extend(self, reservation_id: int, ttl: timedelta) -> Reservation: ...
 
-    def fulfil(self, reservation_id: str) -> Reservation: ...
+    def fulfil(self, reservation_id: int) -> Reservation: ...
 
-    def get_reservation(self, reservation_id: str) -> Reservation: ...
+    def get_reservation(self, reservation_id: int) -> Reservation: ...
 
     def list_reservations(
         self,
@@ -156,6 +194,12 @@ class AsyncStockOperations(Protocol):
     """``StockOperations`` as coroutines: the same names, parameters and order."""
 
     async def stock(self, product_id: str, warehouse_id: str | None = None) -> StockSummary: ...
+
+    async def sellable(self, product_id: str, warehouse_id: str | None = None) -> int: ...
+
+    async def check_stock(
+        self, product_id: str, warehouse_id: str | None, quantity: int
+    ) -> None: ...
 
     async def history(
         self, product_id: str, warehouse_id: str | None = None, limit: int = 50
@@ -228,19 +272,19 @@ class AsyncStockOperations(Protocol):
         idempotency_key: str | None = None,
     ) -> list[Reservation]: ...
 
-    async def confirm(self, reservation_id: str) -> Reservation: ...
+    async def confirm(self, reservation_id: int) -> Reservation: ...
 
-    async def release(self, reservation_id: str, reason: str = "released") -> Reservation: ...
+    async def release(self, reservation_id: int, reason: str = "released") -> Reservation: ...
 
     async def release_order(
         self, order_id: str, reason: str = "order_cancelled"
     ) -> list[Reservation]: ...
 
-    async def extend(self, reservation_id: str, ttl: timedelta) -> Reservation: ...
+    async def extend(self, reservation_id: int, ttl: timedelta) -> Reservation: ...
 
-    async def fulfil(self, reservation_id: str) -> Reservation: ...
+    async def fulfil(self, reservation_id: int) -> Reservation: ...
 
-    async def get_reservation(self, reservation_id: str) -> Reservation: ...
+    async def get_reservation(self, reservation_id: int) -> Reservation: ...
 
     async def list_reservations(
         self,

@@ -60,6 +60,11 @@ class ReservedDrift:
     expected_reserved: int
 
 
+# A reserve as the one-statement path takes it: the reservation and its candidate events
+# (reserved, out of stock, low stock), quantities filled in by the store.
+FastRequest = tuple[Reservation, CloudEvent, CloudEvent, CloudEvent]
+
+
 class StoreTx(Protocol):
     """One unit of work. Reads of inventory rows through it lock them until commit."""
 
@@ -73,6 +78,14 @@ class StoreTx(Protocol):
 
     def lock_inventory(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Inventory]:
         """Lock rows in the given (product, warehouse) order; missing rows are absent."""
+        ...
+
+    def new_inventory_id(self) -> int:
+        """The id a row about to be inserted gets."""
+        ...
+
+    def new_reservation_id(self) -> int:
+        """A fresh reservation id (int64), unique across processes."""
         ...
 
     def insert_inventory(self, row: Inventory) -> None: ...
@@ -100,7 +113,7 @@ class StoreTx(Protocol):
         """Active warehouses holding a row of each product, best priority first."""
         ...
 
-    def lock_reservation(self, reservation_id: str) -> Reservation | None: ...
+    def lock_reservation(self, reservation_id: int) -> Reservation | None: ...
 
     def lock_order_reservations(self, order_id: str) -> list[Reservation]: ...
 
@@ -166,6 +179,10 @@ class Store(Protocol):
     def iter_row_states(self, batch: int) -> Iterator[tuple[str, RowState]]: ...
 
     def purge_idempotency_keys(self, cutoff: datetime) -> int: ...
+
+    def fast_reservation_id(self) -> int | None:
+        """A reservation id outside a transaction, where ``reserve_fast`` exists; else None."""
+        ...
 
     def reserve_fast(
         self,

@@ -6,7 +6,6 @@ deadlock; a row short of stock first gives back its overdue holds, then is tried
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -157,8 +156,11 @@ def _reserve_fast(
 
     The events are the same as the general path's; the store fills in the row's quantities.
     """
+    rid = ctx.store.fast_reservation_id()
+    if rid is None:  # no one-statement reserve on this store
+        return None
     now = ctx.clock()
-    r = _new_reservation(product_id, warehouse_id, quantity, now, ttl, order_id)
+    r = _new_reservation(rid, product_id, warehouse_id, quantity, now, ttl, order_id)
     row = Inventory(product_id, warehouse_id, 0, 0, 0, 0, now)  # quantities set by the store
     common = {"delta": -quantity, "delta_available": 0, "delta_reserved": quantity}
     reserved = ev.row_event(ev.STOCK_RESERVED, row, ctx.source, **common, **_event_context(r))
@@ -168,6 +170,7 @@ def _reserve_fast(
 
 
 def _new_reservation(
+    rid: int,
     product_id: str,
     warehouse_id: str,
     quantity: int,
@@ -176,7 +179,7 @@ def _new_reservation(
     order_id: str | None,
 ) -> Reservation:
     return Reservation(
-        id=str(uuid.uuid4()),
+        id=rid,
         product_id=product_id,
         warehouse_id=warehouse_id,
         quantity=quantity,
@@ -366,7 +369,9 @@ def _hold(
     after = before.with_quantities(
         before.quantity_available, before.quantity_reserved + quantity, now, InsufficientStock
     )
-    reservation = _new_reservation(product_id, warehouse_id, quantity, now, ttl, order_id)
+    reservation = _new_reservation(
+        tx.new_reservation_id(), product_id, warehouse_id, quantity, now, ttl, order_id
+    )
     record_change(
         ctx,
         tx,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, insert
+from sqlalchemy import Connection, func, insert, select
 
 from stockctl.core.model import Inventory, Movement, Product, Warehouse
 from stockctl.store.sql import movement_values
@@ -51,11 +51,15 @@ def load(
             _MOV_COLS,
             (tuple(movement_values(m)[c] for c in _MOV_COLS) for m in movements),
         )
-    else:
+    else:  # ids after the largest (PostgreSQL: inventory_id_seq, the column's default)
+        first = int(conn.execute(select(func.max(inventory.c.id))).scalar() or 0) + 1
         _batched(
             conn,
             inventory,
-            (dict(zip(_INV_COLS, _inv_tuple(r), strict=True)) for r in inventory_rows),
+            (
+                {"id": n, **dict(zip(_INV_COLS, _inv_tuple(r), strict=True))}
+                for n, r in enumerate(inventory_rows, first)
+            ),
         )
         _batched(conn, stock_movements, (movement_values(m) for m in movements))
 

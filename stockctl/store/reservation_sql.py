@@ -52,7 +52,7 @@ class ReservationTx:
             )
         return out
 
-    def lock_reservation(self, reservation_id: str) -> Reservation | None:
+    def lock_reservation(self, reservation_id: int) -> Reservation | None:
         stmt = select(reservations).where(reservations.c.id == reservation_id).with_for_update()
         r = self.conn.execute(stmt).first()
         return reservation_from_row(r) if r else None

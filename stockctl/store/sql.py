@@ -20,12 +20,19 @@ from stockctl.core.model import (
     Reservation,
     Warehouse,
 )
-from stockctl.core.ports import IdempotencyRecord, OutboxEntry, ReservedDrift, WarehouseTotals
+from stockctl.core.ports import (
+    FastRequest,
+    IdempotencyRecord,
+    OutboxEntry,
+    ReservedDrift,
+    WarehouseTotals,
+)
 from stockctl.core.projection import RowState
 from stockctl.errors import DatabaseNotInitialised, DatabaseUnavailable, RetryableConflict
 from stockctl.store import outbox_sql
 from stockctl.store.engine import describe_target
 from stockctl.store.fast_reads import FastReads
+from stockctl.store.ids import BlockIds, TxIds
 from stockctl.store.outbox_sql import OutboxTx
 from stockctl.store.reservation_sql import (
     HOLDING,
@@ -35,6 +42,7 @@ from stockctl.store.reservation_sql import (
     reserved_drift,
 )
 from stockctl.store.tables import (
+    INVENTORY_IDS,
     idempotency_keys,
     inventory,
     outbox,
@@ -60,6 +68,7 @@ def _warehouse(r: Row[Any]) -> Warehouse:
 
 def _inventory(r: Row[Any]) -> Inventory:
     return Inventory(
+        id=r.id,
         product_id=r.product_id,
         warehouse_id=r.warehouse_id,
         quantity_available=r.quantity_available,
@@ -134,10 +143,32 @@ def reservation_values(r: Reservation) -> dict[str, Any]:
 class SqlTx(ReservationTx, OutboxTx):
     """A unit of work on one connection inside one transaction."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, blocks: BlockIds | None = None) -> None:
         self.conn = conn
         self.dialect = conn.dialect.name
         self._notified = False
+        self._blocks = blocks
+        self._tx_ids: TxIds | None = None
+        self._last_inventory_id: int | None = None
+
+    def new_inventory_id(self) -> int:
+        """The id of a row about to be created: PostgreSQL's inventory_id_seq, or on SQLite
+        the largest so far plus one (this transaction holds the only write lock)."""
+        if self.dialect == "postgresql":
+            return int(self.conn.execute(select(INVENTORY_IDS.next_value())).scalar_one())
+        if self._last_inventory_id is None:
+            top = self.conn.execute(select(func.max(inventory.c.id))).scalar()
+            self._last_inventory_id = int(top or 0)
+        self._last_inventory_id += 1
+        return self._last_inventory_id
+
+    def new_reservation_id(self) -> int:
+        """A fresh reservation id (``stockctl.store.ids``)."""
+        if self._blocks is not None:
+            return self._blocks.take(self.conn)
+        if self._tx_ids is None:
+            self._tx_ids = TxIds(self.conn)
+        return self._tx_ids.take()
 
     def get_product(self, product_id: str) -> Product | None:
         r = self.conn.execute(select(products).where(products.c.id == product_id)).first()
@@ -184,9 +215,12 @@ class SqlTx(ReservationTx, OutboxTx):
             .on_conflict_do_nothing(index_elements=["product_id", "warehouse_id"])
             .returning(inventory.c.version)
         )
+        if row.id is None:
+            raise ValueError("a new inventory row needs its id (new_inventory_id)")
         inserted = self.conn.execute(
             stmt,
             {
+                "id": row.id,
                 "product_id": row.product_id,
                 "warehouse_id": row.warehouse_id,
                 "quantity_available": row.quantity_available,
@@ -269,6 +303,14 @@ class SqlStore:
         self.replica = replica or engine
         # the API's hot reads on PostgreSQL: plain autocommit psycopg (see fast_reads)
         self._fast = FastReads(self.replica) if self.replica.dialect.name == "postgresql" else None
+        self._blocks = BlockIds(engine) if engine.dialect.name == "postgresql" else None
+
+    def fast_reservation_id(self) -> int | None:
+        """An id outside a transaction, for the one-statement reserve (PostgreSQL only)."""
+        if self._blocks is None:
+            return None
+        with self._guard(self.engine):
+            return self._blocks.take()
 
     @property
     def backend(self) -> str:
@@ -277,7 +319,7 @@ class SqlStore:
     @contextmanager
     def transaction(self) -> Iterator[SqlTx]:
         with self._guard(self.engine), self.engine.begin() as conn:
-            yield SqlTx(conn)
+            yield SqlTx(conn, self._blocks)
 
     @contextmanager
     def read(self) -> Iterator[Connection]:

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    Sequence,
     String,
     Table,
     Text,
@@ -39,6 +40,13 @@ metadata = MetaData(
 
 # BIGINT on PostgreSQL, INTEGER (the rowid alias, so it autoincrements) on SQLite.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+# Inventory row ids on PostgreSQL (SQLite: max + 1 inside the write transaction, which holds
+# the database's one write lock). Reservation ids are handed out by the application in blocks
+# (``stockctl.store.ids``): on PostgreSQL each nextval of this sequence is a block's first id.
+INVENTORY_IDS = Sequence("inventory_id_seq", metadata=None)
+RESERVATION_ID_BLOCK = 100
+RESERVATION_BLOCKS = Sequence("reservation_id_blocks", increment=RESERVATION_ID_BLOCK)
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -84,6 +92,9 @@ inventory = Table(
     "inventory",
     metadata,
     Column("product_id", String(64), ForeignKey("products.id"), primary_key=True),
+    # The row's stable integer id; set on every insert (nullable only because SQLite cannot
+    # add a NOT NULL column to a table other tables reference).
+    Column("id", BigInteger, nullable=True),
     Column("warehouse_id", String(64), ForeignKey("warehouses.id"), primary_key=True),
     Column("quantity_available", Integer, nullable=False, server_default=text("0")),
     Column("quantity_reserved", Integer, nullable=False, server_default=text("0")),
@@ -94,6 +105,7 @@ inventory = Table(
     CheckConstraint("quantity_reserved <= quantity_available", name="reserved_le_available"),
     CheckConstraint("low_stock_threshold >= 0", name="threshold_nonneg"),
     Index("ix_inventory_warehouse", "warehouse_id"),
+    Index("uq_inventory_id", "id", unique=True),
     Index(
         "idx_inventory_last_movement",
         text("last_movement_at DESC"),
@@ -105,7 +117,7 @@ inventory = Table(
 reservations = Table(
     "reservations",
     metadata,
-    Column("id", String(36), primary_key=True),
+    Column("id", BigInteger, primary_key=True, autoincrement=False),  # the seed's int64 id
     Column("product_id", String(64), nullable=False),
     Column("warehouse_id", String(64), nullable=False),
     Column("quantity", Integer, nullable=False),
@@ -146,7 +158,7 @@ stock_movements = Table(
     Column("version", BigInteger, nullable=False),
     Column("reason", String(200), nullable=True),
     Column("reference", String(128), nullable=True),
-    Column("reservation_id", String(36), nullable=True),
+    Column("reservation_id", BigInteger, nullable=True),
     Column("actor", String(128), nullable=True),
     Column("created_at", UTCDateTime(), nullable=False),
     Index("ix_stock_movements_product_time", "product_id", "created_at"),

@@ -11,7 +11,6 @@ strongest temptation to use it), and its file must be byte for byte the same aft
 from __future__ import annotations
 
 import hashlib
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ from stockctl.cli import app
 from tests.clientutil import free_port
 from tests.e2e.test_remote_cli import Run, in_process, one_line_error
 
-RID = str(uuid.uuid4())
+RID = str(2**62 + 5)
 
 # command path -> (its arguments, the exit code through a dead API URL)
 REMOTE = "remote"  # went to the API, which does not answer: exit 3

@@ -8,9 +8,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import random
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -48,10 +48,10 @@ class Env:
     other: str = "P-2"
     warehouse: str = "W-1"
 
-    def __call__(self, *args: str) -> Run:
+    def __call__(self, *args: str | int) -> Run:
         env = {**os.environ, "STOCKCTL_DATABASE_URL": self.url, "NO_COLOR": "1"}
         done = subprocess.run(
-            [*COMMAND, *args], env=env, capture_output=True, text=True, timeout=60
+            [*COMMAND, *map(str, args)], env=env, capture_output=True, text=True, timeout=60
         )
         assert "Traceback" not in done.stderr, done.stderr
         return Run(done.returncode, done.stdout, done.stderr)
@@ -121,7 +121,7 @@ def test_checkout_and_release_by_order(cli: Env) -> None:
     assert (cli.qty(p), cli.qty(q)) == ((10, 3), (10, 3))
 
     table = cli("reservations", "list", "--order", "O-9")  # the table for people
-    assert table.code == 0 and all(r["id"] in table.out for r in made), table.out
+    assert table.code == 0 and all(str(r["id"]) in table.out for r in made), table.out
 
     released = cli("release", "--order", "O-9", "-o", "json").json()
     assert sorted(r["id"] for r in released) == sorted(r["id"] for r in made)
@@ -140,7 +140,7 @@ def test_refusals_are_one_line_with_the_right_exit_code(cli: Env) -> None:
     malformed = one_line_error(cli("checkout", "-i", f"{p}:{w}:x", "-i", f"{p}:1"), 2)
     assert "malformed item" in malformed and f"{p}:{w}:x" in malformed
 
-    missing = str(uuid.uuid4())
+    missing = str(2**62 + random.randrange(2**40))
     unknown = one_line_error(cli("confirm", missing), 2)  # NotFound: exit 2 (stockctl.errors)
     assert missing in unknown
     assert cli.qty(p) == (10, 7)

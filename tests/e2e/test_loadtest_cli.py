@@ -125,6 +125,29 @@ def test_loadtest_on_the_embedded_default_with_a_worker(tmp_path: Path) -> None:
     assert_png(plot)
 
 
+def test_loadtest_on_a_fresh_embedded_database_without_a_worker(tmp_path: Path) -> None:
+    """The seed's own steps, nothing else: init, seed, loadtest. With no worker the run
+    projects the embedded cache itself and checks it."""
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1", "STOCKCTL_DATABASE_URL": url}
+    assert cli(env, "init").code == 0
+    assert cli(env, "seed", "--products", str(PRODUCTS), "--warehouses", "3").code == 0
+    code, report = loadtest(env, "--duration", "5s")
+    assert_healthy_run(code, report, 5)
+
+
+def test_loadtest_on_redis_without_a_worker_skips_only_the_cache_check(
+    pg_url: str, lane: Lane
+) -> None:
+    settings = lane.settings()
+    prepare(pg_url, **settings)
+    done = cli(lane.env(pg_url), "loadtest", "--rate", "20/s", "--duration", "2s", "-o", "json")
+    assert done.code == 0, done.err
+    assert json.loads(done.out)["invariant_violations"] == []
+    assert "no worker is alive" in done.err and "cache check is skipped" in done.err
+    assert len(done.err.strip().splitlines()) == 1, done.err
+
+
 def test_loadtest_on_postgresql_and_redis_with_a_worker(
     pg_url: str, lane: Lane, tmp_path: Path
 ) -> None:

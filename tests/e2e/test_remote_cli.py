@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import random
 import subprocess
 import sys
 import uuid
@@ -144,7 +145,7 @@ def test_reserve_confirm_release_show_are_the_same_json(site: Site, sc: Stockctl
     local = site.local(*reserve, "-o", "json").json()  # the same key: the same hold, replayed
     assert remote == local
     assert (local["status"], local["quantity"], local["order_id"]) == ("ACTIVE", 3, "O-1")
-    rid = local["id"]
+    rid = str(local["id"])
 
     shown_local, shown_remote = site.both("reservations", "show", rid, "-o", "json")
     assert shown_remote.json() == shown_local.json() == local
@@ -211,12 +212,12 @@ def test_stock_writes_history_and_the_lifecycle_go_through_the_api(
     assert kinds[:5] == ["transfer_in", "transfer_out", "set", "adjust", "receive"], kinds
 
     held = site.remote("reserve", p, "W-1", "2", "--order", "O-9", "-o", "json").json()
-    extended = site.remote("extend", held["id"], "--ttl", "2h", "-o", "json").json()
+    extended = site.remote("extend", str(held["id"]), "--ttl", "2h", "-o", "json").json()
     assert extended["expires_at"] > held["expires_at"]
     local, remote = site.both("reservations", "list", "--product", p, "-o", "json")
     assert remote.json() == local.json() and [r["id"] for r in local.json()] == [held["id"]]
-    site.remote("confirm", held["id"])
-    fulfilled = site.remote("fulfil", held["id"], "-o", "json").json()
+    site.remote("confirm", str(held["id"]))
+    fulfilled = site.remote("fulfil", str(held["id"]), "-o", "json").json()
     assert fulfilled["status"] == "FULFILLED"
     assert sc.stock(p, "W-1").rows[0].quantity_available == 3
     assert one_line_error(site.remote("stock", "adjust", p, "W-1", "-9", "--reason", "x"), 1)
@@ -224,7 +225,7 @@ def test_stock_writes_history_and_the_lifecycle_go_through_the_api(
 
 def test_exit_codes_and_errors_are_the_same(site: Site, sc: Stockctl) -> None:
     p = product(sc, 2)
-    missing = str(uuid.uuid4())
+    missing = str(2**62 + random.randrange(2**40))
     cases = [
         (("reserve", p, "W-1", "5"), 1),  # insufficient stock
         (("checkout", "-i", f"{p}:W-1:3"), 1),
@@ -244,9 +245,9 @@ UNREACHABLE = [
     ("stock", "show", "P-1", "-o", "json"),
     ("reserve", "P-1", "W-1", "1"),
     ("checkout", "-i", "P-1:1"),
-    ("confirm", str(uuid.uuid4())),
-    ("release", str(uuid.uuid4())),
-    ("reservations", "show", str(uuid.uuid4())),
+    ("confirm", str(2**62 + 1)),
+    ("release", str(2**62 + 2)),
+    ("reservations", "show", str(2**62 + 3)),
 ]
 
 

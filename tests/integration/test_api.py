@@ -71,7 +71,7 @@ def test_inventory_writes(api: Api) -> None:
     c = api.client
 
     r = c.put(
-        f"/v1/inventory/{p}",
+        f"/v1/inventory/product/{p}",
         json={
             "warehouse_id": w1,
             "quantity_available": 25,
@@ -83,9 +83,9 @@ def test_inventory_writes(api: Api) -> None:
     assert (r.json()["quantity_available"], r.json()["low_stock_threshold"]) == (25, 4)
     version = r.json()["version"]
     stale = {"warehouse_id": w1, "quantity_available": 1, "expect_version": version - 1}
-    assert_problem(c.put(f"/v1/inventory/{p}", json=stale), 409, "version-conflict")
+    assert_problem(c.put(f"/v1/inventory/product/{p}", json=stale), 409, "version-conflict")
     cas = {"warehouse_id": w1, "quantity_available": 24, "expect_version": version}
-    assert c.put(f"/v1/inventory/{p}", json=cas).json()["version"] == version + 1
+    assert c.put(f"/v1/inventory/product/{p}", json=cas).json()["version"] == version + 1
 
     r = c.post("/v1/inventory/receive", json={"product_id": p, "warehouse_id": w1, "quantity": 6})
     assert r.status_code == 200, r.text
@@ -129,7 +129,7 @@ def test_reservation_lifecycle(api: Api) -> None:
     body = {"product_id": p, "warehouse_id": w2, "quantity": 4, "ttl_seconds": 600}
     r = c.post("/v1/inventory/reserve", json={**body, "order_id": "order-1"}, headers=RESERVE)
     assert r.status_code == 201, r.text
-    res = r.json()
+    res = r.json()["reservation"]
     assert (res["status"], res["warehouse_id"], res["quantity"]) == ("ACTIVE", w2, 4)
     assert res["order_id"] == "order-1"
     ttl = iso(res["expires_at"]) - iso(res["created_at"])
@@ -154,8 +154,8 @@ def test_reservation_lifecycle(api: Api) -> None:
 
     # no warehouse: the priority strategy picks the first warehouse
     r = c.post("/v1/inventory/reserve", json={"product_id": p, "quantity": 2}, headers=RESERVE)
-    assert r.status_code == 201 and r.json()["warehouse_id"] == w1, r.text
-    rid = r.json()["id"]
+    assert r.status_code == 201 and r.json()["reservation"]["warehouse_id"] == w1, r.text
+    rid = r.json()["reservation"]["id"]
     assert api.sc.stock(p, w1).rows[0].quantity_reserved == 2
     r = c.post(
         f"/v1/inventory/reservations/{rid}/release", json={"reason": "customer"}, headers=RESERVE
@@ -165,7 +165,7 @@ def test_reservation_lifecycle(api: Api) -> None:
     assert r.status_code == 200 and r.json()["status"] == "RELEASED", r.text  # safe to retry
     assert api.sc.stock(p, w1).rows[0].quantity_reserved == 0
 
-    missing = "00000000-0000-4000-8000-000000000000"
+    missing = 2**62 + 9
     for path in ("", "/confirm", "/release"):
         method = c.get if not path else c.post
         assert_problem(
@@ -336,7 +336,7 @@ def test_api_v1_prefix_serves_the_same_routes(api: Api) -> None:
         "/api/v1/inventory/reserve", json={"product_id": p, "warehouse_id": w, "quantity": 1}
     )
     assert r.status_code == 201, r.text
-    r = c.post(f"/api/v1/inventory/reservations/{r.json()['id']}/confirm")
+    r = c.post(f"/api/v1/inventory/reservations/{r.json()['reservation']['id']}/confirm")
     assert r.json()["status"] == "CONFIRMED"
     a, b = (c.post(f"{x}/batch/stock", json={"product_ids": [p]}) for x in ("/v1", "/api/v1"))
     assert a.json() == b.json() == {"stocks": {p: 20}, "missing": []}  # cached before the hold
@@ -395,7 +395,9 @@ def test_health_ready_metrics_openapi_docs(api: Api) -> None:
         for route in (
             "/inventory",
             "/inventory/product/{product_id}",
-            "/inventory/{product_id}",
+            "/inventory/{inventory_id}",
+            "/inventory/history",
+            "/inventory/reservations",
             "/inventory/adjust",
             "/inventory/transfer",
             "/inventory/receive",

@@ -76,7 +76,7 @@ def test_expired_reservation_is_410(both: Api) -> None:
         json={"product_id": p, "warehouse_id": w, "quantity": 2, "ttl_seconds": 60},
     )
     assert r.status_code == 201, r.text
-    rid = r.json()["id"]
+    rid = r.json()["reservation"]["id"]
     real = both.app.ctx.clock
     both.app.ctx = dataclasses.replace(both.app.ctx, clock=lambda: real() + timedelta(minutes=2))
     assert_problem(c.post(f"/v1/inventory/reservations/{rid}/confirm"), 410, "reservation-expired")
@@ -95,7 +95,7 @@ def test_unknown_ids_are_404(api: Api) -> None:
     (p,), (w, _) = seed(api.sc, 1, 2)
     c = api.client
     ghost_p, ghost_w = unique("P"), unique("W")
-    ghost_r = "6f1c2b8e-0000-4000-8000-000000000001"
+    ghost_r = 2**62 + 77
     cases = [
         (c.post, "/v1/inventory/reserve", {"product_id": ghost_p, "quantity": 1}, "product"),
         (
@@ -118,10 +118,11 @@ def test_unknown_ids_are_404(api: Api) -> None:
         ),
         (
             c.put,
-            f"/v1/inventory/{ghost_p}",
+            f"/v1/inventory/product/{ghost_p}",
             {"warehouse_id": w, "quantity_available": 1},
             "product",
         ),
+        (c.put, f"/v1/inventory/{2**62 + 1}", {"quantity_available": 1}, "inventory"),
         (c.get, f"/v1/inventory/reservations/{ghost_r}", None, "reservation"),
         (c.post, f"/v1/inventory/reservations/{ghost_r}/confirm", None, "reservation"),
         (c.post, f"/v1/inventory/reservations/{ghost_r}/release", None, "reservation"),
@@ -192,9 +193,16 @@ def test_invalid_body_is_422(api: Api, path: str, body: Any) -> None:
 def test_invalid_path_and_query_are_422(api: Api) -> None:
     c = api.client
     for r in (
-        c.put("/v1/inventory/bad%20id", json={"warehouse_id": "W", "quantity_available": 1}),
-        c.get("/v1/inventory/reservations/not-a-uuid"),
-        c.post("/v1/inventory/reservations/not-a-uuid/confirm"),
+        c.put(
+            "/v1/inventory/product/bad%20id", json={"warehouse_id": "W", "quantity_available": 1}
+        ),
+        c.put("/v1/inventory/bad%20id", json={"quantity_available": 1}),
+        c.put("/v1/inventory/0", json={"quantity_available": 1}),
+        c.put("/v1/inventory/-4", json={"quantity_available": 1}),
+        c.get("/v1/inventory/reservations/not-a-number"),
+        c.get("/v1/inventory/reservations/1.5"),
+        c.post("/v1/inventory/reservations/not-a-number/confirm"),
+        c.post(f"/v1/inventory/reservations/{2**63}/confirm"),
         c.get("/v1/products/bad%20id"),
         c.get("/v1/inventory", params={"product_id": "P"}),
         c.get("/v1/inventory", params={"product_id": "P", "warehouse_id": "x" * 65}),

@@ -68,7 +68,7 @@ def test_two_clients_share_one_circuit(r: redis.Redis, namespace: str, start: da
             # failures from both clients count against the one circuit
             for c in (a, b, a):
                 with pytest.raises(errors.WarehouseUnavailable, match="warehouse API"):
-                    c.check_stock("P-1")
+                    c.sellable("P-1")
             assert r.get(f"{namespace}:pybreaker:state") == b"open"
             assert (a_breaker.state, b_breaker.state) == ("open", "open")
 
@@ -76,17 +76,17 @@ def test_two_clients_share_one_circuit(r: redis.Redis, namespace: str, start: da
             answer[0] = httpx.Response(200, json=product_json("P-1", row_json(sellable=4)))
             for c in (b, a):
                 with pytest.raises(errors.WarehouseUnavailable, match="is open"):
-                    c.check_stock("P-1")
+                    c.sellable("P-1")
             assert route.call_count == 3
 
             clock.advance(28)  # opened_at is kept in whole seconds: stay clear of the edge
             with pytest.raises(errors.WarehouseUnavailable, match="is open"):
-                b.check_stock("P-1")
+                b.sellable("P-1")
             clock.advance(2)
-            assert b.check_stock("P-1") == 4  # B's trial closes the circuit for A too
+            assert b.sellable("P-1") == 4  # B's trial closes the circuit for A too
             assert r.get(f"{namespace}:pybreaker:state") == b"closed"
             assert a_breaker.state == "closed"
-            assert a.check_stock("P-1") == 4
+            assert a.sellable("P-1") == 4
             assert route.call_count == 5
 
 

@@ -51,7 +51,7 @@ def in_threads(n: int, fn: Any) -> tuple[float, list[Any]]:
 def test_sync_client_runs_20_calls_concurrently(server: SlowServer) -> None:
     breaker = Breaker(fail_max=5)
     with WarehouseClient(ClientOptions(server.url, timeout=5), breaker) as client:
-        elapsed, results = in_threads(CALLS, lambda: client.check_stock("P-1"))
+        elapsed, results = in_threads(CALLS, lambda: client.sellable("P-1"))
     assert results == [7] * CALLS
     assert server.requests == CALLS
     assert elapsed < LIMIT, f"{CALLS} calls took {elapsed:.2f} s: serialised?"
@@ -65,7 +65,7 @@ def test_async_client_runs_20_calls_concurrently(server: SlowServer) -> None:
     async def main() -> tuple[float, list[int]]:
         async with AsyncWarehouseClient(ClientOptions(server.url, timeout=5), breaker) as client:
             started = time.perf_counter()
-            results = await asyncio.gather(*(client.check_stock("P-1") for _ in range(CALLS)))
+            results = await asyncio.gather(*(client.sellable("P-1") for _ in range(CALLS)))
             return time.perf_counter() - started, list(results)
 
     elapsed, results = asyncio.run(main())

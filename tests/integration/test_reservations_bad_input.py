@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
+import random
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -89,7 +89,7 @@ def test_ttl_limit_follows_the_configured_maximum(sc: Stockctl, database_url: st
 def test_unknown_reservation(sc: Stockctl) -> None:
     p, w = stocked(sc, 10)
     sc.reserve(p, w, 2)
-    missing = str(uuid.uuid4())
+    missing = 2**62 + random.randrange(2**40)
     for error in (
         refused(sc, ReservationNotFound, sc.confirm, missing),
         refused(sc, ReservationNotFound, sc.release, missing),
@@ -97,13 +97,13 @@ def test_unknown_reservation(sc: Stockctl) -> None:
         refused(sc, ReservationNotFound, sc.fulfil, missing),
         refused(sc, ReservationNotFound, sc.get_reservation, missing),
     ):
-        assert missing in str(error)
+        assert str(missing) in str(error)
 
 
 def test_malformed_reservation_id(sc: Stockctl) -> None:
     p, w = stocked(sc, 10)
     sc.reserve(p, w, 2)
-    for bad_id in ["", "abc", "1234", "not-a-uuid-at-all", "../etc", "'; --", "\x00"]:
+    for bad_id in ["", "abc", "0", "-1", "1.5", " 7", "9" * 20, "../etc", "'; --", "\x00"]:
         refused(sc, InvalidInput, sc.confirm, bad_id)
         refused(sc, InvalidInput, sc.release, bad_id)
         refused(sc, InvalidInput, sc.extend, bad_id, timedelta(minutes=5))
@@ -116,7 +116,7 @@ def test_confirm_after_release(sc: Stockctl) -> None:
     r = sc.reserve(p, w, 2)
     sc.release(r.id)
     error = refused(sc, InvalidTransition, sc.confirm, r.id)
-    assert r.id in str(error)
+    assert str(r.id) in str(error)
     refused(sc, InvalidTransition, sc.fulfil, r.id)
     refused(sc, InvalidTransition, sc.extend, r.id, timedelta(minutes=5))
     assert_invariants(sc)

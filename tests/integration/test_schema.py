@@ -125,7 +125,7 @@ def _insert_reservation(p: str, w: str, **values: Any) -> Any:
 
     now = utcnow()
     row = {
-        "id": new_id("R"),
+        "id": 2**62 + 7,
         "product_id": p,
         "warehouse_id": w,
         "quantity": 1,

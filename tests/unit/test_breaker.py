@@ -113,7 +113,7 @@ def client(breaker: Breaker) -> Iterator[WarehouseClient]:
 def fails_fast(client: WarehouseClient, server: Server, reason: str = "open") -> None:
     before = server.requests
     with pytest.raises(errors.WarehouseUnavailable, match=f"circuit warehouse is {reason}"):
-        client.check_stock("P-1")
+        client.sellable("P-1")
     assert server.requests == before, "a fast failure must not reach the server"
 
 
@@ -121,7 +121,7 @@ def trip(client: WarehouseClient, server: Server, n: int = 3) -> None:
     server.answer = unavailable
     for _ in range(n):
         with pytest.raises(errors.WarehouseUnavailable, match="warehouse API"):
-            client.check_stock("P-1")
+            client.sellable("P-1")
 
 
 def test_closed_open_half_open_closed(
@@ -137,14 +137,14 @@ def test_closed_open_half_open_closed(
     server.answer = not_found
     for _ in range(10):
         with pytest.raises(errors.ProductNotFound):
-            client.check_stock("P-1")
+            client.sellable("P-1")
     assert breaker.state == "closed" and breaker.storage.counter == 0
 
     # failures must be consecutive: a success in between resets the count
     for answer in (unavailable, timeout, ok, refused, unavailable, not_found):
         server.answer = answer
         try:
-            client.check_stock("P-1")
+            client.sellable("P-1")
         except errors.StockctlError:
             pass
     assert breaker.state == "closed" and breaker.storage.counter == 0
@@ -153,7 +153,7 @@ def test_closed_open_half_open_closed(
     for answer in (unavailable, timeout, refused):
         server.answer = answer
         with pytest.raises(errors.WarehouseUnavailable):
-            client.check_stock("P-1")
+            client.sellable("P-1")
     assert breaker.state == "open" and changes == [("closed", "open")]
     assert "circuit warehouse: closed -> open" in caplog.text
 
@@ -173,12 +173,12 @@ def test_closed_open_half_open_closed(
         return OK
 
     server.answer = trial
-    assert client.check_stock("P-1") == 7
+    assert client.sellable("P-1") == 7
     assert during == ["half-open"]
     assert breaker.state == "closed"
     assert changes == [("closed", "open"), ("open", "half-open"), ("half-open", "closed")]
     server.answer = ok
-    assert client.check_stock("P-1") == 7  # closed again: calls go through
+    assert client.sellable("P-1") == 7  # closed again: calls go through
 
 
 def test_a_failed_trial_reopens_for_another_timeout(
@@ -192,7 +192,7 @@ def test_a_failed_trial_reopens_for_another_timeout(
     clock.advance(30)
     server.answer = timeout
     with pytest.raises(errors.WarehouseUnavailable, match="ReadTimeout"):
-        client.check_stock("P-1")  # the trial
+        client.sellable("P-1")  # the trial
     assert breaker.state == "open"
     assert changes[-2:] == [("open", "half-open"), ("half-open", "open")]
 
@@ -200,7 +200,7 @@ def test_a_failed_trial_reopens_for_another_timeout(
     clock.advance(29)  # the timeout counts from the failed trial, not the first opening
     fails_fast(client, server)
     clock.advance(1)
-    assert client.check_stock("P-1") == 7
+    assert client.sellable("P-1") == 7
     assert breaker.state == "closed"
 
 
@@ -211,7 +211,7 @@ def test_a_trial_answered_with_4xx_closes(
     clock.advance(30)
     server.answer = not_found
     with pytest.raises(errors.ProductNotFound):
-        client.check_stock("P-1")
+        client.sellable("P-1")
     assert breaker.state == "closed"
 
 
@@ -223,7 +223,7 @@ def test_retries_stop_when_the_circuit_opens(server: Server, clock: Clock) -> No
         WarehouseClient(options, breaker) as c,
         pytest.raises(errors.WarehouseUnavailable, match="circuit warehouse is open"),
     ):
-        c.check_stock("P-1")
+        c.sellable("P-1")
     assert server.requests == 2 and breaker.state == "open"
 
 
@@ -243,7 +243,7 @@ def test_only_one_trial_among_concurrent_callers(
 
     def call() -> None:
         try:
-            results.append(client.check_stock("P-1"))
+            results.append(client.sellable("P-1"))
         except errors.WarehouseUnavailable as exc:
             results.append(exc)
 
@@ -308,12 +308,12 @@ def test_a_trial_that_blows_up_reopens_and_frees_the_trial(
 
     server.answer = boom
     with pytest.raises(Boom):
-        client.check_stock("P-1")
+        client.sellable("P-1")
     assert breaker.state == "open"  # never stuck half-open with the trial taken
     fails_fast(client, server)
     clock.advance(30)
     server.answer = ok
-    assert client.check_stock("P-1") == 7 and breaker.state == "closed"
+    assert client.sellable("P-1") == 7 and breaker.state == "closed"
 
 
 def test_the_async_client_shares_the_rules(
@@ -330,27 +330,27 @@ def test_the_async_client_shares_the_rules(
             server.answer = unavailable
             for _ in range(2):
                 with pytest.raises(errors.WarehouseUnavailable):
-                    await c.check_stock("P-1")
+                    await c.sellable("P-1")
             server.answer = not_found  # a 4xx resets the consecutive count
             with pytest.raises(errors.ProductNotFound):
-                await c.check_stock("P-1")
+                await c.sellable("P-1")
             server.answer = refused
             for _ in range(3):
                 with pytest.raises(errors.WarehouseUnavailable):
-                    await c.check_stock("P-1")
+                    await c.sellable("P-1")
             assert breaker.state == "open" and server.requests == 6
 
             with pytest.raises(errors.WarehouseUnavailable, match="is open"):
-                await c.check_stock("P-1")
+                await c.sellable("P-1")
             assert server.requests == 6
 
             clock.advance(30)
             server.route.side_effect = slow_trial
-            trial = asyncio.ensure_future(c.check_stock("P-1"))
+            trial = asyncio.ensure_future(c.sellable("P-1"))
             await asyncio.sleep(0.01)
             assert breaker.state == "half-open"
             others = await asyncio.gather(
-                *(c.check_stock("P-1") for _ in range(5)), return_exceptions=True
+                *(c.sellable("P-1") for _ in range(5)), return_exceptions=True
             )
             assert all(isinstance(o, errors.WarehouseUnavailable) for o in others)
             gate.set()
@@ -371,15 +371,15 @@ def test_a_cancelled_async_trial_reopens(server: Server, breaker: Breaker, clock
             server.answer = unavailable
             for _ in range(3):
                 with pytest.raises(errors.WarehouseUnavailable):
-                    await c.check_stock("P-1")
+                    await c.sellable("P-1")
             clock.advance(30)
             server.route.side_effect = hang
             with pytest.raises(TimeoutError):
-                await asyncio.wait_for(c.check_stock("P-1"), 0.05)
+                await asyncio.wait_for(c.sellable("P-1"), 0.05)
             assert breaker.state == "open"
             clock.advance(30)
             server.route.side_effect = ok
-            assert await c.check_stock("P-1") == 7
+            assert await c.sellable("P-1") == 7
 
     asyncio.run(main())
     assert breaker.state == "closed"
@@ -435,5 +435,5 @@ def test_state_changes_are_exported_as_metrics(server: Server, clock: Clock) -> 
         )
         clock.advance(31)
         server.answer = ok
-        client.check_stock("P-1")  # the trial succeeds: closed again
+        client.sellable("P-1")  # the trial succeeds: closed again
         assert value("stockctl_circuit_open", {"circuit": "warehouse"}) == 0

@@ -30,6 +30,7 @@ from tests.clientutil import (
     problem_json,
     product_json,
     reservation_json,
+    reserved_json,
     row_json,
 )
 
@@ -74,7 +75,7 @@ def test_check_stock_over_all_warehouses(api: respx.MockRouter, client: Warehous
     route = api.get("/v1/inventory/product/P-1").respond(
         json=product_json("P-1", row_json(sellable=7), row_json(warehouse_id="W-2", sellable=5))
     )
-    assert client.check_stock("P-1") == 12
+    assert client.sellable("P-1") == 12
     request = route.calls.last.request
     assert request.method == "GET" and request.content == b""
     assert_common_headers(request)
@@ -84,7 +85,7 @@ def test_check_stock_in_one_warehouse(api: respx.MockRouter, client: WarehouseCl
     route = api.get("/v1/inventory", params={"product_id": "P-1", "warehouse_id": "W-2"}).respond(
         json=row_json(warehouse_id="W-2", sellable=4)
     )
-    assert client.check_stock("P-1", "W-2") == 4
+    assert client.sellable("P-1", "W-2") == 4
     assert route.call_count == 1
     assert dict(route.calls.last.request.url.params) == {"product_id": "P-1", "warehouse_id": "W-2"}
 
@@ -113,7 +114,7 @@ def test_reserve_sends_the_body_a_generated_key_and_the_token(
     api: respx.MockRouter, client: WarehouseClient
 ) -> None:
     made = reservation_json(quantity=3, order_id="O-7")
-    route = api.post("/v1/inventory/reserve").respond(201, json=made)
+    route = api.post("/v1/inventory/reserve").respond(201, json={"reservation": made})
     r = client.reserve_stock("P-1", 3, "W-1", order_id="O-7", ttl=timedelta(minutes=5))
     request = route.calls.last.request
     assert_common_headers(request)
@@ -134,7 +135,7 @@ def test_reserve_sends_the_body_a_generated_key_and_the_token(
 def test_reserve_minimal_body_and_a_given_key(
     api: respx.MockRouter, client: WarehouseClient
 ) -> None:
-    route = api.post("/v1/inventory/reserve").respond(201, json=reservation_json())
+    route = api.post("/v1/inventory/reserve").respond(201, json=reserved_json())
     client.reserve_stock("P-1", 2)
     client.reserve_stock("P-1", 2, idempotency_key="K-42")
     first, second = route.calls
@@ -199,7 +200,7 @@ def test_confirm_release_and_get_reservation(
 def test_no_token_no_authorization_header(api: respx.MockRouter) -> None:
     route = api.get("/v1/inventory/product/P-1").respond(json=product_json("P-1", row_json()))
     with WarehouseClient(ClientOptions(BASE)) as c:
-        c.check_stock("P-1")
+        c.sellable("P-1")
     assert "Authorization" not in route.calls.last.request.headers
 
 
@@ -278,7 +279,7 @@ def test_the_client_maps_the_cli_operations(api: respx.MockRouter, client: Wareh
     remote = client
     api.get("/v1/inventory/product/P-1").respond(json=product_json("P-1", row_json()))
     one = api.get("/v1/inventory").respond(json=row_json(warehouse_id="W-2"))
-    reserve = api.post("/v1/inventory/reserve").respond(201, json=reservation_json())
+    reserve = api.post("/v1/inventory/reserve").respond(201, json=reserved_json())
     checkout = api.post("/v1/inventory/checkout").respond(
         201, json={"reservations": [reservation_json()]}
     )
@@ -382,7 +383,7 @@ def test_transport_errors_are_warehouse_unavailable(
 ) -> None:
     route = api.get("/v1/inventory/product/P-1").mock(side_effect=exc)
     with pytest.raises(errors.WarehouseUnavailable) as caught:
-        client.check_stock("P-1")
+        client.sellable("P-1")
     assert type(exc).__name__ in caught.value.message and BASE in caught.value.message
     assert caught.value.exit_code == 3
     assert route.call_count == 3  # a read: retried twice
@@ -401,7 +402,7 @@ def test_a_read_is_retried_on_503_with_backoff(
             httpx.Response(200, json=product_json("P-1", row_json(sellable=9))),
         ]
     )
-    assert client.check_stock("P-1") == 9
+    assert client.sellable("P-1") == 9
     assert route.call_count == 3
     assert sleeps == [0.1, 0.2]  # exponential backoff
 
@@ -422,7 +423,7 @@ def test_4xx_is_never_retried(
         404, json=problem_json(404, "product-not-found")
     )
     with pytest.raises(errors.ProductNotFound):
-        client.check_stock("P-1")
+        client.sellable("P-1")
     assert route.call_count == 1 and sleeps == []
 
 
@@ -433,7 +434,7 @@ def test_reserve_is_retried_with_the_same_key(
         side_effect=[
             httpx.ReadTimeout("lost answer"),
             httpx.Response(502),
-            httpx.Response(201, json=reservation_json()),
+            httpx.Response(201, json=reserved_json()),
         ]
     )
     client.reserve_stock("P-1", 2, "W-1")
@@ -528,7 +529,7 @@ def test_zero_retries_means_one_attempt(api: respx.MockRouter) -> None:
         WarehouseClient(ClientOptions(BASE, retries=0)) as c,
         pytest.raises(errors.WarehouseUnavailable),
     ):
-        c.check_stock("P-1")
+        c.sellable("P-1")
     assert route.call_count == 1
 
 

@@ -21,7 +21,14 @@ from stockctl.clients.warehouse import Call, ClientOptions
 from stockctl.clients.warehouse_async import AsyncWarehouseClient
 from stockctl.core.model import ReservationStatus
 from stockctl.core.reservations import Line
-from tests.clientutil import BASE, problem_json, product_json, reservation_json, row_json
+from tests.clientutil import (
+    BASE,
+    problem_json,
+    product_json,
+    reservation_json,
+    reserved_json,
+    row_json,
+)
 from tests.unit.test_warehouse_client import PROBLEMS, TOKEN
 
 T = TypeVar("T")
@@ -73,8 +80,8 @@ def test_check_stock_and_product_inventory(api: respx.MockRouter, sleeps: list[f
     async def body(c: AsyncWarehouseClient) -> tuple[int, int, list[str]]:
         summary = await c.get_product_inventory("P-1")
         return (
-            await c.check_stock("P-1"),
-            await c.check_stock("P-1", "W-2"),
+            await c.sellable("P-1"),
+            await c.sellable("P-1", "W-2"),
             [r.warehouse_id for r in summary.rows],
         )
 
@@ -85,7 +92,7 @@ def test_check_stock_and_product_inventory(api: respx.MockRouter, sleeps: list[f
 
 
 def test_reserve_and_checkout_carry_keys(api: respx.MockRouter, sleeps: list[float]) -> None:
-    reserve = api.post("/v1/inventory/reserve").respond(201, json=reservation_json(quantity=3))
+    reserve = api.post("/v1/inventory/reserve").respond(201, json=reserved_json(quantity=3))
     checkout = api.post("/v1/inventory/checkout").respond(
         201, json={"reservations": [reservation_json(), reservation_json(product_id="P-2")]}
     )
@@ -204,7 +211,7 @@ def test_transport_errors_are_warehouse_unavailable(
 ) -> None:
     route = api.get("/v1/inventory/product/P-1").mock(side_effect=exc)
     with pytest.raises(errors.WarehouseUnavailable, match=type(exc).__name__):
-        run(lambda c: c.check_stock("P-1"))
+        run(lambda c: c.sellable("P-1"))
     assert route.call_count == 3 and sleeps == [0.1, 0.2]
 
 
@@ -212,13 +219,13 @@ def test_a_read_is_retried_on_503_then_succeeds(api: respx.MockRouter, sleeps: l
     route = api.get("/v1/inventory/product/P-1").mock(
         side_effect=[httpx.Response(503), httpx.Response(200, json=product_json("P-1", row_json()))]
     )
-    assert run(lambda c: c.check_stock("P-1")) == 7
+    assert run(lambda c: c.sellable("P-1")) == 7
     assert route.call_count == 2 and sleeps == [0.1]
 
 
 def test_reserve_is_retried_with_the_same_key(api: respx.MockRouter, sleeps: list[float]) -> None:
     route = api.post("/v1/inventory/reserve").mock(
-        side_effect=[httpx.ReadTimeout("lost"), httpx.Response(201, json=reservation_json())]
+        side_effect=[httpx.ReadTimeout("lost"), httpx.Response(201, json=reserved_json())]
     )
     run(lambda c: c.reserve_stock("P-1", 2))
     assert route.call_count == 2
@@ -253,7 +260,7 @@ def test_cancelled_call_does_not_leak_a_connection_or_the_circuit(
 
     async def body(c: AsyncWarehouseClient) -> str:
         with pytest.raises(TimeoutError):
-            await asyncio.wait_for(c.check_stock("P-1"), 0.05)
+            await asyncio.wait_for(c.sellable("P-1"), 0.05)
         return c.breaker.state
 
     assert run(body) == "closed"

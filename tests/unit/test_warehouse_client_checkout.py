@@ -5,7 +5,7 @@ over the local library: tests/integration/test_client_checkout_local.py."""
 from __future__ import annotations
 
 import logging
-import uuid
+import random
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -51,7 +51,7 @@ class Fake:
         self._maybe_fail("checkout")
         for x in lines:
             r = Reservation(
-                str(uuid.uuid4()),
+                random.randrange(1, 2**62),
                 x.product_id,
                 x.warehouse_id or "W-auto",
                 x.quantity,
@@ -207,7 +207,7 @@ def test_noop_warehouse_pretends_and_logs_every_call(caplog: pytest.LogCaptureFi
     assert noop.confirm(held[0].id).status is S.CONFIRMED
     assert noop.confirm(held[0].id).id == held[0].id
     assert noop.release(held[1].id).status is S.RELEASED
-    assert noop.check_stock("P-anything") == 2**31 - 1
+    assert noop.sellable("P-anything") == 2**31 - 1
     assert len(caplog.records) == 5  # 2 checkouts, 2 confirms, 1 release: none silent
     assert caplog.messages[0] == "NoopWarehouse: checkout of 2 line(s) for order O-9 not held"
     assert all(m.startswith("NoopWarehouse: ") for m in caplog.messages)
