@@ -26,6 +26,22 @@ from stockctl.commands._common import state
 
 INTERNAL_ERROR = 4
 
+
+def _no_flag_metavar() -> None:
+    """Typer's rich help shows ``<bool>`` beside every flag (``--allow-split <bool>``), as if
+    it took a value: show no type for flags, as click's plain help does."""
+    from typer.core import TyperOption
+
+    shown = TyperOption.display_type_rich
+
+    def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
+        return None if self.is_flag else shown(self, ctx)
+
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_no_flag_metavar()
+
 app = typer.Typer(
     name="stockctl",
     help="Multi-warehouse stock: inventory, reservations, events, cache and runbooks.",

@@ -119,13 +119,17 @@ def backlog(p: Probe, rb: Runbook) -> Check:
     count, age = p.outbox_backlog()
     t = p.thresholds
     status = _level(age, t.backlog_age_warn_s, t.backlog_age_fail_s) if count else Status.OK
-    relay = "relay" if p.uses_redis else "processor"
+    remedy = (
+        "start the relay: stockctl worker run --only relay"
+        if p.uses_redis  # embedded: the processor job reads the outbox itself (no relay)
+        else "start the worker (it reads the outbox): stockctl worker run, or stockctl up"
+    )
     return rb.check(
         "outbox backlog",
         status,
         f"{count} rows, oldest {age:.1f} s",
         f"warn {t.backlog_age_warn_s:g} s, fail {t.backlog_age_fail_s:g} s",
-        f"start the relay: stockctl worker run --only {relay}",
+        remedy,
     )
 
 

@@ -165,13 +165,13 @@ def test_serve_on_postgresql_and_redis(
             headers={**RESERVE, "Idempotency-Key": "e2e-key-1"},
         )
         assert r.status_code == 201, r.text
-        rid = r.json()["id"]
+        rid = r.json()["reservation"]["id"]
         again = h.post(
             "/v1/inventory/reserve",
             json={"product_id": p1, "warehouse_id": w1, "quantity": 3, "order_id": "o-1"},
             headers={**RESERVE, "Idempotency-Key": "e2e-key-1"},
         )
-        assert again.status_code == 201 and again.json()["id"] == rid
+        assert again.status_code == 201 and again.json()["reservation"]["id"] == rid
 
         r = h.post(f"/v1/inventory/reservations/{rid}/confirm", headers=RESERVE)
         assert r.status_code == 200 and r.json()["status"] == "CONFIRMED", r.text
@@ -260,7 +260,9 @@ def test_up_runs_the_api_and_the_worker_jobs_on_sqlite(tmp_path: Path) -> None:
         assert r.status_code == 200 and r.json()["warehouses"] == {w1: 10, w2: 10}, r.text
 
         r = h.put(
-            f"/v1/inventory/{p}", json={"warehouse_id": w1, "quantity_available": 42}, headers=ADMIN
+            f"/v1/inventory/product/{p}",
+            json={"warehouse_id": w1, "quantity_available": 42},
+            headers=ADMIN,
         )
         assert r.status_code == 200, r.text
         r = h.post(

@@ -200,6 +200,12 @@ def test_outbox_backlog_age(backlog: tuple[int, float], status: Status) -> None:
         assert "stockctl worker run --only relay" in c.remedy
 
 
+def test_an_embedded_backlog_names_the_worker_not_a_relay() -> None:
+    c = one("stock-not-updating", "outbox backlog", _probe(backlog=(5, 120.0), uses_redis=False))
+    assert c.status is Status.FAIL
+    assert "stockctl worker run" in c.remedy and "--only relay" not in c.remedy
+
+
 @pytest.mark.parametrize(
     ("lag", "pending", "status"),
     [
