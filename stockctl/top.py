@@ -58,7 +58,7 @@ class Sampler:
             workers={k: time.time() - float(b.get("at", 0)) for k, b in beats.items()},
         )
         if app.uses_redis:
-            from stockctl.clients.redis_bus import StreamAdmin
+            from stockctl.clients.redis_stream_admin import StreamAdmin
             from stockctl.core.catalog import TOPICS
 
             s = app.settings

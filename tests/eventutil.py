@@ -40,7 +40,7 @@ from redis.cluster import RedisCluster
 from sqlalchemy import select
 
 from stockctl.bootstrap import App
-from stockctl.clients.redis_bus import StreamAdmin
+from stockctl.clients.redis_stream_admin import StreamAdmin
 from stockctl.core.catalog import TOPICS
 from stockctl.core.model import Inventory
 from stockctl.core.ports import StockCache

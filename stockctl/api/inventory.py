@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 from pydantic import BeforeValidator
 
-from stockctl.api import schemas
+from stockctl.api import hot, schemas
 from stockctl.api.deps import (
     AppDep,
     IdemKey,
@@ -36,10 +36,11 @@ def _ttl(seconds: int | None) -> timedelta | None:
 
 
 @router.get("/inventory", dependencies=READ)
-def get_inventory(app: AppDep, product_id: IdQuery, warehouse_id: IdQuery) -> schemas.InventoryRow:
+async def get_inventory(
+    app: AppDep, product_id: IdQuery, warehouse_id: IdQuery
+) -> schemas.InventoryRow:
     """One (product, warehouse) row: available, reserved, sellable."""
-    summary = inventory.stock(app.ctx, product_id, warehouse_id)
-    return row_out(summary.rows[0])
+    return row_out(await hot.stock_row(app, product_id, warehouse_id))  # on the event loop
 
 
 @router.get("/inventory/product/{product_id}", dependencies=READ)
@@ -231,7 +232,9 @@ def release(
 
 
 @router.post("/inventory/reservations/{reservation_id}/extend", dependencies=RESERVE)
-def extend(app: AppDep, reservation_id: ReservationRef, body: schemas.Extend) -> schemas.ReservationOut:
+def extend(
+    app: AppDep, reservation_id: ReservationRef, body: schemas.Extend
+) -> schemas.ReservationOut:
     return reservation_out(
         lifecycle.extend(app.ctx, reservation_id, timedelta(seconds=body.ttl_seconds))
     )

@@ -148,7 +148,7 @@ def _drained(app: Any) -> bool:
         return False
     if not app.uses_redis:
         return True
-    from stockctl.clients.redis_bus import StreamAdmin
+    from stockctl.clients.redis_stream_admin import StreamAdmin
     from stockctl.core.catalog import TOPICS
 
     s = app.settings

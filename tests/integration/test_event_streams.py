@@ -28,12 +28,8 @@ import pytest
 from redis.cluster import RedisCluster
 
 import stockctl
-from stockctl.clients.redis_bus import (
-    Delivery,
-    StreamAdmin,
-    StreamConsumer,
-    StreamPublisher,
-)
+from stockctl.clients.redis_bus import Delivery, StreamConsumer, StreamPublisher
+from stockctl.clients.redis_stream_admin import StreamAdmin
 from stockctl.core.catalog import TOPICS
 from stockctl.core.ports import OutboxEntry
 from stockctl.errors import CacheUnavailable

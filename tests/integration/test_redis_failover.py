@@ -59,8 +59,8 @@ from redis.cluster import RedisCluster
 
 import stockctl
 from stockctl.bootstrap import App
-from stockctl.clients.redis_bus import StreamAdmin
 from stockctl.clients.redis_cache import RedisStockCache
+from stockctl.clients.redis_stream_admin import StreamAdmin
 from stockctl.clients.redis_topology import connect, parse_redis_url
 from stockctl.core import events as ev
 from stockctl.core.cache import warm
