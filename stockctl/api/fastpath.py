@@ -74,6 +74,12 @@ def _eligible(route: APIRoute) -> bool:
     )
 
 
+async def in_worker(call: Callable[..., Any], *args: Any) -> Any:
+    """``call(*args)`` in the API's worker threads, with the caller's context variables."""
+    run = contextvars.copy_context().run
+    return await asyncio.get_running_loop().run_in_executor(_pool(), run, call, *args)
+
+
 def _answering(
     endpoint: Callable[..., Any], model: type[BaseModel], status_code: int | None
 ) -> Callable[..., Coroutine[Any, Any, Any]]:

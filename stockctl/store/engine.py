@@ -62,6 +62,11 @@ def create_store_engine(url: str, settings: Settings) -> Engine:
 
 def _postgres_engine(url: str, settings: Settings) -> Engine:
     # Seed pool knobs on SQLAlchemy's QueuePool: idle conns kept = pool_size, the rest overflow.
+    connect_args = {
+        "connect_timeout": settings.db_connect_timeout_seconds,
+        "application_name": "stockctl",
+        "options": f"-c statement_timeout={settings.db_statement_timeout_ms}",
+    }
     engine = create_engine(
         url,
         pool_size=settings.db_pool_max_idle,
@@ -69,27 +74,33 @@ def _postgres_engine(url: str, settings: Settings) -> Engine:
         pool_recycle=settings.db_pool_max_lifetime_seconds,
         pool_pre_ping=False,
         pool_timeout=settings.db_connect_timeout_seconds,
-        connect_args={
-            "connect_timeout": settings.db_connect_timeout_seconds,
-            "application_name": "stockctl",
-            "options": f"-c statement_timeout={settings.db_statement_timeout_ms}",
-        },
+        connect_args=connect_args,
     )
     _close_idle_connections(engine, settings.db_pool_max_idle_time_seconds)
     _LIMITS[engine] = (
         float(settings.db_pool_max_idle_time_seconds),
         float(settings.db_pool_max_lifetime_seconds),
     )
+    _CONNECT_ARGS[engine] = connect_args
     return engine
 
 
 _LIMITS: weakref.WeakKeyDictionary[Engine, tuple[float, float]] = weakref.WeakKeyDictionary()
 
 
+_CONNECT_ARGS: weakref.WeakKeyDictionary[Engine, dict[str, Any]] = weakref.WeakKeyDictionary()
+
+
 def pool_limits(engine: Engine) -> tuple[float, float]:
     """(idle time, lifetime) in seconds after which the engine's pool reopens a connection
     (the settings' db_pool_max_idle_time_seconds / db_pool_max_lifetime_seconds)."""
     return _LIMITS.get(engine, (300.0, 1800.0))
+
+
+def connect_params(engine: Engine) -> dict[str, Any]:
+    """What the engine passes to ``psycopg.connect`` (URL parts and query, connect_args)."""
+    _, params = engine.dialect.create_connect_args(engine.url)
+    return {**params, **_CONNECT_ARGS.get(engine, {})}
 
 
 def _close_idle_connections(engine: Engine, max_idle_seconds: int) -> None:

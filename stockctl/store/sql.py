@@ -31,7 +31,7 @@ from stockctl.core.projection import RowState
 from stockctl.errors import DatabaseNotInitialised, DatabaseUnavailable, RetryableConflict
 from stockctl.store import outbox_sql
 from stockctl.store.engine import describe_target
-from stockctl.store.fast_reads import FastReads
+from stockctl.store.fast_reads import AsyncFastReads, FastReads
 from stockctl.store.ids import BlockIds, TxIds
 from stockctl.store.outbox_sql import OutboxTx
 from stockctl.store.reservation_sql import (
@@ -303,6 +303,7 @@ class SqlStore:
         self.replica = replica or engine
         # the API's hot reads on PostgreSQL: plain autocommit psycopg (see fast_reads)
         self._fast = FastReads(self.replica) if self.replica.dialect.name == "postgresql" else None
+        self._afast = AsyncFastReads(self.replica) if self._fast is not None else None
         self._blocks = BlockIds(engine) if engine.dialect.name == "postgresql" else None
 
     def fast_reservation_id(self) -> int | None:
@@ -384,6 +385,20 @@ class SqlStore:
         with self.read() as conn:
             r = conn.execute(stmt).first()
             return _inventory(r) if r else None
+
+    @property
+    def reads_async(self) -> bool:
+        """Whether :meth:`get_inventory_async` reads without a thread (PostgreSQL)."""
+        return self._afast is not None
+
+    async def get_inventory_async(self, product_id: str, warehouse_id: str) -> Inventory | None:
+        """:meth:`get_inventory` for a coroutine, on the event loop (only if ``reads_async``)."""
+        assert self._afast is not None
+        with self._guard(self.replica):
+            rows = await self._afast.select(
+                inventory, "product_id = %s AND warehouse_id = %s", (product_id, warehouse_id)
+            )
+        return _inventory(rows[0]) if rows else None
 
     def product_inventory(self, product_id: str) -> list[Inventory]:
         if self._fast is not None:
@@ -699,6 +714,8 @@ class SqlStore:
     def close(self) -> None:
         if self._fast is not None:
             self._fast.close()
+        if self._afast is not None:
+            self._afast.close()
         self.engine.dispose()
         if self.replica is not self.engine:
             self.replica.dispose()
