@@ -84,6 +84,22 @@ class StreamPublisher:
             pipe.xadd(e.topic, {"data": e.payload}, maxlen=self.maxlen, approximate=True)
         _guard(pipe.execute, self.target)
 
+    def lineage(self) -> frozenset[str]:
+        """The replication ids of the masters the entries go to (``INFO replication``'s
+        ``master_replid``). A failover (the promoted replica starts a new one) or a restart
+        changes them; a reshard does not."""
+
+        def read() -> frozenset[str]:
+            if isinstance(self.client, RedisCluster):
+                replies = self.client.info("replication", target_nodes=RedisCluster.PRIMARIES)
+                infos = list(replies.values()) if "master_replid" not in replies else [replies]
+            else:
+                infos = [self.client.info("replication")]
+            return frozenset(str(i.get("master_replid", "")) for i in infos)
+
+        result: frozenset[str] = _guard(read, self.target)
+        return result
+
     def publish_raw(self, topic: str, data: str, metadata: dict[str, str] | None = None) -> str:
         fields = {"data": data}
         if metadata:

@@ -70,3 +70,14 @@ def prune(conn: Connection, published_before: datetime, limit: int) -> int:
         .scalar_subquery()
     )
     return int(conn.execute(delete(outbox).where(outbox.c.id.in_(ids))).rowcount)
+
+
+def unpublish_since(conn: Connection, published_since: datetime) -> int:
+    """Mark rows published at or after ``published_since`` unpublished again, so the relay
+    sends them once more (after a Redis failover lost what the old master had taken)."""
+    stmt = (
+        update(outbox)
+        .where(outbox.c.published_at.is_not(None), outbox.c.published_at >= published_since)
+        .values(published_at=None)
+    )
+    return int(conn.execute(stmt).rowcount)

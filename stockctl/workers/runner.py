@@ -178,6 +178,7 @@ class Runner:
             poll_seconds=s.relay_poll_interval_ms / 1000,
             retention=timedelta(hours=s.outbox_retention_hours),
             clock=self.app.ctx.clock,
+            lineage=publisher.lineage,
         )
         relay.metrics = self.app.metrics()
         return relay

@@ -15,8 +15,10 @@ replays, on PostgreSQL and real Redis servers.
 What a failover loses. Redis replicates asynchronously: writes the old master acknowledged in
 its last moments never reach the replica that takes over (on ``SENTINEL FAILOVER`` too: the old
 master takes writes until it is told it is a replica). Such a write can be a cache update whose
-event was already acked, or a stream entry the relay already marked published: no later event
-repairs that row, the incremental sync does. So the worker runs without the sync through the
+event was already acked, or a stream entry the relay already marked published. The relay
+notices the new master (its replication id) within a second and publishes again what it sent
+in the last 30 s, so no stream loses an event (asserted); a cache row whose update was lost
+after its event was acked is repaired by the incremental sync. So the worker runs without the sync through the
 fault; once the pipeline has settled the test counts the rows that still differ (and the outbox
 events missing from the streams), then restarts the worker with every job, ``sync`` included
 (interval 1 s), and times how long the cache takes to equal the database. ``-s`` prints the
@@ -485,6 +487,7 @@ def test_cluster_master_killed_under_load(rigs: Any) -> None:
         assert victim not in load.fault.detail
         repair = settle_then_sync(rig, first)
     report("cluster: master killed", load, repair)
+    assert repair.missing_events == 0, f"{repair.missing_events} committed events on no stream"
 
 
 def test_a_cache_with_a_slot_map_from_before_a_reshard_follows_the_moved_slots(
@@ -706,6 +709,8 @@ def test_sentinel_failover_under_load(how: str, rigs: Any, tmp_path: Path) -> No
         assert worker_back - named < FOLLOW_SECONDS and serve_back - named < FOLLOW_SECONDS
         assert watch.failed_reads() == [], f"serve failed reads: {watch.failed_reads()[:5]}"
         repair = settle_then_sync(rig, first)
+    # the relay noticed the new master and sent the last 30 s again: no stream lost an event
+    assert repair.missing_events == 0, f"{repair.missing_events} committed events on no stream"
     report(
         f"sentinel: {how}",
         load,
