@@ -22,6 +22,13 @@ Insecure = Annotated[
 ]
 
 
+# An idle keep-alive connection is kept this long (uvicorn's default is 5 s): longer than the
+# 60 s idle timeout of common load balancers, so that they, not we, close it (a close racing
+# their next request on it is a 502 there), and a client checking stock every few seconds keeps
+# its connection.
+KEEP_ALIVE_SECONDS = 75
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -103,6 +110,7 @@ def serve(
             log_level="info",
             server_header=False,
             access_log=False,
+            timeout_keep_alive=KEEP_ALIVE_SECONDS,
             http=ProblemH11Protocol,
         )
         return
@@ -120,6 +128,7 @@ def serve(
         log_level="info",
         server_header=False,
         access_log=False,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
         http="stockctl.api.protocol:ProblemH11Protocol",
     )
 
@@ -162,6 +171,7 @@ def up(
         log_level="info",
         server_header=False,
         access_log=False,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
         http=ProblemH11Protocol,
     )
     server = uvicorn.Server(config)
