@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: run test lint services bench bench-quick bench-scale install clean
+.PHONY: run test lint services bench-tools bench bench-quick bench-scale install clean
 
 $(STAMP): pyproject.toml scripts/venv.sh
 	PYTHON=$(PYTHON) scripts/venv.sh $(VENV)
@@ -29,23 +29,27 @@ test: install lint services
 services:
 	scripts/services.sh
 
+## the benchmarks' load generators: wrk and pgbench (Debian packages, installed if missing)
+bench-tools:
+	scripts/bench_tools.sh
+
 lint: install
 	$(BIN)/ruff check stockctl tests bench
 	$(BIN)/ruff format --check stockctl tests bench
 	$(BIN)/mypy
 
 ## make bench: every benchmark in full (opt-in ones aside) -> bench/RESULTS.md (under 30 min)
-bench: install services
+bench: install services bench-tools
 	$(BIN)/python bench/run_all.py
 
 ## make bench-quick: every benchmark in its short mode -> bench/RESULTS-quick.md (about 3 min)
-bench-quick: install services
+bench-quick: install services bench-tools
 	$(BIN)/python bench/run_all.py --quick
 
 ## make bench-scale: the seed's 10x (10M inventory rows) against 200K; heavy, opt-in.
 ## Its figures join bench/RESULTS.md. SCALE_ARGS="--products 20000" for a smaller run.
 SCALE_ARGS ?=
-bench-scale: install services
+bench-scale: install services bench-tools
 	$(BIN)/python bench/run_all.py scale --script-args "$(SCALE_ARGS)"
 
 clean:

@@ -1,33 +1,53 @@
-"""HTTP API benchmark: a real ``stockctl serve`` on PostgreSQL + Redis under a load generator.
+"""HTTP API benchmark: a real ``stockctl serve`` on PostgreSQL + Redis under ``wrk``, beside the
+framework's and the database's own ceilings measured in the same run (issue 18).
 
 One run, on a fresh PostgreSQL database (dropped afterwards, even on failure): ``stockctl init``,
-``stockctl seed --products 10000 --warehouses 20`` (200,000 inventory rows), every product warmed
-into Redis (the bench Redis, a cache prefix of this run's own, deleted at the end). Then
-``stockctl serve`` (one process by default, as shipped: access log on) is measured, each phase
-``--seconds`` long after a short untimed warm-up:
+``stockctl seed --products 10000 --warehouses 20`` (200,000 inventory rows, every row's
+quantity_available then raised to 1,000,000,000 so reserves never run dry), every product warmed
+into Redis (the bench Redis, a cache prefix of this run's own, deleted at the end). Then, each
+phase ``--seconds`` long after a short untimed warm-up, at ``--connections`` (32) unless said:
 
-- ``GET /health`` at ``--connections`` connections: the framework's own ceiling on this machine;
+- the framework's ceiling: a bare FastAPI app answering a constant JSON object
+  (bench/_bare_app.py), served by uvicorn with ``stockctl serve``'s settings (one process, the
+  same protocol class, no access log of uvicorn's); interleaved with the stock check as
+  bare, stock, stock, bare in halves so a drift in the machine's load weighs on both alike
+  (rates over the summed time, percentiles the worse half);
 - the stock check ``GET /v1/inventory?product_id=&warehouse_id=`` (a random row of the 200,000
-  each request, read from PostgreSQL) at the same concurrency: requests/s (ratio to /health,
-  goal >= 0.3) and p50/p99. The two run in halves, /health, stock, stock, /health, so that a
-  drift in the machine's load weighs on both alike (percentiles: the worse half);
-- bulk stock ``POST /v1/batch/stock`` with 1000 distinct random product ids (from the warm
-  cache): on one connection, latency p50/p95/p99 (goal p95 <= 50 ms: one request's own cost,
-  no queueing), and requests/s at ``--connections``.
+  each request, read from PostgreSQL) on ``stockctl serve`` (one process, access log on): rate
+  (goal >= 0.6 x the bare app), p50, p99 (goal <= 3 x p50), and on one connection p50 <= 1 ms,
+  p99 <= 10 ms;
+- pgbench running the stock check's single-row SELECT at the same concurrency (the database's
+  ceiling for that read);
+- bulk stock ``POST /v1/batch/stock``, 1,000 distinct random product ids (from the warm cache):
+  on one connection p50/p95/p99 (goal p95 <= 5 ms), and the rate at ``--connections``;
+- reserve ``POST /v1/inventory/reserve`` (1 unit of a random row) over HTTP against pgbench
+  running the library's one-statement reserve (bench/reserve.py's script) at the same
+  concurrency, in halves ordered HTTP, pgbench, pgbench, HTTP: goal >= 0.5 x pgbench; then the
+  database is checked: 0 oversold units, no row whose quantity_reserved differs from its holds;
+- ``--many`` (1,000) concurrent keep-alive connections of stock checks for ``--many-seconds``
+  (30), twice: closed loop (each connection sends its next check on its answer: the latency is
+  then connections / rate, so p99 <= 1 s needs ~1,000 checks/s) and paced (each connection one
+  check every 1,000 / (0.5 x the rate at --connections) seconds: 1,000 clients holding their
+  connections open with the server not saturated): 0 errors (socket errors, timeouts,
+  non-2xx), p99 <= 1 s for each, and the serve process's memory (RSS) before, at its peak
+  (sampled every 0.5 s) and after;
+- the stock check on ``stockctl serve --workers 2`` (``--compare-workers``; 0 to skip), to show
+  what more processes give on this machine.
 
-Load generator: ``wrk`` when it is on PATH (Debian package wrk; this script installs nothing),
-else a Python asyncio HTTP/1.1 keep-alive client in this process (much lighter than an HTTP
-library, yet it competes with the server for the same CPU: the rates it reports are lower
-bounds). The generator used and the load average are reported with the figures. Every response
-must be 2xx, or the script exits 1.
+CPU per request of the serve process (all its processes: user + system time over the phase,
+divided by the requests answered) is printed for every stockctl phase beside the bare app's.
+wrk is required (Debian package wrk; ``make bench`` installs it with scripts/bench_tools.sh);
+the load average is reported with the figures: the machine may be shared. Every response must
+be 2xx, or the script exits 1.
 
-Usage: bench/api.py [--json] [--seconds N] [--connections C] [--workers W]
-                    [--generator auto|wrk|python]
+With --quick: 2 s phases and a 5 s many-run.
+
+Usage: bench/api.py [--json] [--quick] [--seconds N] [--connections C] [--many N]
+                    [--many-seconds S] [--compare-workers W]
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import random
@@ -35,6 +55,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -50,7 +71,8 @@ PRODUCTS = 10_000
 WAREHOUSES = 20
 BULK_IDS = 1000
 BODIES = 64  # distinct bulk bodies, cycled
-TOKEN = "bench-" + uuid.uuid4().hex  # a read token of this run's own
+TOKEN = "bench-" + uuid.uuid4().hex  # a token of this run's own (scope reserve, implies read)
+STOCK = 1_000_000_000
 WARMUP_SECONDS = 2.0
 
 
@@ -84,6 +106,11 @@ def prepare(url: str, prefix: str) -> None:
     log(f"init + seed {PRODUCTS:,} products x {WAREHOUSES} warehouses ...")
     stockctl("init", database_url=url)
     stockctl("seed", "--products", str(PRODUCTS), "--warehouses", str(WAREHOUSES), database_url=url)
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("UPDATE inventory SET quantity_available = %s", (STOCK,))
+        conn.execute("VACUUM ANALYZE")
     app = bootstrap(
         load_settings(
             database_url=url, redis_url=REDIS_URL, cache_prefix=prefix, cache_ttl_seconds=0
@@ -116,54 +143,109 @@ def free_port() -> int:
         return port
 
 
+class Server:
+    """A server process group (``stockctl serve`` and its workers, or the bare app): its CPU
+    time and memory, read from /proc."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], host: str, port: int, name: str) -> None:
+        self.proc, self.host, self.port, self.name = proc, host, port, name
+
+    def pids(self) -> list[int]:
+        found = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                with suppress(OSError, IndexError, ValueError):
+                    fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                    if int(fields[2]) == self.proc.pid:  # process group: serve's session
+                        found.append(int(entry.name))
+        return found
+
+    def cpu_seconds(self) -> float:
+        """User + system time of every process of the group (live ones), in seconds."""
+        ticks = os.sysconf("SC_CLK_TCK")
+        total = 0
+        for n in self.pids():
+            with suppress(OSError, IndexError, ValueError):
+                fields = Path(f"/proc/{n}/stat").read_text().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])
+        return total / ticks
+
+    def rss_mb(self) -> float:
+        total = 0
+        for n in self.pids():
+            with suppress(OSError, IndexError, ValueError):
+                total += int(Path(f"/proc/{n}/statm").read_text().split()[1])
+        return total * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _raise_nofile() -> None:
+    from stockctl.commands.serve import _raise_open_files_limit
+
+    _raise_open_files_limit()
+
+
 @contextmanager
-def serving(url: str, prefix: str, workers: int) -> Iterator[tuple[str, int]]:
-    """``stockctl serve`` on a free port; yields (host, port); SIGTERM at the end."""
+def server_process(cmd: list[str], env: dict[str, str], name: str) -> Iterator[Server]:
+    """A server on a free port (``cmd`` gets ``--port N`` or the port as its last argument);
+    yields it once /health (stockctl) or /bare answers; SIGTERM to the group at the end."""
     import httpx
 
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STOCKCTL_")}
-    env.update(
-        STOCKCTL_DATABASE_URL=url,
-        STOCKCTL_REDIS_URL=REDIS_URL,
-        STOCKCTL_CACHE_PREFIX=prefix,
-        STOCKCTL_CACHE_TTL_SECONDS="0",
-        STOCKCTL_API_TOKENS=json.dumps([{"name": "bench", "token": TOKEN, "scopes": ["read"]}]),
-    )
+    full = [*cmd, "--port", str(port)] if cmd[0] == STOCKCTL else [*cmd, str(port)]
     errlog = tempfile.TemporaryFile(mode="w+")
     proc = subprocess.Popen(
-        [STOCKCTL, "serve", "--port", str(port), "--workers", str(workers)],
+        full,
         env=env,
         cwd=tempfile.gettempdir(),
         stdout=subprocess.DEVNULL,  # the access log: written, not kept
         stderr=errlog,
         start_new_session=True,
     )
+    probe = "/health" if cmd[0] == STOCKCTL else "/bare"
     try:
         deadline = time.monotonic() + 60
         while True:
             if proc.poll() is not None:
                 errlog.seek(0)
-                raise SystemExit(
-                    f"stockctl serve exited {proc.returncode}: {errlog.read()[-2000:]}"
-                )
+                raise SystemExit(f"{name} exited {proc.returncode}: {errlog.read()[-2000:]}")
             with suppress(httpx.TransportError):
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                if httpx.get(f"http://127.0.0.1:{port}{probe}", timeout=2).status_code == 200:
                     break
             if time.monotonic() > deadline:
-                raise SystemExit("stockctl serve did not answer /health within 60 s")
+                raise SystemExit(f"{name} did not answer {probe} within 60 s")
             time.sleep(0.2)
-        log(f"stockctl serve (workers={workers}) up on 127.0.0.1:{port}")
-        yield "127.0.0.1", port
+        log(f"{name} up on 127.0.0.1:{port}")
+        yield Server(proc, "127.0.0.1", port, name)  # type: ignore[arg-type]
     finally:
         if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
+            with suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
             try:
                 proc.wait(30)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         errlog.close()
+
+
+def serving(url: str, prefix: str, workers: int) -> Any:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STOCKCTL_")}
+    env.update(
+        STOCKCTL_DATABASE_URL=url,
+        STOCKCTL_REDIS_URL=REDIS_URL,
+        STOCKCTL_CACHE_PREFIX=prefix,
+        STOCKCTL_CACHE_TTL_SECONDS="0",
+        STOCKCTL_API_TOKENS=json.dumps([{"name": "bench", "token": TOKEN, "scopes": ["reserve"]}]),
+    )
+    return server_process(
+        [STOCKCTL, "serve", "--workers", str(workers)], env, f"stockctl serve --workers {workers}"
+    )
+
+
+def bare_app() -> Any:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STOCKCTL_")}
+    script = str(Path(__file__).resolve().parent / "_bare_app.py")
+    return server_process([sys.executable, script], env, "bare FastAPI app")
 
 
 # --------------------------------------------------------------------------- load
@@ -176,29 +258,30 @@ class Result:
     p50_ms: float
     p95_ms: float
     p99_ms: float
-    bad: int  # non-2xx responses and socket errors
+    bad: int  # non-2xx responses and socket errors (connect, read, write, timeout)
+    cpu_s: float = 0.0  # the server's CPU time over the phase
 
     @property
     def rate(self) -> float:
         return self.requests / self.seconds if self.seconds else 0.0
 
+    @property
+    def cpu_us(self) -> float:
+        """The server's CPU per request, in microseconds."""
+        return self.cpu_s / self.requests * 1e6 if self.requests else 0.0
+
 
 @dataclass
 class Workload:
-    """What one phase sends: GETs of ``path_of(i)``, or POSTs of ``bodies`` to ``path``."""
+    """What one phase sends: GETs of ``path``, a random stock row, or POSTs of ``bodies``."""
 
     name: str
     path: str
     random_rows: bool = False  # the stock check: a random (product, warehouse) per request
     bodies: Sequence[str] = ()
+    reserve: bool = False  # POST a reserve of 1 unit of a random row
     auth: bool = True
-
-
-def stock_path(rng: random.Random) -> str:
-    return (
-        f"/v1/inventory?product_id={pid(rng.randint(1, PRODUCTS))}"
-        f"&warehouse_id={wid(rng.randint(1, WAREHOUSES))}"
-    )
+    delay_ms: int = 0  # each connection waits this long between its requests (0: back to back)
 
 
 # wrk: a Lua script per phase; `done` prints one machine-readable line
@@ -213,7 +296,7 @@ end
 
 
 def _lua(w: Workload) -> str:
-    lines = ["math.randomseed(7)"]
+    lines = ["math.randomseed(os.time() + tonumber(tostring({}):sub(8), 16) % 1000)"]
     if w.auth:
         lines.append(f'wrk.headers["Authorization"] = "Bearer {TOKEN}"')
     if w.bodies:
@@ -227,6 +310,15 @@ def _lua(w: Workload) -> str:
             "request = function() n = n + 1; "
             f'return wrk.format(nil, "{w.path}", nil, bodies[(n % #bodies) + 1]) end'
         )
+    elif w.reserve:
+        lines.append('wrk.method = "POST"')
+        lines.append('wrk.headers["Content-Type"] = "application/json"')
+        lines.append(
+            "request = function() return wrk.format(nil, "
+            f'"{w.path}", nil, string.format('
+            """'{"product_id":"P%06d","warehouse_id":"WH%03d","quantity":1}', """
+            f"math.random(1, {PRODUCTS}), math.random(1, {WAREHOUSES}))) end"
+        )
     elif w.random_rows:
         lines.append(
             "request = function() return wrk.format(nil, string.format("
@@ -235,10 +327,19 @@ def _lua(w: Workload) -> str:
         )
     else:
         lines.append(f'wrk.path = "{w.path}"')
+    if w.delay_ms:
+        lines.append(f"delay = function() return {w.delay_ms} end")
     return "\n".join(lines) + "\n" + _LUA_DONE
 
 
-def run_wrk(host: str, port: int, w: Workload, connections: int, seconds: float) -> Result:
+def run_wrk(
+    server: Server,
+    w: Workload,
+    connections: int,
+    seconds: float,
+    watch: Callable[[], None] | None = None,
+) -> Result:
+    """wrk against the server; ``watch`` is called every 0.5 s while it runs."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write(_lua(w))
         script = f.name
@@ -253,107 +354,42 @@ def run_wrk(host: str, port: int, w: Workload, connections: int, seconds: float)
             "10s",
             "-s",
             script,
-            f"http://{host}:{port}",
+            f"http://{server.host}:{server.port}",
         ]
-        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        cpu_before = server.cpu_seconds()
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_raise_nofile
+        )
+        while watch is not None and proc.poll() is None:
+            watch()
+            time.sleep(0.5)
+        out, err = proc.communicate()
+        cpu = server.cpu_seconds() - cpu_before
     finally:
         Path(script).unlink()
-    line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
-    if done.returncode != 0 or line is None:
-        raise SystemExit(f"wrk failed ({done.returncode}): {done.stderr or done.stdout}")
+    line = next((x for x in out.splitlines() if x.startswith("RESULT ")), None)
+    if proc.returncode != 0 or line is None:
+        raise SystemExit(f"wrk failed ({proc.returncode}): {err or out}")
     n, micros, p50, p95, p99, bad = (int(x) for x in line.split()[1:])
-    return Result(n, micros / 1e6, p50 / 1000, p95 / 1000, p99 / 1000, bad)
-
-
-async def _client(
-    host: str,
-    port: int,
-    make: Callable[[], bytes],
-    deadline: float,
-    latencies: list[float],
-    bad: list[int],
-) -> None:
-    reader, writer = await asyncio.open_connection(host, port)
-    try:
-        while time.perf_counter() < deadline:
-            request = make()
-            started = time.perf_counter()
-            writer.write(request)
-            status = int((await reader.readline()).split(b" ", 2)[1])
-            length = 0
-            while (line := await reader.readline()) not in (b"\r\n", b""):
-                name, _, value = line.partition(b":")
-                if name.strip().lower() == b"content-length":
-                    length = int(value)
-                elif name.strip().lower() == b"transfer-encoding":
-                    raise SystemExit("chunked responses are not supported by the Python client")
-            await reader.readexactly(length)
-            latencies.append(time.perf_counter() - started)
-            if not 200 <= status < 300:
-                bad[0] += 1
-    finally:
-        writer.close()
-        with suppress(ConnectionError):
-            await writer.wait_closed()
-
-
-def _maker(host: str, port: int, w: Workload) -> Callable[[], bytes]:
-    rng = random.Random(7)
-    auth = f"Authorization: Bearer {TOKEN}\r\n" if w.auth else ""
-    head = f"Host: {host}:{port}\r\n{auth}"
-    if w.bodies:
-        encoded = [b.encode() for b in w.bodies]
-        counter = iter(range(1 << 62))
-
-        def post() -> bytes:
-            body = encoded[next(counter) % len(encoded)]
-            return (
-                f"POST {w.path} HTTP/1.1\r\n{head}Content-Type: application/json\r\n"
-                f"Content-Length: {len(body)}\r\n\r\n"
-            ).encode() + body
-
-        return post
-
-    def get() -> bytes:
-        path = stock_path(rng) if w.random_rows else w.path
-        return f"GET {path} HTTP/1.1\r\n{head}\r\n".encode()
-
-    return get
-
-
-def run_python(host: str, port: int, w: Workload, connections: int, seconds: float) -> Result:
-    latencies: list[float] = []
-    bad = [0]
-
-    async def main() -> float:
-        started = time.perf_counter()
-        deadline = started + seconds
-        make = _maker(host, port, w)
-        await asyncio.gather(
-            *(_client(host, port, make, deadline, latencies, bad) for _ in range(connections))
-        )
-        return time.perf_counter() - started
-
-    elapsed = asyncio.run(main())
-    ordered = sorted(latencies)
-
-    def pct(q: float) -> float:
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000 if ordered else 0.0
-
-    return Result(len(ordered), elapsed, pct(0.50), pct(0.95), pct(0.99), bad[0])
+    return Result(n, micros / 1e6, p50 / 1000, p95 / 1000, p99 / 1000, bad, cpu)
 
 
 def measure(
-    generator: str, host: str, port: int, w: Workload, connections: int, seconds: float
+    server: Server,
+    w: Workload,
+    connections: int,
+    seconds: float,
+    watch: Callable[[], None] | None = None,
+    allow_bad: bool = False,
 ) -> Result:
-    run = run_wrk if generator == "wrk" else run_python
-    run(host, port, w, connections, WARMUP_SECONDS)  # untimed: connections, pools, caches
-    result = run(host, port, w, connections, seconds)
+    run_wrk(server, w, connections, WARMUP_SECONDS)  # untimed: connections, pools, caches
+    result = run_wrk(server, w, connections, seconds, watch)
     log(
-        f"{w.name} (c={connections}): {result.rate:,.0f} req/s, p50 {result.p50_ms:.2f} ms, "
-        f"p95 {result.p95_ms:.2f} ms, p99 {result.p99_ms:.2f} ms, bad {result.bad}"
+        f"{w.name} on {server.name} (c={connections}): {result.rate:,.0f} req/s, "
+        f"p50 {result.p50_ms:.2f} ms, p95 {result.p95_ms:.2f} ms, p99 {result.p99_ms:.2f} ms, "
+        f"CPU {result.cpu_us:,.0f} us/request, bad {result.bad}"
     )
-    if result.bad:
+    if result.bad and not allow_bad:
         raise SystemExit(f"{w.name}: {result.bad} responses were not 2xx (or failed)")
     if result.requests == 0:
         raise SystemExit(f"{w.name}: no request completed")
@@ -369,27 +405,17 @@ def combine(a: Result, b: Result) -> Result:
         max(a.p95_ms, b.p95_ms),
         max(a.p99_ms, b.p99_ms),
         a.bad + b.bad,
+        a.cpu_s + b.cpu_s,
     )
 
 
-def interleaved(
-    generator: str, host: str, port: int, a: Workload, b: Workload, connections: int, seconds: float
-) -> tuple[Result, Result]:
-    """A, B, B, A in halves: a drift of the machine's load weighs on both alike."""
-    half = seconds / 2
-    a1 = measure(generator, host, port, a, connections, half)
-    b1 = measure(generator, host, port, b, connections, half)
-    b2 = measure(generator, host, port, b, connections, half)
-    a2 = measure(generator, host, port, a, connections, half)
-    return combine(a1, a2), combine(b1, b2)
-
-
-def check_answers(host: str, port: int, bodies: Sequence[str]) -> None:
+def check_answers(server: Server, bodies: Sequence[str]) -> None:
     """The routes answer what the benchmark assumes, before it measures them."""
     import httpx
 
     auth = {"Authorization": f"Bearer {TOKEN}"}
-    with httpx.Client(base_url=f"http://{host}:{port}", headers=auth, timeout=30) as c:
+    base = f"http://{server.host}:{server.port}"
+    with httpx.Client(base_url=base, headers=auth, timeout=30) as c:
         r = c.get("/v1/inventory", params={"product_id": pid(1), "warehouse_id": wid(1)})
         if r.status_code != 200 or "sellable" not in r.json():
             raise SystemExit(f"stock check answered {r.status_code}: {r.text[:200]}")
@@ -401,78 +427,307 @@ def check_answers(host: str, port: int, bodies: Sequence[str]) -> None:
             raise SystemExit(f"bulk stock answered {r.status_code}: {r.text[:200]}")
 
 
+# --------------------------------------------------------------------------- pgbench
+
+
+def pgbench_select(url: str, clients: int, seconds: float) -> Any:
+    """pgbench -M prepared running the stock check's statement (bound by the store as two
+    parameters; here the ids are built from random numbers like the seed's)."""
+    from reserve import parse_pgbench
+
+    from stockctl.store.tables import inventory
+
+    columns = ", ".join(c.name for c in inventory.columns)
+    script = (
+        f"\\set p random(1, {PRODUCTS})\n\\set w random(1, {WAREHOUSES})\n"
+        f"SELECT {columns} FROM inventory WHERE product_id = ('P' || lpad(:p::text, 6, '0')) "
+        "AND warehouse_id = ('WH' || lpad(:w::text, 3, '0'));\n"
+    )
+    with tempfile.TemporaryDirectory(prefix="stockctl-bench-") as tmp:
+        path = Path(tmp) / "stock_check.sql"
+        path.write_text(script, encoding="utf-8")
+        cmd = ["pgbench", "-n", "-c", str(clients), "-j", "2", "-T", str(max(1, round(seconds)))]
+        cmd += ["-M", "prepared", "-f", str(path), url]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"pgbench failed (exit {proc.returncode}): {proc.stderr[-800:]}")
+    result = parse_pgbench(proc.stdout, "prepared")
+    log(f"pgbench stock-check SELECT (c={clients}): {result.tps:,.0f} tps")
+    return result
+
+
+def pgbench_reserve(url: str, clients: int, seconds: float) -> Any:
+    from reserve import pgbench
+
+    result = pgbench(url, False, clients, max(1, round(seconds)))
+    log(f"pgbench reserve (c={clients}): {result.tps:,.0f} tps, {result.failed} failed")
+    return result
+
+
+def stock_audit(url: str) -> tuple[int, int, int]:
+    """Oversold units, rows whose quantity_reserved differs from their holds, reservations."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        oversold = conn.execute(
+            "SELECT coalesce(sum(quantity_reserved - quantity_available), 0) FROM inventory"
+            " WHERE quantity_reserved > quantity_available"
+        ).fetchone()
+        drift = conn.execute(
+            "SELECT count(*) FROM inventory i LEFT JOIN ("
+            "  SELECT product_id, warehouse_id, sum(quantity) AS held FROM reservations"
+            "  WHERE status IN ('ACTIVE', 'CONFIRMED') GROUP BY product_id, warehouse_id"
+            ") r USING (product_id, warehouse_id)"
+            " WHERE i.quantity_reserved <> coalesce(r.held, 0)"
+        ).fetchone()
+        made = conn.execute("SELECT count(*) FROM reservations").fetchone()
+    return int(oversold[0]), int(drift[0]), int(made[0])  # type: ignore[index]
+
+
 # --------------------------------------------------------------------------- main
 
 
-def figures(
-    health: Result, stock: Result, bulk1: Result, bulkc: Result, args: Any, note: str
-) -> list[Figure]:
-    c = args.connections
-    ratio = stock.rate / health.rate if health.rate else None
-    return [
-        Figure(f"API GET /health, c={c} (framework ceiling)", health.rate, "req/s", note=note),
+@dataclass
+class Many:
+    result: Result  # closed loop: every connection sends its next check on the last answer
+    paced: Result  # each connection one check every delay_ms
+    delay_ms: int
+    rss_before: float
+    rss_peak: float
+    rss_after: float
+
+
+@dataclass
+class Run:
+    bare: Result
+    stock: Result
+    stock1: Result
+    pg_select: Any
+    bulk1: Result
+    bulkc: Result
+    reserve: Result
+    pg_reserve: Any
+    audit: tuple[int, int, int]
+    many: Many | None
+    workers: Result | None
+
+
+def goal_ratio(value: float, raw: float) -> float | None:
+    return value / raw if raw else None
+
+
+def figures(run: Run, args: Any, note: str) -> list[Figure]:
+    c, many = args.connections, args.many
+    bare, stock, s1 = run.bare, run.stock, run.stock1
+    out = [
         Figure(
-            f"API stock check GET /v1/inventory, c={c}",
+            f"bare FastAPI app GET, c={c} (framework ceiling)",
+            bare.rate,
+            "req/s",
+            note=note,
+        ),
+        Figure(f"bare FastAPI app CPU per request, c={c}", bare.cpu_us, "us"),
+        Figure(
+            f"API stock check GET /v1/inventory, c={c}, vs the bare app",
             stock.rate,
             "req/s",
-            raw=health.rate,
-            ratio=ratio,
-            goal=">= 0.3x /health",
+            raw=bare.rate,
+            ratio=goal_ratio(stock.rate, bare.rate),
+            goal=">= 0.6x bare app",
         ),
-        Figure(f"API stock check p50, c={c}", stock.p50_ms, "ms"),
-        Figure(f"API stock check p99, c={c}", stock.p99_ms, "ms"),
-        Figure("API bulk stock 1000 ids p95, c=1", bulk1.p95_ms, "ms", goal="<= 50 ms"),
-        Figure("API bulk stock 1000 ids p50, c=1", bulk1.p50_ms, "ms"),
-        Figure("API bulk stock 1000 ids p99, c=1", bulk1.p99_ms, "ms"),
-        Figure("API bulk stock 1000 ids, c=1", bulk1.rate, "req/s"),
-        Figure(f"API bulk stock 1000 ids, c={c}", bulkc.rate, "req/s"),
+        Figure(
+            f"API stock check p99 vs its p50, c={c}",
+            stock.p99_ms,
+            "ms",
+            raw=stock.p50_ms,
+            ratio=goal_ratio(stock.p99_ms, stock.p50_ms),
+            goal="<= 3x p50",
+        ),
+        Figure(
+            f"API stock check CPU per request of serve vs the bare app's, c={c}",
+            stock.cpu_us,
+            "us",
+            raw=bare.cpu_us,
+            ratio=goal_ratio(stock.cpu_us, bare.cpu_us),
+        ),
+        Figure(
+            f"API stock check vs pgbench running its SELECT, c={c}",
+            stock.rate,
+            "req/s",
+            raw=run.pg_select.tps,
+            ratio=goal_ratio(stock.rate, run.pg_select.tps),
+        ),
+        Figure("API stock check p50, c=1", s1.p50_ms, "ms", goal="<= 1 ms"),
+        Figure("API stock check p99, c=1", s1.p99_ms, "ms", goal="<= 10 ms"),
+        Figure("API stock check CPU per request, c=1", s1.cpu_us, "us"),
+        Figure("API bulk stock 1000 ids p95, c=1", run.bulk1.p95_ms, "ms", goal="<= 5 ms"),
+        Figure("API bulk stock 1000 ids p50, c=1", run.bulk1.p50_ms, "ms"),
+        Figure("API bulk stock 1000 ids p99, c=1", run.bulk1.p99_ms, "ms"),
+        Figure(f"API bulk stock 1000 ids, c={c}", run.bulkc.rate, "req/s"),
+        Figure(f"API bulk stock 1000 ids CPU per request, c={c}", run.bulkc.cpu_us, "us"),
+        Figure(
+            f"API reserve POST /v1/inventory/reserve, c={c}, vs pgbench reserve",
+            run.reserve.rate,
+            "reservations/s",
+            raw=run.pg_reserve.tps,
+            ratio=goal_ratio(run.reserve.rate, run.pg_reserve.tps),
+            goal=">= 0.5x pgbench",
+        ),
+        Figure(f"API reserve p50, c={c}", run.reserve.p50_ms, "ms"),
+        Figure(f"API reserve p99, c={c}", run.reserve.p99_ms, "ms"),
+        Figure(f"API reserve CPU per request, c={c}", run.reserve.cpu_us, "us"),
+        Figure("API reserve oversold units", run.audit[0], "units", goal="0"),
+        Figure(
+            "API reserve rows whose reserved differs from their holds",
+            run.audit[1],
+            "rows",
+            goal="0",
+        ),  # fmt: skip
     ]
+    if run.many is not None:
+        m = run.many
+        t = f"{args.many_seconds:.0f} s"
+        paced = f"{many} connections paced (one check each per {m.delay_ms} ms)"
+        closed = f"{many} connections closed loop"
+        out += [
+            Figure(f"API stock check, {closed}, {t}, errors", m.result.bad, "errors", goal="0"),
+            Figure(f"API stock check p99, {closed}", m.result.p99_ms, "ms", goal="<= 1000 ms"),
+            Figure(f"API stock check, {closed}", m.result.rate, "req/s"),
+            Figure(f"API stock check, {paced}, {t}, errors", m.paced.bad, "errors", goal="0"),
+            Figure(f"API stock check p99, {paced}", m.paced.p99_ms, "ms", goal="<= 1000 ms"),
+            Figure(f"API stock check p50, {paced}", m.paced.p50_ms, "ms"),
+            Figure(f"API stock check, {paced}", m.paced.rate, "req/s"),
+            Figure(
+                f"serve memory (RSS) peak during the {many}-connection run vs before it",
+                m.rss_peak,
+                "MB",
+                raw=m.rss_before,
+                ratio=goal_ratio(m.rss_peak, m.rss_before),
+            ),
+            Figure(f"serve memory (RSS) after the {many}-connection run", m.rss_after, "MB"),
+        ]
+    if run.workers is not None:
+        w = run.workers
+        out.append(
+            Figure(
+                f"API stock check, c={c}, serve --workers {args.compare_workers} vs --workers 1",
+                w.rate,
+                "req/s",
+                raw=stock.rate,
+                ratio=goal_ratio(w.rate, stock.rate),
+            )
+        )
+        out.append(
+            Figure(f"API stock check p99, c={c}, --workers {args.compare_workers}", w.p99_ms, "ms")
+        )
+    return out
+
+
+def measure_many(server: Server, connections: int, seconds: float, capacity: float) -> Many:
+    """Many keep-alive connections of stock checks, twice: closed loop (each connection sends
+    its next check as soon as it has the answer: the latency is then connections / rate, the
+    server's queue), then paced (each connection one check every delay, offering half the
+    rate measured at --connections: 1,000 clients holding their connection open, the server
+    not saturated). The group's RSS is sampled every 0.5 s while they run."""
+    before = server.rss_mb()
+    peak = [before]
+
+    def watch() -> None:
+        peak[0] = max(peak[0], server.rss_mb())
+
+    check = Workload("stock check", "", random_rows=True)
+    result = measure(server, check, connections, seconds, watch, True)
+    delay_ms = max(1, round(connections / (0.5 * capacity) * 1000)) if capacity else 1000
+    log(f"paced: each connection one check every {delay_ms} ms")
+    paced_w = Workload("stock check (paced)", "", random_rows=True, delay_ms=delay_ms)
+    paced = measure(server, paced_w, connections, seconds, watch, True)
+    after = server.rss_mb()
+    log(f"RSS {before:.0f} MB before, {peak[0]:.0f} MB peak, {after:.0f} MB after")
+    return Many(result, paced, delay_ms, before, max(peak[0], after), after)
+
+
+def run_phases(url: str, prefix: str, args: Any, bodies: Sequence[str]) -> Run:
+    c, s = args.connections, args.seconds
+    stock_w = Workload("stock check", "", random_rows=True)
+    with bare_app() as bare, serving(url, prefix, 1) as serve:
+        check_answers(serve, bodies)
+        half = s / 2
+        b1 = measure(bare, Workload("bare", "/bare", auth=False), c, half)
+        s1 = measure(serve, stock_w, c, half)
+        s2 = measure(serve, stock_w, c, half)
+        b2 = measure(bare, Workload("bare", "/bare", auth=False), c, half)
+    with serving(url, prefix, 1) as serve:  # alone on the machine now
+        pg_select = pgbench_select(url, c, s)
+        stock1 = measure(serve, stock_w, 1, s)
+        bulk = Workload("bulk stock", "/v1/batch/stock", bodies=bodies)
+        bulk1 = measure(serve, bulk, 1, s)
+        bulkc = measure(serve, bulk, c, s)
+        reserve_w = Workload("reserve", "/v1/inventory/reserve", reserve=True)
+        r1 = measure(serve, reserve_w, c, half)
+        p1 = pgbench_reserve(url, c, half)
+        p2 = pgbench_reserve(url, c, half)
+        r2 = measure(serve, reserve_w, c, half)
+        audit = stock_audit(url)
+        log(f"audit: {audit[0]} oversold units, {audit[1]} drifting rows, {audit[2]:,} holds")
+        capacity = combine(s1, s2).rate
+        many = measure_many(serve, args.many, args.many_seconds, capacity) if args.many else None
+    workers = None
+    if args.compare_workers:
+        with serving(url, prefix, args.compare_workers) as served:
+            workers = measure(served, stock_w, c, s)
+    return Run(
+        combine(b1, b2),
+        combine(s1, s2),
+        stock1,
+        pg_select,
+        bulk1,
+        bulkc,
+        combine(r1, r2),
+        p1.merge(p2),
+        audit,
+        many,
+        workers,
+    )
 
 
 def main() -> None:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--seconds", type=float, default=10.0, help="length of each phase")
     p.add_argument("--connections", type=int, default=32, help="concurrency of the rate phases")
-    p.add_argument("--workers", type=int, default=1, help="stockctl serve --workers")
-    p.add_argument("--generator", choices=["auto", "wrk", "python"], default="auto")
+    p.add_argument("--many", type=int, default=1000, help="connections of the many-run (0: skip)")
+    p.add_argument("--many-seconds", type=float, default=30.0, help="length of the many-run")
+    p.add_argument("--compare-workers", type=int, default=2, help="serve --workers W (0: skip)")
+    p.add_argument("--quick", action="store_true", help="2 s phases, a 5 s many-run")
     args = p.parse_args()
-    generator = args.generator
-    if generator == "auto":
-        generator = "wrk" if shutil.which("wrk") else "python"
-    elif generator == "wrk" and not shutil.which("wrk"):
-        raise SystemExit("wrk is not on PATH (Debian package wrk)")
-    log(f"load generator: {generator}")
-
+    if args.quick:
+        args.seconds, args.many_seconds = min(args.seconds, 2.0), min(args.many_seconds, 5.0)
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is not on PATH (Debian package wrk; scripts/bench_tools.sh)")
+    if not shutil.which("pgbench"):
+        raise SystemExit("pgbench is not on PATH (Debian package postgresql-client)")
     prefix = f"benchapi{uuid.uuid4().hex[:8]}"
     bodies = bulk_bodies()
-    load_before = os.getloadavg()[0]
+    load_before = os.getloadavg()
     try:
         with fresh_pg_database("stockctl_bench_api") as url:
             prepare(url, prefix)
-            with serving(url, prefix, args.workers) as (host, port):
-                check_answers(host, port, bodies)
-                c, s = args.connections, args.seconds
-                health, stock = interleaved(
-                    generator,
-                    host,
-                    port,
-                    Workload("/health", "/health", auth=False),
-                    Workload("stock check", "", random_rows=True),
-                    c,
-                    s,
-                )
-                bulk = Workload("bulk stock", "/v1/batch/stock", bodies=bodies)
-                bulk1 = measure(generator, host, port, bulk, 1, s)
-                bulkc = measure(generator, host, port, bulk, c, s)
+            run = run_phases(url, prefix, args, bodies)
     finally:
         cleanup_redis(prefix)
-    load_after = os.getloadavg()[0]
+    load_after = os.getloadavg()
     note = (
-        f"load generator {generator} on the same 2-core machine; stockctl serve --workers "
-        f"{args.workers} (access log on), {args.seconds:.0f} s per phase; 1-minute load average "
-        f"{load_before:.1f} before, {load_after:.1f} after (other work was running)"
+        f"wrk on the same {os.cpu_count()}-core machine as the servers, PostgreSQL and Redis; "
+        f"stockctl serve --workers 1 (access log on), {args.seconds:.0f} s per phase; "
+        "load average (1 / 5 / 15 min) "
+        f"{' / '.join(f'{x:.1f}' for x in load_before)} before, "
+        f"{' / '.join(f'{x:.1f}' for x in load_after)} after"
+        + (
+            " (other work was running on the machine: figures are lower than on an idle one)"
+            if max(load_before[0], load_after[0]) > 1.5
+            else ""
+        )
     )
-    emit(figures(health, stock, bulk1, bulkc, args, note), args.json)
+    emit(figures(run, args, note), args.json)
 
 
 if __name__ == "__main__":

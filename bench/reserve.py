@@ -11,7 +11,8 @@ spread (a random row out of all 200,000) and hot row (P000001 at WH001) -- both 
 - pgbench: ``pgbench -n -c 16 -j 2 -T N -M prepared`` with a script of the very statement the
   library sends (``_FAST_RESERVE`` of stockctl/store/reservation_sql.py, taken from the library
   at run time): product / warehouse from ``\\set ... random()`` formatted like the seed's ids,
-  ids from gen_random_uuid(), times from now(), and the CloudEvent envelopes the library builds
+  event ids from gen_random_uuid(), the reservation id from a random int64, times from now(),
+  and the CloudEvent envelopes the library builds
   (captured from it) bound as parameters as the library binds them. -M extended is the fallback
   if the server refused to prepare the statement; the mode used is reported.
 
@@ -173,17 +174,17 @@ def library_phase(sc: Any, threads: int, seconds: float, hot: bool) -> Phase:
 # --------------------------------------------------------------------------- pgbench side
 
 # How each bind parameter of _FAST_RESERVE is produced in the pgbench script. Product and
-# warehouse ids come from \set random numbers (formatted like the seed's ids), ids from
-# gen_random_uuid() (the reservation id from a random number, so the reservation and its ledger
-# line carry the same one), times from now(); the envelopes, topics and actor are -D variables
-# that pgbench -M prepared binds as parameters, as the library binds them.
+# warehouse ids come from \set random numbers (formatted like the seed's ids), event ids from
+# gen_random_uuid(), the reservation's int64 id from a random number (so the reservation and
+# its ledger line carry the same one), times from now(); the envelopes, topics and actor are -D
+# variables that pgbench -M prepared binds as parameters, as the library binds them.
 PGBENCH_VALUES = {
     "p": "('P' || lpad(:p::text, 6, '0'))",
     "w": "('WH' || lpad(:w::text, 3, '0'))",
     "q": ":q",
     "now": "now()",
     "exp": "(now() + interval '15 minutes')",
-    "rid": "md5(:rid::text)::uuid::text",
+    "rid": ":rid",
     "order": "NULL::text",
     "actor": ":actor",
     "e1": "gen_random_uuid()::text",
@@ -236,6 +237,9 @@ def captured_envelopes() -> dict[str, str]:
 
     class Recorder:
         backend = "postgresql"
+
+        def fast_reservation_id(self) -> int:
+            return 1
 
         def reserve_fast(self, r: Any, actor: str, *events: Any) -> bool:
             seen["actor"] = actor
