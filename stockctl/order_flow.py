@@ -19,9 +19,10 @@ from typing import Protocol, TypeVar
 from stockctl.core.model import Reservation, ReservationStatus, utcnow
 from stockctl.core.operations import LineLike, as_lines
 from stockctl.core.reservations import Line
-from stockctl.errors import StockctlError
+from stockctl.errors import InvalidTransition, StockctlError
 
 log = logging.getLogger("stockctl.checkout")
+MAX_ATTEMPTS = 100  # checkouts of one order id whose holds were released
 T = TypeVar("T")
 
 
@@ -54,13 +55,30 @@ def checkout(
 ) -> T:
     """Reserve, create the order, confirm; release everything if the order is not created."""
     parsed = as_lines(lines)
-    held = warehouse.checkout(
-        parsed,
-        order_id=order_id,
-        ttl=ttl,
-        allow_split=allow_split,
-        idempotency_key=f"checkout-{order_id or uuid.uuid4()}",
-    )
+    key = f"checkout-{order_id or uuid.uuid4()}"
+
+    def reserve(idempotency_key: str) -> list[Reservation]:
+        return warehouse.checkout(
+            parsed,
+            order_id=order_id,
+            ttl=ttl,
+            allow_split=allow_split,
+            idempotency_key=idempotency_key,
+        )
+
+    # The key follows the order, so a retry after a crash gets the same holds, not more. An
+    # attempt whose order was not created released its holds, and its replay says so: the
+    # next key of the order (``-2``, ``-3``...) is tried, which holds afresh the first time
+    # and replays those holds after that.
+    held, attempt = reserve(key), 1
+    while any(not r.status.holds_stock for r in held):
+        attempt += 1
+        if attempt > MAX_ATTEMPTS:
+            raise InvalidTransition(
+                f"order {order_id}: {MAX_ATTEMPTS} checkouts of it were released; use a new "
+                "order id"
+            )
+        held = reserve(f"{key}-{attempt}")
     try:
         result = create_order(held)
     except BaseException:

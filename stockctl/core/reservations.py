@@ -169,6 +169,12 @@ def _reserve_fast(
     return r if ctx.store.reserve_fast(r, ctx.actor, reserved, out, low) else None
 
 
+def _as_now(ctx: Context, replayed: list[Reservation]) -> list[Reservation]:
+    """A replayed answer's holds as they are now: released or expired since, they say so (a
+    caller must not take a hold that is gone for one it still has)."""
+    return [ctx.store.get_reservation(r.id) or r for r in replayed]
+
+
 def _new_reservation(
     rid: int,
     product_id: str,
@@ -245,7 +251,7 @@ def _checkout(
         key,
         apply,
         lambda rs: [encode_reservation(r) for r in rs],
-        lambda data: [decode_reservation(d) for d in data],
+        lambda data: _as_now(ctx, [decode_reservation(d) for d in data]),
     )
 
 

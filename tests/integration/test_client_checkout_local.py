@@ -96,3 +96,30 @@ def test_unconfirmed_holds_expire_at_their_ttl(
     assert [sc.get_reservation(r.id).status for r in seen] == [S.EXPIRED]
     assert any(m.startswith(f"confirm of reservation {seen[0].id} failed") for m in caplog.messages)
     assert reserved(sc, a) == 0
+
+
+def test_a_retry_after_a_failed_order_holds_stock_again(
+    sc: Stockctl, stock: tuple[str, str]
+) -> None:
+    """The same order id after ``create_order`` failed (an order id from a sequence whose
+    insert rolled back): the first attempt's holds were released, so the retry must not get
+    them back as if held, but hold stock afresh."""
+    a, _ = stock
+    order = new_id("O")
+
+    def failing(held: list[Reservation]) -> None:
+        raise RuntimeError("order insert failed")
+
+    with pytest.raises(RuntimeError):
+        stockctl.checkout(sc, [(a, "W-1", 3)], failing, order_id=order)
+    assert reserved(sc, a) == 0
+
+    seen: list[Reservation] = []
+    stockctl.checkout(sc, [(a, "W-1", 3)], seen.extend, order_id=order)
+    assert reserved(sc, a) == 3
+    assert [sc.get_reservation(r.id).status for r in seen] == [S.CONFIRMED]
+
+    again: list[Reservation] = []  # a crash-retry of the created order: the same holds, no more
+    stockctl.checkout(sc, [(a, "W-1", 3)], again.extend, order_id=order)
+    assert reserved(sc, a) == 3
+    assert [r.id for r in again] == [r.id for r in seen]
