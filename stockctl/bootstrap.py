@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from stockctl.core.cache import ReadCounters
 from stockctl.core.context import Context
+from stockctl.core.hot_rows import HotRows
 from stockctl.core.ports import CacheReads, StockCache
 from stockctl.settings import Settings
 from stockctl.store.engine import create_store_engine
@@ -43,6 +44,8 @@ class App:
             self._metrics.watch_engine(self.store.engine, self.settings.db_pool_max_open)
             self._metrics.queue_capacity.set(self.settings.worker_queue_size)
             self.read_counters.listener = self._metrics.count_reads
+            if self.ctx.hot_rows is not None:
+                self.ctx.hot_rows.listener = self._metrics.record_merge
         return self._metrics
 
     @property
@@ -234,5 +237,15 @@ def bootstrap(settings: Settings) -> App:
         reservation_max_ttl=timedelta(seconds=settings.reservation_max_ttl_seconds),
         idempotency_window=timedelta(seconds=settings.idempotency_window_seconds),
         allocation_strategy=settings.allocation_strategy,
+        hot_rows=_hot_rows(settings, store),
     )
     return App(settings=settings, store=store, ctx=ctx)
+
+
+def _hot_rows(settings: Settings, store: SqlStore) -> HotRows[Any, Any] | None:
+    """The merging coordinator, where merging is on and the store can merge (PostgreSQL)."""
+    if not settings.reserve_merge or store.backend != "postgresql":
+        return None
+    from stockctl.core.reserve_merge import merger
+
+    return merger(settings.reserve_merge_window_ms / 1000, settings.reserve_merge_max)

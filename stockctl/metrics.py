@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     from stockctl.core.envelope import Incoming
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+MERGE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+WAIT_BUCKETS = (0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
 
 class Metrics:
@@ -91,6 +93,25 @@ class Metrics:
             ["circuit", "state"],
             registry=r,
         )
+
+        self.merge_size = Histogram(
+            "stockctl_reserve_merge_size",
+            "Reserves carried out together in one merge of a hot row (1: alone)",
+            buckets=MERGE_BUCKETS,
+            registry=r,
+        )
+        self.merge_wait = Histogram(
+            "stockctl_reserve_merge_wait_seconds",
+            "From a reserve's arrival to the start of its merge (queue and window)",
+            buckets=WAIT_BUCKETS,
+            registry=r,
+        )
+
+    def record_merge(self, size: int, waits: Sequence[float]) -> None:
+        """A ``HotRows`` listener: one merge of ``size`` reserves and their waits."""
+        self.merge_size.observe(size)
+        for w in waits:
+            self.merge_wait.observe(w)
 
     def circuit_changed(self, name: str) -> Callable[[str, str], None]:
         """An ``on_change`` hook for a ``Breaker`` named ``name``."""

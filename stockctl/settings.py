@@ -108,6 +108,12 @@ class Settings(BaseSettings):
     reservation_ttl_seconds: int = Field(900, ge=1, le=7 * 86400)
     reservation_max_ttl_seconds: int = Field(86_400, ge=1, le=30 * 86400)
     allocation_strategy: Literal["priority", "most_stock"] = "priority"
+    # Merged reservations of a hot row: concurrent reserves of one (product, warehouse) in this
+    # process run as one statement, in arrival order (PostgreSQL; stockctl.core.reserve_merge).
+    # A reserve queued behind one in flight waits up to the window for others; one alone never.
+    reserve_merge: bool = True
+    reserve_merge_window_ms: float = Field(1.5, ge=0, le=100)
+    reserve_merge_max: int = Field(256, ge=2, le=10_000)
     cache_ttl_seconds: int = Field(300, ge=0)
     # How long an event id's de-duplication marker lives (catalog:event:processed:{id}).
     event_dedupe_ttl_seconds: int = Field(86_400, ge=60, le=30 * 86400)

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from stockctl.core.events import change_events
+from stockctl.core.hot_rows import HotRows
 from stockctl.core.model import Inventory, Movement, MovementKind, utcnow
 from stockctl.core.ports import Store, StoreTx
 from stockctl.core.values import check_idempotency_key as check_idempotency_key
@@ -32,6 +33,8 @@ class Context:
     idempotency_window: timedelta = timedelta(hours=24)
     allocation_strategy: str = "priority"
     clock: Callable[[], datetime] = field(default=utcnow)
+    # Merges concurrent reserves of one hot row (``stockctl.core.reserve_merge``); None: off.
+    hot_rows: HotRows[Any, Any] | None = None
 
 
 def request_hash(operation: str, request: dict[str, Any]) -> str:

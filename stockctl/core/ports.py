@@ -195,6 +195,13 @@ class Store(Protocol):
         """Reserve in one step if the store can and the row has the stock; else do nothing."""
         ...
 
+    def reserve_merged(
+        self, requests: Sequence[FastRequest], actor: str
+    ) -> list[tuple[bool, int]] | None:
+        """Reserves of one row in one step, walked in order: per request (taken, sellable
+        before it); None, having done nothing, where they must run one by one."""
+        ...
+
     def get_reservation(self, reservation_id: str) -> Reservation | None: ...
 
     def list_reservations(

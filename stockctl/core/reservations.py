@@ -137,6 +137,10 @@ def reserve(
     check_order_id(order_id)
     key = check_idempotency_key(idempotency_key)
     if key is None and warehouse_id is not None:
+        if ctx.hot_rows is not None:
+            from stockctl.core.reserve_merge import reserve_merged
+
+            return reserve_merged(ctx, line.product_id, warehouse_id, quantity, hold, order_id)
         fast = _reserve_fast(ctx, line.product_id, warehouse_id, quantity, hold, order_id)
         if fast is not None:
             return fast

@@ -552,6 +552,18 @@ class SqlStore:
         with self._guard(self.engine):
             return fast_reserve(self.engine, reservation, actor, reserved, out_of_stock, low_stock)
 
+    def reserve_merged(
+        self, requests: Sequence[FastRequest], actor: str
+    ) -> list[tuple[bool, int]] | None:
+        """PostgreSQL's merged reserve of one row (``stockctl.store.hot_row_sql``); None (nothing
+        done: run them one by one) elsewhere."""
+        if self.backend != "postgresql" or not requests:
+            return None
+        from stockctl.store.hot_row_sql import merged_reserve
+
+        with self._guard(self.engine):
+            return merged_reserve(self.engine, requests, actor)
+
     def get_reservation(self, reservation_id: str) -> Reservation | None:
         stmt = select(reservations).where(reservations.c.id == reservation_id)
         with self.read() as conn:
