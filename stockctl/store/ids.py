@@ -29,13 +29,19 @@ class BlockIds:
         self._end = 0  # exclusive
 
     def take(self, conn: Connection | None = None) -> int:
-        with self._lock:
-            if self._next >= self._end:
-                start = self._block(conn)
-                self._next, self._end = start, start + RESERVATION_ID_BLOCK
-            taken = self._next
-            self._next += 1
-            return taken
+        while True:
+            with self._lock:
+                if self._next < self._end:
+                    taken = self._next
+                    self._next += 1
+                    return taken
+            # A new block is fetched outside the lock: without ``conn`` it waits for a pool
+            # connection, and holding the lock meanwhile would stall every thread that has one
+            # (a checkout's transaction asking for its id) until the pool timed out.
+            start = self._block(conn)
+            with self._lock:
+                if self._next >= self._end:  # else another thread refilled first: this block
+                    self._next, self._end = start, start + RESERVATION_ID_BLOCK  # is skipped
 
     def _block(self, conn: Connection | None) -> int:
         stmt = select(RESERVATION_BLOCKS.next_value())
