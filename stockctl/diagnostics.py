@@ -27,6 +27,7 @@ class LiveProbe:
         self.queue_capacity = s.worker_queue_size
         self.stream_maxlen = s.stream_maxlen
         self.dedupe_markers: str = s.event_dedupe_markers
+        self.reserve_merging = _merging(app)
         self._lag: list[dict[str, Any]] | None = None
         self._info: dict[str, Any] | None = None
         self._last: dict[str, str] = {}  # event id -> CloudEvent JSON, from last_event
@@ -137,7 +138,18 @@ class LiveProbe:
                 ),
                 {"s": self.thresholds.long_query_s},
             ).scalar_one()
-        return {"used": int(used), "max": int(top), "long_queries": int(long)}
+            waits = conn.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND "
+                    "wait_event IN ('tuple', 'transactionid') AND datname = current_database()"
+                )
+            ).scalar_one()
+        return {
+            "used": int(used),
+            "max": int(top),
+            "long_queries": int(long),
+            "row_lock_waits": int(waits),
+        }
 
     def hit_rate(self) -> tuple[float | None, int]:
         stats = self.app.cache().stats()
@@ -198,3 +210,16 @@ def _summed(per_node: dict[str, Any]) -> dict[str, Any]:
     for name in SUMMED_INFO:
         out[name] = sum(int(n.get(name) or 0) for n in nodes)
     return out
+
+
+def _merging(app: App) -> str:
+    """How this configuration runs concurrent reserves of one row (``reserve_merge``)."""
+    s = app.settings
+    if not s.reserve_merge:
+        return "off (reserve_merge: false): one statement per reserve"
+    if app.store.backend != "postgresql":
+        return "off: the embedded SQLite store runs one write at a time anyway"
+    return (
+        f"on: concurrent reserves of one row in a process merge "
+        f"(window {s.reserve_merge_window_ms:g} ms, up to {s.reserve_merge_max})"
+    )

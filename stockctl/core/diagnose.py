@@ -50,6 +50,7 @@ class Thresholds:
     uncached_warn: float = 0.1
     ttl_warn_s: int = 60
     pool_warn: float = 0.8
+    row_lock_waits_warn: int = 8
 
 
 class Probe(Protocol):
@@ -61,6 +62,7 @@ class Probe(Protocol):
     queue_capacity: int
     stream_maxlen: int
     dedupe_markers: str
+    reserve_merging: str  # how hot-row reserves run here: "on (...)", "off (...)"
 
     def outbox_backlog(self) -> tuple[int, float]: ...
     def topic_lag(self) -> list[dict[str, Any]]: ...
@@ -312,6 +314,24 @@ def database(p: Probe, rb: Runbook) -> list[Check]:
     return out
 
 
+def reserve_merging(p: Probe, rb: Runbook) -> Check:
+    """Merged reservations of hot rows, and sessions queued on a row lock (a hot row's sign)."""
+    t = p.thresholds
+    waits = p.db_activity().get("row_lock_waits")
+    shown = p.reserve_merging
+    if waits is not None:
+        shown += f"; {waits} database sessions waiting on a row lock"
+    off = not p.reserve_merging.startswith("on")
+    hot = waits is not None and waits >= t.row_lock_waits_warn
+    return rb.check(
+        "reserve merging",
+        Status.WARN if hot and off else Status.OK,
+        shown,
+        f"warn {t.row_lock_waits_warn} waiting while merging is off",
+        "hot rows: set reserve_merge: true (merges concurrent reserves of one row)",
+    )
+
+
 def redis_latency(p: Probe, rb: Runbook) -> list[Check]:
     if not p.uses_redis:
         return [rb.check("redis", Status.OK, "not configured (embedded default)")]
@@ -533,7 +553,7 @@ def dedupe_mode(p: Probe, rb: Runbook) -> Check:
 
 RUNBOOKS: dict[str, list[Callable[[Probe, Runbook], Check | list[Check]]]] = {
     "stock-not-updating": [backlog, group_lag, heartbeat, dead_letters, dedupe_mode],
-    "slow": [processing_time, queue_fill, database, redis_latency],
+    "slow": [processing_time, queue_fill, database, reserve_merging, redis_latency],
     "cache-misses": [hit_rate, ttls, uncached],
     "queue-overflow": [stream_lengths, stream_overflow, queue_fill, dead_letters, workers_alive],
     "consistency": [reserved, overdue, cache_sample],

@@ -23,6 +23,7 @@ class FakeProbe:
         self.queue_capacity = 1000
         self.stream_maxlen = 0
         self.dedupe_markers = "unversioned"
+        self.reserve_merging = "on: concurrent reserves of one row in a process merge"
         self.topology = "standalone: 127.0.0.1:6379 (db 0)"
         self.backlog: tuple[int, float] = (0, 0.0)
         self.lags: list[dict[str, Any]] = [
@@ -332,6 +333,29 @@ def test_in_flight_entries_vs_queue_capacity(pending: int, status: Status) -> No
 def test_database_connections(used: int, status: Status) -> None:
     activity = {"used": used, "max": 100, "long_queries": 0}
     assert one("slow", "database connections", _probe(activity=activity)).status is status
+
+
+@pytest.mark.parametrize(
+    ("merging", "waits", "status"),
+    [
+        ("on: merging", 50, Status.OK),
+        ("off (reserve_merge: false)", 7, Status.OK),
+        ("off (reserve_merge: false)", 8, Status.WARN),
+        ("off (reserve_merge: false)", None, Status.OK),  # SQLite: no lock waits to count
+    ],
+)
+def test_reserve_merging_warns_of_a_hot_row_only_while_merging_is_off(
+    merging: str, waits: int | None, status: Status
+) -> None:
+    activity: dict[str, Any] = {"used": 3, "max": 100, "long_queries": 0}
+    if waits is not None:
+        activity["row_lock_waits"] = waits
+    c = one("slow", "reserve merging", _probe(activity=activity, reserve_merging=merging))
+    assert c.status is status and c.value.startswith(merging)
+    if waits is not None:
+        assert f"{waits} database sessions waiting on a row lock" in c.value
+    if status is Status.WARN:
+        assert "reserve_merge: true" in c.remedy
 
 
 def test_long_running_queries_warn() -> None:
