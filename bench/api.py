@@ -27,7 +27,8 @@ phase ``--seconds`` long after a short untimed warm-up, at ``--connections`` (32
 - ``--many`` (1,000) concurrent keep-alive connections of stock checks for ``--many-seconds``
   (30), twice: closed loop (each connection sends its next check on its answer: the latency is
   then connections / rate, so p99 <= 1 s needs ~1,000 checks/s) and paced (each connection one
-  check every 1,000 / (0.5 x the rate at --connections) seconds: 1,000 clients holding their
+  check every 1,000 / (0.5 x the rate at --connections) seconds on average, each wait drawn
+  at random between 0 and twice that, the first one too: 1,000 clients holding their
   connections open with the server not saturated): 0 errors (socket errors, timeouts,
   non-2xx), p99 <= 1 s for each, and the serve process's memory (RSS) before, at its peak
   (sampled every 0.5 s) and after;
@@ -327,8 +328,8 @@ def _lua(w: Workload) -> str:
         )
     else:
         lines.append(f'wrk.path = "{w.path}"')
-    if w.delay_ms:
-        lines.append(f"delay = function() return {w.delay_ms} end")
+    if w.delay_ms:  # wrk delays each connection's first request too: random, so they spread
+        lines.append(f"delay = function() return math.random(1, {2 * w.delay_ms}) end")
     return "\n".join(lines) + "\n" + _LUA_DONE
 
 
@@ -587,7 +588,7 @@ def figures(run: Run, args: Any, note: str) -> list[Figure]:
     if run.many is not None:
         m = run.many
         t = f"{args.many_seconds:.0f} s"
-        paced = f"{many} connections paced (one check each per {m.delay_ms} ms)"
+        paced = f"{many} connections paced (one check each per {m.delay_ms} ms on average)"
         closed = f"{many} connections closed loop"
         out += [
             Figure(f"API stock check, {closed}, {t}, errors", m.result.bad, "errors", goal="0"),

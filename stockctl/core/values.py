@@ -52,13 +52,25 @@ _RFC3339_RE = re.compile(
 )
 
 
+# Ids that passed check_id (exact str only), so that the hot paths (bulk stock checks 1,000 ids
+# in the HTTP schema and again in the core) match each id once: bounded, cleared when full.
+_VALID_IDS: set[str] = set()
+_VALID_IDS_MAX = 100_000
+
+
 def check_id(value: Any, what: str) -> str:
     """Product and warehouse ids: 1-64 letters, digits, ``_ . -``; no ``:`` (cache keys)."""
+    if type(value) is str and value in _VALID_IDS:
+        return value
     if not isinstance(value, str) or not _ID_RE.fullmatch(value):
         raise InvalidInput(
             f"malformed {what} id {_show(value)}: use 1-64 letters, digits, '_', '.' or '-'",
             field=what,
         )
+    if type(value) is str:
+        if len(_VALID_IDS) >= _VALID_IDS_MAX:
+            _VALID_IDS.clear()
+        _VALID_IDS.add(value)
     return value
 
 

@@ -94,6 +94,9 @@ class FastReads:
             if error is exc:
                 raise
             raise error from exc
+        except BaseException:  # interrupted mid-statement: the connection is in no known state
+            self._discard(conn)
+            raise
         self._give(conn)
         return _rows(query, fetched)
 
@@ -227,6 +230,9 @@ class AsyncFastReads:
             if error is exc:
                 raise
             raise error from exc
+        except BaseException:  # cancelled mid-statement (a shutdown): not fit to be reused
+            _finish(conn)
+            raise
         self._give(conn)
         return _rows(query, fetched)
 

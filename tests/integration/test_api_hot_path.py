@@ -1,0 +1,110 @@
+"""Issue 18's hot path keeps the API's answers: the stock check on the event loop (async fast
+reads on PostgreSQL), the store's fast reads against SQLAlchemy's, routes serialised in the
+worker thread, and the access log (one JSON line per request, secrets masked)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from stockctl.api.accesslog import ACCESS_LOGGER
+from stockctl.api.deps import row_out
+from tests.apiutil import READ, READ_TOKEN, api_on, assert_problem, seed, unique
+
+
+class Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+@pytest.fixture
+def access_lines() -> Iterator[list[str]]:
+    logger = logging.getLogger(ACCESS_LOGGER)
+    handler, level = Lines(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield handler.lines
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def test_stock_check_answers_as_the_library_and_refuses_as_before(database_url: str) -> None:
+    with api_on(database_url) as api:
+        (p,), (w,) = seed(api.sc, 1, 1, qty=7)
+        r = api.client.get("/v1/inventory", params={"product_id": p, "warehouse_id": w})
+        assert r.status_code == 200, r.text
+        assert r.headers["content-type"] == "application/json"
+        assert r.json() == row_out(api.sc.stock(p, w).rows[0]).model_dump(mode="json")
+        assert r.json()["sellable"] == 7
+        other = unique("W")
+        api.sc.add_warehouse(other)
+        for params, slug in (
+            ({"product_id": unique("P"), "warehouse_id": w}, "product-not-found"),
+            ({"product_id": p, "warehouse_id": unique("W")}, "warehouse-not-found"),
+            ({"product_id": p, "warehouse_id": other}, "inventory-not-found"),
+        ):
+            assert_problem(api.client.get("/v1/inventory", params=params), 404, slug)
+        bad = api.client.get("/v1/inventory", params={"product_id": "a:b", "warehouse_id": w})
+        assert_problem(bad, 422, "invalid-input")
+        # served by the fast paths, product inventory and reserve answer as their models say
+        rows = api.client.get(f"/api/v1/inventory/product/{p}").json()
+        assert rows["total_sellable"] == 7 and len(rows["warehouses"]) == 1
+        held = api.client.post(
+            "/v1/inventory/reserve", json={"product_id": p, "warehouse_id": w, "quantity": 2}
+        )
+        assert held.status_code == 201, held.text
+
+
+def test_fast_reads_give_the_rows_sqlalchemy_gives(pg_url: str) -> None:
+    with api_on(pg_url) as api:
+        (p, q), ws = seed(api.sc, 2, 3, qty=5)
+        api.sc.reserve(p, ws[1], 2)
+        store = api.app.store
+        assert store.reads_async
+        fast = [store.get_inventory(p, ws[1]), store.product_inventory(q)]
+        fast_async = asyncio.run(store.get_inventory_async(p, ws[1]))
+        missing = asyncio.run(store.get_inventory_async(p, unique("W")))
+        assert store._fast is not None
+        store._fast.close()
+        store._fast = None  # the SQLAlchemy path
+        assert fast == [store.get_inventory(p, ws[1]), store.product_inventory(q)]
+        assert fast_async == fast[0] and missing is None
+        assert fast[0] is not None and fast[0].quantity_reserved == 2
+        assert fast[0].last_movement_at.tzinfo is not None
+        assert [r.warehouse_id for r in fast[1]] == sorted(ws)
+
+
+def test_access_log_is_one_json_line_per_request_with_secrets_masked(
+    sqlite_url: str, access_lines: list[str]
+) -> None:
+    with api_on(sqlite_url) as api:
+        (p,), (w,) = seed(api.sc, 1, 1)
+        access_lines.clear()
+        api.client.get(
+            "/v1/inventory",
+            params={"product_id": p, "warehouse_id": w, "token": "s3cr3t", "q": READ_TOKEN},
+            headers=READ,
+        )
+        api.client.get(f"/v1/products/{READ_TOKEN}", headers=READ)
+        api.client.get("/health")
+    assert len(access_lines) == 3, access_lines
+    check, by_path, health = (json.loads(line) for line in access_lines)
+    assert set(check) == {"ts", "client", "request", "route", "status", "ms"}
+    assert check["request"].startswith(f"GET /v1/inventory?product_id={p}&warehouse_id={w}")
+    assert "token=***" in check["request"] and "q=***" in check["request"]
+    assert check["route"] == "/v1/inventory" and check["status"] == 200
+    assert check["ts"].endswith("Z") and check["ms"] >= 0
+    assert by_path["request"] == "GET /v1/products/***" and by_path["status"] == 404
+    assert health["route"] == "/health"
+    text = "\n".join(access_lines)
+    assert "s3cr3t" not in text and READ_TOKEN not in text
