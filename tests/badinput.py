@@ -228,7 +228,7 @@ OPERATIONS: tuple[Operation, ...] = (
         ("stock", "receive"),
     ),
     Operation(
-        "set", "PUT", "/v1/inventory/{product_id}",
+        "set", "PUT", "/v1/inventory/product/{product_id}",
         (Input("product_id", "id", 0, in_path=True), W, Input("quantity_available", "count", 2),
          Input("expect_version", "count", "--expect-version"),
          Input("low_stock_threshold", "count", "--threshold"), REASON),

@@ -77,7 +77,7 @@ def _argv(w: World) -> dict[str, list[str]]:
         "transfer": ["stock", "transfer", p, a, b, "1"],
         "set": ["stock", "set", p, a, "7"],
         "reserve": ["reserve", p, a, "1"],
-        "release": ["release", v["reservation_id"]],
+        "release": ["release", str(v["reservation_id"])],
         "release-order": ["release", "--order", v["order_id"]],
     }
 
