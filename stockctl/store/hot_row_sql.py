@@ -17,32 +17,34 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
 from sqlalchemy import Engine
 
+from stockctl.core.model import Reservation
 from stockctl.core.ports import FastRequest
 
 MERGED_RESERVE = """
 WITH RECURSIVE req AS (
-    SELECT n::int AS n, q, rid, ord, at, exp, e1, e2, e3, j1, j2, j3
-      FROM unnest(%(qs)s::int[], %(rids)s, %(orders)s::text[],
-                  %(ats)s::timestamptz[], %(exps)s::timestamptz[],
-                  %(e1)s::text[], %(e2)s::text[], %(e3)s::text[],
-                  %(j1)s::jsonb[], %(j2)s::jsonb[], %(j3)s::jsonb[])
-           WITH ORDINALITY AS t(q, rid, ord, at, exp, e1, e2, e3, j1, j2, j3, n)
+    SELECT t.n::int AS n, (x ->> 'q')::int AS q, (x ->> 'rid')::bigint AS rid,
+           x ->> 'ord' AS ord, (x ->> 'at')::timestamptz AS at,
+           (x ->> 'exp')::timestamptz AS exp,
+           x -> 'j1' AS j1, x -> 'j2' AS j2, x -> 'j3' AS j3
+      FROM jsonb_array_elements(%(reqs)s::jsonb) WITH ORDINALITY AS t(x, n)
 ), cur AS (
     SELECT quantity_available - quantity_reserved AS sellable
       FROM inventory
      WHERE product_id = %(p)s AND warehouse_id = %(w)s
        FOR UPDATE
-), walk (n, left_, fits, k, taken) AS (
+), walk (n, left_, fits, k, taken) AS (  -- one step per request: qs[n] is its quantity
     SELECT 0, sellable, false, 0, 0 FROM cur
     UNION ALL
-    SELECT req.n,
-           CASE WHEN req.q <= walk.left_ THEN walk.left_ - req.q ELSE walk.left_ END,
-           req.q <= walk.left_,
-           walk.k + CASE WHEN req.q <= walk.left_ THEN 1 ELSE 0 END,
-           walk.taken + CASE WHEN req.q <= walk.left_ THEN req.q ELSE 0 END
-      FROM walk JOIN req ON req.n = walk.n + 1
+    SELECT s.n, CASE WHEN s.fits THEN w.left_ - s.q ELSE w.left_ END, s.fits,
+           w.k + CASE WHEN s.fits THEN 1 ELSE 0 END,
+           w.taken + CASE WHEN s.fits THEN s.q ELSE 0 END
+      FROM walk w
+     CROSS JOIN LATERAL (SELECT w.n + 1 AS n, (%(qs)s::int[])[w.n + 1] AS q,
+                                (%(qs)s::int[])[w.n + 1] <= w.left_ AS fits) AS s
+     WHERE w.n < cardinality(%(qs)s::int[])
 ), blocked AS (
     SELECT 1 AS yes
      WHERE EXISTS (SELECT 1 FROM walk WHERE n > 0 AND NOT fits)
@@ -84,7 +86,7 @@ WITH RECURSIVE req AS (
       FROM made ORDER BY n
 ), ev AS (
     INSERT INTO outbox (event_id, topic, subject, payload, created_at)
-    SELECT e.id, e.topic, %(p)s,
+    SELECT e.env ->> 'id', e.topic, %(p)s,
            jsonb_set(e.env, '{data}', (e.env -> 'data') || jsonb_build_object(
                'quantity_available', made.a,
                'quantity_reserved', made.r,
@@ -93,9 +95,9 @@ WITH RECURSIVE req AS (
                'version', made.v))::text,
            made.at
       FROM made CROSS JOIN LATERAL (VALUES
-             (1, made.e1, %(t1)s, made.j1),
-             (2, made.e2, %(t2)s, made.j2),
-             (3, made.e3, %(t3)s, made.j3)) AS e(k, id, topic, env)
+             (1, %(t1)s, made.j1),
+             (2, %(t2)s, made.j2),
+             (3, %(t3)s, made.j3)) AS e(k, topic, env)
      WHERE e.k = 1
         OR (e.k = 2 AND made.sellable <= 0 AND made.sellable + made.q > 0)
         OR (e.k = 3 AND made.sellable > 0 AND made.sellable <= made.lim
@@ -116,23 +118,33 @@ def merged_reserve(
 ) -> list[tuple[bool, int]] | None:
     """Run a merge in one autocommitted statement: per request (taken, sellable before it);
     None when nothing was done and the requests must run one by one (see the module's doc)."""
-    first = requests[0][0]
+    first, *types = (x if n == 0 else x.type for n, x in enumerate(requests[0]))
+    assert isinstance(first, Reservation)
+    # every request in one JSON document (bound as one text, not arrays of escaped strings)
+    reqs = [
+        {
+            "q": r.quantity,
+            "rid": r.id,
+            "ord": r.order_id,
+            "at": r.created_at,
+            "exp": r.expires_at,
+            "j1": reserved.to_dict(),
+            "j2": out.to_dict(),
+            "j3": low.to_dict(),
+        }
+        for r, reserved, out, low in requests
+    ]
     params: dict[str, Any] = {
         "p": first.product_id,
         "w": first.warehouse_id,
+        "reqs": orjson.dumps(reqs).decode(),
         "qs": [r.quantity for r, *_ in requests],
-        "rids": [r.id for r, *_ in requests],
-        "orders": [r.order_id for r, *_ in requests],
-        "ats": [r.created_at for r, *_ in requests],
-        "exps": [r.expires_at for r, *_ in requests],
         "latest": max(r.created_at for r, *_ in requests),
         "actor": actor,
+        "t1": types[0],
+        "t2": types[1],
+        "t3": types[2],
     }
-    events = [req[1:] for req in requests]  # (reserved, out of stock, low stock) each
-    for n in (1, 2, 3):
-        params[f"e{n}"] = [e[n - 1].id for e in events]
-        params[f"j{n}"] = [e[n - 1].to_json() for e in events]
-        params[f"t{n}"] = events[0][n - 1].type
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         rows = conn.exec_driver_sql(MERGED_RESERVE, params).all()
     if len(rows) != len(requests) or rows[0].blocked:
