@@ -20,7 +20,6 @@ from typing import Any
 import orjson
 from sqlalchemy import Engine
 
-from stockctl.core.model import Reservation
 from stockctl.core.ports import FastRequest
 
 MERGED_RESERVE = """
@@ -118,8 +117,8 @@ def merged_reserve(
 ) -> list[tuple[bool, int]] | None:
     """Run a merge in one autocommitted statement: per request (taken, sellable before it);
     None when nothing was done and the requests must run one by one (see the module's doc)."""
-    first, *types = (x if n == 0 else x.type for n, x in enumerate(requests[0]))
-    assert isinstance(first, Reservation)
+    first, *candidates = requests[0]
+    types = [e.type for e in candidates]
     # every request in one JSON document (bound as one text, not arrays of escaped strings)
     reqs = [
         {
