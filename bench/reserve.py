@@ -6,9 +6,12 @@ raised to 1,000,000,000 so no phase ever runs dry, VACUUM ANALYZE. Then, on two 
 spread (a random row out of all 200,000) and hot row (P000001 at WH001) -- both sides for
 ``--seconds`` each (default 10):
 
-- library: 16 threads, each calling ``Stockctl.reserve(product, warehouse, 1)`` in a loop
-  (one pool, 40 open / 20 idle; a short untimed warm-up opens the connections first);
-- pgbench: ``pgbench -n -c 16 -j 2 -T N -M prepared`` with a script of the very statement the
+- library: 16 threads on the spread, 64 (``--hot-threads``) on the hot row, each calling
+  ``Stockctl.reserve(product, warehouse, 1)`` in a loop (one pool, 40 open / 20 idle; a short
+  untimed warm-up opens the connections first), merged reservations on as by default (issue 19:
+  concurrent reserves of one row in the process run as one statement; ``--no-merge``: off);
+  on the hot row every call is timed (p99, goal <= 20 ms);
+- pgbench: ``pgbench -n -c 16|64 -j 2 -T N -M prepared`` with a script of the very statement the
   library sends (``_FAST_RESERVE`` of stockctl/store/reservation_sql.py, taken from the library
   at run time): product / warehouse from ``\\set ... random()`` formatted like the seed's ids,
   event ids from gen_random_uuid(), the reservation id from a random int64, times from now(),
@@ -20,37 +23,48 @@ Each side's time is split in two halves run library, pgbench, pgbench, library (
 CHECKPOINT before each), so a drift in machine load weighs on both alike; rates are successes
 over summed time (pgbench's excluding connection set-up).
 
-The ratio is library / pgbench (goal >= 0.5 for both). At the end the database is checked:
+Then the hot row over HTTP: ``stockctl serve`` (one process) on the same database under
+``wrk -c 64`` POSTing the reserve (bench/_reserve_http.py), against the same pgbench hot-row
+figure (needs wrk: make bench-tools; skipped with --no-merge).
+
+The ratio is library (or HTTP) / pgbench: goals >= 0.5 on the spread (which merging must not make
+worse), >= 5 on the hot row, >= 2 over HTTP. At the end the database is checked:
 oversold units (quantity_reserved > quantity_available), rows whose quantity_reserved differs
 from the sum of their ACTIVE + CONFIRMED reservations, and reservations counted against the
-successes reported by both sides. Exit 1 if any unit is oversold, any row drifts, or any
+successes reported by every side. Exit 1 if any unit is oversold, any row drifts, or any
 reservation raised an error.
 
 With --quick each phase lasts 2 s (explicit --seconds still wins).
 
-Usage: bench/reserve.py [--json] [--quick] [--seconds N] [--threads T]
+Usage: bench/reserve.py [--json] [--quick] [--seconds N] [--threads T] [--hot-threads T]
+                        [--no-merge]
 """
 
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import subprocess
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from _common import Figure, emit, fresh_pg_database, log, parser, stockctl
+from _reserve_http import HttpResult, hot_row_over_http
+from _reserve_http import available as http_available
 
 PRODUCTS = 10_000
 WAREHOUSES = 20
 STOCK = 1_000_000_000
 HOT = (1, 1)  # P000001 at WH001
 GOAL = ">= 0.5x pgbench"
+HOT_GOAL = ">= 5x pgbench"  # merged reservations (issue 19)
+HTTP_GOAL = ">= 2x pgbench"
 UNIT = "reservations/s"
 
 
@@ -109,14 +123,27 @@ class Phase:
     first_error: str | None = None
     elapsed: float = 0.0
     cpu: float = 0.0  # CPU time of this process (all threads) spent in the phase
+    latencies: list[float] = field(default_factory=list)  # seconds per call (hot row only)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def rate(self) -> float:
         return self.successes / self.elapsed if self.elapsed else 0.0
 
-    def add(self, ok: int, errors: int, first_error: str | None, elapsed: float = 0.0) -> None:
+    def p99_ms(self) -> float:
+        got = sorted(self.latencies)
+        return got[min(len(got) - 1, int(len(got) * 0.99))] * 1000 if got else 0.0
+
+    def add(
+        self,
+        ok: int,
+        errors: int,
+        first_error: str | None,
+        elapsed: float = 0.0,
+        latencies: list[float] | None = None,
+    ) -> None:
         with self.lock:
+            self.latencies += latencies or []
             self.successes += ok
             self.errors += errors
             self.first_error = self.first_error or first_error
@@ -130,9 +157,11 @@ def _worker(sc: Any, hot: bool, seconds: float, start: threading.Barrier, out: P
     reserve = sc.reserve
     ok = errors = 0
     first: str | None = None
+    took: list[float] = []
+    clock = time.perf_counter
     start.wait()
-    stop = time.perf_counter() + seconds
-    while time.perf_counter() < stop:
+    stop = clock() + seconds
+    while (began := clock()) < stop:
         if hot:
             p, w = pid(HOT[0]), wid(HOT[1])
         else:
@@ -143,7 +172,9 @@ def _worker(sc: Any, hot: bool, seconds: float, start: threading.Barrier, out: P
         except Exception as exc:  # counted and reported; the run goes on
             errors += 1
             first = first or f"{type(exc).__name__}: {exc}"
-    out.add(ok, errors, first)
+        if hot:
+            took.append(clock() - began)
+    out.add(ok, errors, first, latencies=took)
 
 
 def library_phase(sc: Any, threads: int, seconds: float, hot: bool) -> Phase:
@@ -348,14 +379,19 @@ class Run:
     lib_hot: Phase
     pg_spread: PgbenchResult
     pg_hot: PgbenchResult
+    http_hot: HttpResult | None
     checks: Checks
+    merges: Any  # the library's HotRows stats over the hot phase (None: merging off)
 
     @property
     def reported(self) -> int:
-        """Reservations both sides reported as made (warm-up included)."""
+        """Reservations every side reported as made (warm-ups included)."""
         phases = (self.warmup, self.lib_spread, self.lib_hot)
-        return sum(p.successes for p in phases) + sum(
-            g.transactions for g in (self.pg_spread, self.pg_hot)
+        http = self.http_hot.successes + self.http_hot.warmup if self.http_hot else 0
+        return (
+            sum(p.successes for p in phases)
+            + sum(g.transactions for g in (self.pg_spread, self.pg_hot))
+            + http
         )
 
 
@@ -370,46 +406,67 @@ def measure(sc: Any, url: str, threads: int, seconds: int, hot: bool) -> tuple[P
             checkpoint(url)
             if side == "library":
                 part = library_phase(sc, threads, half, hot)
-                lib.add(part.successes, part.errors, part.first_error, part.elapsed)
+                lib.add(part.successes, part.errors, part.first_error, part.elapsed, part.latencies)
                 lib.cpu += part.cpu
                 log(
                     f"  library {part.rate:,.0f}/s over {part.elapsed:.1f} s, "
                     f"{cpu_ms(part):.2f} ms CPU per reservation"
                 )
             else:
+                sc._app.store.engine.dispose()  # the pool's idle connections: room for pgbench
                 run_ = pgbench(url, hot, threads, half)
                 log(f"  pgbench {run_.tps:,.0f} tps over {half} s (-M {run_.mode})")
                 pg = run_ if pg is None else pg.merge(run_)
     return lib, pg
 
 
-def run(seconds: int, threads: int) -> Run:
+def run(seconds: int, threads: int, hot_threads: int, merge: bool) -> Run:
     import stockctl as lib
 
     with fresh_pg_database("stockctl_bench_reserve") as url:
         prepare(url)
-        sc = lib.connect(url, db_pool_max_open=40, db_pool_max_idle=20)
+        sc = lib.connect(url, db_pool_max_open=40, db_pool_max_idle=20, reserve_merge=merge)
         try:
             warmup = library_phase(sc, threads, min(1.0, seconds / 5), hot=False)  # open the pool
             log(f"spread over {PRODUCTS * WAREHOUSES:,} rows, {threads} threads / clients:")
             lib_spread, pg_spread = measure(sc, url, threads, seconds, hot=False)
-            log(f"hot row {pid(HOT[0])}/{wid(HOT[1])}:")
-            lib_hot, pg_hot = measure(sc, url, threads, seconds, hot=True)
+            log(f"hot row {pid(HOT[0])}/{wid(HOT[1])}, {hot_threads} threads / clients:")
+            hot_rows = sc._ctx.hot_rows
+            before = replace(hot_rows.stats) if hot_rows is not None else None
+            lib_hot, pg_hot = measure(sc, url, hot_threads, seconds, hot=True)
+            merges = _merged_since(before, hot_rows.stats) if hot_rows is not None else None
         finally:
             sc.close()
+        http_hot = None
+        if merge and http_available():
+            log(f"hot row over HTTP (stockctl serve), wrk -c {hot_threads}:")
+            http_hot = hot_row_over_http(url, pid(HOT[0]), wid(HOT[1]), hot_threads, seconds)
+        elif merge:
+            log("wrk is not on PATH (make bench-tools): no HTTP figure")
         checks = check(url)
-    return Run(warmup, lib_spread, lib_hot, pg_spread, pg_hot, checks)
+    return Run(warmup, lib_spread, lib_hot, pg_spread, pg_hot, http_hot, checks, merges)
+
+
+def _merged_since(before: Any, after: Any) -> dict[str, float]:
+    merges = after.merges - before.merges
+    requests = after.requests - before.requests
+    return {
+        "merges": merges,
+        "mean": requests / merges if merges else 0.0,
+        "largest": after.largest,
+        "wait_ms": (after.waited - before.waited) / requests * 1000 if requests else 0.0,
+    }
 
 
 def cpu_ms(phase: Phase) -> float:
     return phase.cpu / phase.successes * 1000 if phase.successes else 0.0
 
 
-def figures(r: Run, threads: int) -> list[Figure]:
+def figures(r: Run, threads: int, hot_threads: int, shared: str) -> list[Figure]:
     def ratio(lib: Phase, pg: PgbenchResult) -> float | None:
         return round(lib.rate / pg.tps, 3) if pg.tps else None
 
-    def note(where: str, lib: Phase, pg: PgbenchResult) -> str:
+    def note(where: str, lib: Phase, pg: PgbenchResult, threads: int = threads) -> str:
         text = (
             f"{where}: {threads} threads calling Stockctl.reserve(product, warehouse, 1), "
             f"{lib.successes:,} reserved in {lib.elapsed:.1f} s; raw = pgbench -c {threads} -j 2 "
@@ -418,7 +475,16 @@ def figures(r: Run, threads: int) -> list[Figure]:
         )
         if lib.errors or pg.failed:
             text += f"; errors: library {lib.errors} ({lib.first_error}), pgbench {pg.failed}"
-        return text
+        return text + shared
+
+    m = r.merges
+    merged = (
+        f"; merged reservations on: {m['merges']:,} merges, {m['mean']:.1f} reserves each on "
+        f"average (largest {m['largest']}), {m['wait_ms']:.2f} ms mean wait before a merge"
+        if m
+        else "; merged reservations off (--no-merge)"
+    )
+    hot = r.lib_hot
 
     c = r.checks
     return [
@@ -433,13 +499,22 @@ def figures(r: Run, threads: int) -> list[Figure]:
         ),
         Figure(
             "reserve_hot_per_s",
-            round(r.lib_hot.rate, 1),
+            round(hot.rate, 1),
             UNIT,
             round(r.pg_hot.tps, 1),
-            ratio(r.lib_hot, r.pg_hot),
-            GOAL,
-            note("one hot row", r.lib_hot, r.pg_hot),
+            ratio(hot, r.pg_hot),
+            HOT_GOAL,
+            note("one hot row", hot, r.pg_hot, hot_threads) + merged,
         ),
+        Figure(
+            "reserve_hot_p99_ms",
+            round(hot.p99_ms(), 2),
+            "ms",
+            goal="<= 20",
+            note=f"library, one hot row, {hot_threads} threads: p99 of {len(hot.latencies):,} "
+            f"calls (successes and errors), each timed around Stockctl.reserve",
+        ),
+        *_http_figures(r, hot_threads, shared),
         Figure(
             "oversold_units",
             c.oversold_units,
@@ -455,18 +530,52 @@ def figures(r: Run, threads: int) -> list[Figure]:
     ]
 
 
+def _http_figures(r: Run, connections: int, shared: str) -> list[Figure]:
+    h = r.http_hot
+    if h is None:
+        return []
+    return [
+        Figure(
+            "reserve_hot_http_per_s",
+            round(h.rate, 1),
+            UNIT,
+            round(r.pg_hot.tps, 1),
+            round(h.rate / r.pg_hot.tps, 3) if r.pg_hot.tps else None,
+            HTTP_GOAL,
+            f"one hot row over HTTP: `stockctl serve` (1 process, merged reservations on), wrk "
+            f"-t2 -c{connections} POST /v1/inventory/reserve quantity 1, {h.successes:,} reserved "
+            f"in {h.seconds:.1f} s, {h.non_2xx} non-2xx, {h.socket_errors} socket errors, p99 "
+            f"{h.p99_ms:.1f} ms; raw = the same pgbench hot-row figure as reserve_hot_per_s "
+            f"(-c {connections}){shared}",
+        )
+    ]
+
+
 def main() -> int:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="2 s phases")
     p.add_argument("--seconds", type=int, default=None, help="each timed phase (10; quick 2)")
-    p.add_argument("--threads", type=int, default=16, help="library threads = pgbench clients")
+    p.add_argument(
+        "--threads", type=int, default=16, help="spread: library threads = pgbench clients"
+    )
+    p.add_argument(
+        "--hot-threads", type=int, default=64, help="hot row: threads = clients = connections"
+    )
+    p.add_argument(
+        "--no-merge", action="store_true", help="reserve_merge off (no HTTP phase): today's"
+    )
     args = p.parse_args()
     if args.seconds is None:
         args.seconds = 2 if args.quick else 10
-    if args.seconds < 1 or args.threads < 1:
-        p.error("--seconds and --threads must be at least 1")
-    r = run(args.seconds, args.threads)
-    emit(figures(r, args.threads), args.json)
+    if args.seconds < 1 or args.threads < 1 or args.hot_threads < 1:
+        p.error("--seconds, --threads and --hot-threads must be at least 1")
+    load = os.getloadavg()
+    r = run(args.seconds, args.threads, args.hot_threads, not args.no_merge)
+    shared = (
+        f"; load average {load[0]:.2f} / {load[1]:.2f} (1 / 5 min) at start on "
+        f"{os.cpu_count()} cores, machine shared with other work"
+    )
+    emit(figures(r, args.threads, args.hot_threads, shared), args.json)
     c = r.checks
     log(
         f"oversold units {c.oversold_units} (rows {c.oversold_rows}), reserved drift rows "
@@ -476,6 +585,8 @@ def main() -> int:
     if bad:
         log("FAILED: stock oversold or reserved counters drifted")
     errors = r.lib_spread.errors + r.lib_hot.errors + r.pg_spread.failed + r.pg_hot.failed
+    if r.http_hot is not None:
+        errors += r.http_hot.non_2xx + r.http_hot.socket_errors
     if errors:
         log(f"FAILED: {errors} reservations raised errors ({r.lib_spread.first_error})")
     return 1 if bad or errors else 0
