@@ -51,8 +51,10 @@ def product(app: AppDep, product_id: str) -> schemas.ProductStockOut:
 @router.get("/products", dependencies=READ)
 def products(
     app: AppDep,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000), schemas.query_whole("limit", 1, 1000)] = 100,
+    offset: Annotated[
+        int, Query(ge=0, le=10_000_000), schemas.query_whole("offset", 0, 10_000_000)
+    ] = 0,
 ) -> schemas.ProductsOut:
     """Products by id with their stock."""
     ids = [p.id for p in app.store.list_products(limit, offset)]

@@ -180,7 +180,11 @@ def history(
     app: AppDep,
     product_id: IdQuery,
     warehouse_id: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
-    limit: Annotated[int, Query(ge=1, le=inventory.MAX_LIST)] = 50,
+    limit: Annotated[
+        int,
+        Query(ge=1, le=inventory.MAX_LIST),
+        schemas.query_whole("limit", 1, inventory.MAX_LIST),
+    ] = 50,
 ) -> schemas.Movements:
     """The ledger of a product (one warehouse, or all), newest first."""
     moves = inventory.history(app.ctx, product_id, warehouse_id, limit)
@@ -194,7 +198,11 @@ def list_reservations(
     product_id: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
     order_id: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
     expired: bool = False,
-    limit: Annotated[int, Query(ge=1, le=lifecycle.MAX_LIST)] = 100,
+    limit: Annotated[
+        int,
+        Query(ge=1, le=lifecycle.MAX_LIST),
+        schemas.query_whole("limit", 1, lifecycle.MAX_LIST),
+    ] = 100,
 ) -> schemas.Reservations:
     """Reservations, newest first; ``expired``: ACTIVE holds past expiry, not yet swept."""
     found = lifecycle.list_reservations(

@@ -7,7 +7,15 @@ from datetime import datetime
 from functools import partial
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, StrictBool, WithJsonSchema
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    StrictBool,
+    WithJsonSchema,
+)
 from pydantic_core import PydanticCustomError
 
 from stockctl.core import values as v
@@ -44,6 +52,17 @@ def text(what: str, max_length: int, *, strip: bool = True, required: bool = Tru
     return core(
         partial(v.check_text, what=what, max_length=max_length, required=required, strip=strip)
     )
+
+
+def query_whole(what: str, low: int, high: int) -> BeforeValidator:
+    """A whole number in a query string, by the CLI's rule (``parse_whole``: ``5``, never
+    `` 5``, ``+5``, ``5.0`` or ``1_000``) and bounds, refused as the library refuses it."""
+
+    def read(value: Any) -> int:
+        number = v.parse_whole(value, what) if isinstance(value, str) else value
+        return v.check_whole(number, what, low, high)
+
+    return BeforeValidator(read)
 
 
 def string(max_length: int, pattern: str) -> WithJsonSchema:
