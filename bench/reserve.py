@@ -524,6 +524,12 @@ def figures(r: Run, threads: int, hot_threads: int, shared: str) -> list[Figure]
                 f"after the run: {c.oversold_rows} rows with reserved > available, {c.drift_rows} "
                 f"rows whose reserved differs from their ACTIVE+CONFIRMED reservations; "
                 f"{c.reservations:,} reservations in the database, {r.reported:,} reported made"
+                + (
+                    f" (plus up to {2 * hot_threads} over HTTP that wrk left in flight when its "
+                    "two runs ended: the server still made them, wrk does not count them)"
+                    if r.http_hot is not None
+                    else ""
+                )
             ),
         ),
         Figure("reserved_drift_rows", c.drift_rows, "rows", goal="0"),
