@@ -564,7 +564,14 @@ class SqlStore:
         with self._guard(self.engine):
             return merged_reserve(self.engine, requests, actor)
 
-    def get_reservation(self, reservation_id: str) -> Reservation | None:
+    def inventory_key(self, inventory_id: int) -> tuple[str, str] | None:
+        t = inventory
+        stmt = select(t.c.product_id, t.c.warehouse_id).where(t.c.id == inventory_id)
+        with self.read() as conn:
+            r = conn.execute(stmt).first()
+            return (r.product_id, r.warehouse_id) if r else None
+
+    def get_reservation(self, reservation_id: int) -> Reservation | None:
         stmt = select(reservations).where(reservations.c.id == reservation_id)
         with self.read() as conn:
             r = conn.execute(stmt).first()
