@@ -15,10 +15,10 @@ replays, on PostgreSQL and real Redis servers.
 What a failover loses. Redis replicates asynchronously: writes the old master acknowledged in
 its last moments never reach the replica that takes over (on ``SENTINEL FAILOVER`` too: the old
 master takes writes until it is told it is a replica). Such a write can be a cache update whose
-event was already acked, or a stream entry the relay already marked published. The relay
-notices the new master (its replication id) within a second and publishes again what it sent
-in the last 30 s, so no stream loses an event (asserted); a cache row whose update was lost
-after its event was acked is repaired by the incremental sync. So the worker runs without the sync through the
+event was already acked, or a stream entry the relay already marked published. The relay notices
+the new master (its replication id) within a second and publishes again what it sent in the last
+30 s, so no stream loses an event (asserted); a cache row whose update was lost after its event
+was acked is repaired by the incremental sync. So the worker runs without the sync through the
 fault; once the pipeline has settled the test counts the rows that still differ (and the outbox
 events missing from the streams), then restarts the worker with every job, ``sync`` included
 (interval 1 s), and times how long the cache takes to equal the database. ``-s`` prints the
