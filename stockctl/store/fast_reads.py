@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import Engine, Table
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from stockctl.store.engine import connect_params, pool_limits
 
@@ -124,7 +124,13 @@ class FastReads:
             return conn
 
     def _open(self) -> _Conn:
-        fairy = self.engine.raw_connection()  # the pool's connect, errors and events
+        try:
+            fairy = self.engine.raw_connection()  # the pool's connect, errors and events
+        except DBAPIError:
+            raise
+        except Exception as exc:  # the driver's own (raw_connection does not wrap it): as
+            # SQLAlchemy's, so the store's guard names the host (exit 3), not exit 4
+            raise OperationalError(None, None, exc) from exc
         dbapi: Any = fairy.driver_connection
         fairy.detach()  # ours from now on: the pool no longer counts it
         dbapi.autocommit = True
