@@ -193,7 +193,7 @@ def test_reservations_from_hold_to_shipment(ops: tuple[Any, Stockctl]) -> None:
     with pytest.raises(errors.InsufficientStock):
         o.reserve(p, w1, 50)
     with pytest.raises(errors.ReservationNotFound):
-        o.confirm("3f0c7c7e-7d0e-4a57-9e0a-3a4f8e2b9c11")
+        o.confirm(2**62 + 99)
     with pytest.raises(errors.InvalidInput):
         o.list_reservations(status="LOST")
     with pytest.raises(errors.InvalidTransition):
