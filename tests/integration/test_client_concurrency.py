@@ -82,7 +82,7 @@ def test_control_pybreaker_call_would_serialise(server: SlowServer) -> None:
     naive = pybreaker.CircuitBreaker(fail_max=5)
     n = 5
     with WarehouseClient(ClientOptions(server.url, timeout=5)) as client:
-        elapsed, results = in_threads(n, lambda: naive.call(client.check_stock, "P-1"))
+        elapsed, results = in_threads(n, lambda: naive.call(client.sellable, "P-1"))
     assert results == [7] * n
     assert server.peak == 1
     assert elapsed >= n * DELAY * 0.9
