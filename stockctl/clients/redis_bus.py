@@ -75,6 +75,7 @@ class StreamPublisher:
         self.client = client
         self.maxlen = maxlen or None
         self.target = target
+        self._lineage_refused = False
 
     def publish(self, entries: Sequence[OutboxEntry]) -> None:
         if not entries:
@@ -97,7 +98,13 @@ class StreamPublisher:
                 infos = [self.client.info("replication")]
             return frozenset(str(i.get("master_replid", "")) for i in infos)
 
-        result: frozenset[str] = _guard(read, self.target)
+        try:
+            result: frozenset[str] = _guard(read, self.target)
+        except redis.ResponseError as exc:  # INFO refused (renamed or ACL'd on a managed Redis)
+            if not self._lineage_refused:
+                log.warning("cannot watch for failovers (INFO refused: %s)", _first_line(exc))
+                self._lineage_refused = True
+            return frozenset()  # the same every time: nothing is sent again
         return result
 
     def publish_raw(self, topic: str, data: str, metadata: dict[str, str] | None = None) -> str:

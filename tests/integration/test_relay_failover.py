@@ -69,3 +69,29 @@ def test_a_new_master_gets_the_last_window_again(app: App, monkeypatch: pytest.M
     assert app.store.outbox_backlog()[0] == 0
     relay.step()
     assert sent == old + recent + recent
+
+
+def test_a_redis_that_refuses_info_disables_the_watch_not_the_relay(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A managed Redis may refuse INFO (renamed, or by ACL): the relay then cannot notice a
+    failover, says so once, and goes on publishing."""
+    import redis
+
+    from stockctl.clients.redis_bus import StreamPublisher
+    from tests.redisutil import PrivateRedis
+
+    with PrivateRedis() as server:
+        admin = redis.Redis(port=server.port)
+        admin.execute_command("ACL", "SETUSER", "noinfo", "on", ">pw", "~*", "+@all", "-info")
+        full = StreamPublisher(admin, target="private")
+        assert len(full.lineage()) == 1
+        limited = StreamPublisher(
+            redis.Redis(port=server.port, username="noinfo", password="pw"), target="private"
+        )
+        assert limited.lineage() == limited.lineage() == frozenset()
+        warned = [r for r in caplog.records if "cannot watch for failovers" in r.getMessage()]
+        assert len(warned) == 1
+        limited.publish_raw("t-noinfo", "{}")  # publishing is unaffected
+        assert admin.xlen("t-noinfo") == 1
+        admin.close()
