@@ -73,11 +73,20 @@ def _row_or_new(tx: StoreTx, product_id: str, warehouse_id: str) -> tuple[Invent
     found = tx.lock_inventory([(product_id, warehouse_id)]).get((product_id, warehouse_id))
     if found is not None:
         return found, False
+    return _blank_row(tx, product_id, warehouse_id), True
+
+
+def _check_pair(tx: StoreTx, product_id: str, warehouse_id: str) -> None:
     if tx.get_product(product_id) is None:
         raise ProductNotFound(f"unknown product {product_id!r}")
     if tx.get_warehouse(warehouse_id) is None:
         raise WarehouseNotFound(f"unknown warehouse {warehouse_id!r}")
-    blank = Inventory(
+
+
+def _blank_row(tx: StoreTx, product_id: str, warehouse_id: str) -> Inventory:
+    """A version-0 row for a pair that has none yet; its product and warehouse must exist."""
+    _check_pair(tx, product_id, warehouse_id)
+    return Inventory(
         product_id,
         warehouse_id,
         0,
@@ -87,7 +96,6 @@ def _row_or_new(tx: StoreTx, product_id: str, warehouse_id: str) -> tuple[Invent
         None,
         id=tx.new_inventory_id(),
     )
-    return blank, True
 
 
 def _existing_row(tx: StoreTx, product_id: str, warehouse_id: str) -> Inventory:
@@ -308,12 +316,18 @@ def transfer(
 
     def apply(tx: StoreTx, now: Any) -> tuple[Inventory, Inventory]:
         locked = tx.lock_inventory([(product_id, from_warehouse), (product_id, to_warehouse)])
+        # Both rows are locked by that one ordered statement and never again: locking a row
+        # that a concurrent writer created in between would take the locks out of order and
+        # deadlock against a transfer the other way. A missing source is refused; a missing
+        # destination is inserted, and if a concurrent writer inserted it first the whole
+        # transaction reruns and finds it locked.
         src = locked.get((product_id, from_warehouse))
-        if src is None:  # the precise NotFound, or the row a concurrent writer just created
-            src = _existing_row(tx, product_id, from_warehouse)
+        if src is None:
+            _check_pair(tx, product_id, from_warehouse)  # the precise NotFound first
+            raise InventoryNotFound(f"no stock of {product_id!r} in warehouse {from_warehouse!r}")
         dst, created = locked.get((product_id, to_warehouse)), False
         if dst is None:
-            dst, created = _row_or_new(tx, product_id, to_warehouse)
+            dst, created = _blank_row(tx, product_id, to_warehouse), True
         src_after = src.with_quantities(
             src.quantity_available - quantity, src.quantity_reserved, now, short=InsufficientStock
         )
