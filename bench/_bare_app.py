@@ -34,5 +34,5 @@ if __name__ == "__main__":
         server_header=False,
         access_log=False,
         timeout_keep_alive=KEEP_ALIVE_SECONDS,
-        http="stockctl.api.protocol:ProblemH11Protocol",
+        http="stockctl.daemons.api.protocol:ProblemH11Protocol",
     )

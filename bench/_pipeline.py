@@ -300,7 +300,7 @@ class Backlog:
 
 def backlog(app: Any) -> Backlog:
     """What `stockctl events lag` shows, summed: outbox backlog, group lag and pending."""
-    from stockctl.clients.redis_stream_admin import StreamAdmin
+    from stockctl.redis.stream_admin import StreamAdmin
 
     unpublished, _ = app.store.outbox_backlog()
     s = app.settings

@@ -95,7 +95,7 @@ from _common import (
 )
 from _pipeline import delete_matching, monotonic, poll_versions
 
-from stockctl.clients.redis_cache import AGG_FIELD
+from stockctl.redis.cache import AGG_FIELD
 
 REDIS_URL = os.environ.get("STOCKCTL_BENCH_EVENTS_REDIS_URL", "redis://127.0.0.1:6379/12")
 DEFAULT_CLUSTER_URL = "redis+cluster://127.0.0.1:7100,127.0.0.1:7101,127.0.0.1:7102"
@@ -126,7 +126,7 @@ def load_average() -> float:
 def redis_client(url: str) -> Any:
     """A client as stockctl makes it: ``redis.Redis`` on standalone, ``RedisCluster`` on a
     cluster."""
-    from stockctl.clients.redis_topology import connect, parse_redis_url
+    from stockctl.redis.topology import connect, parse_redis_url
 
     return connect(parse_redis_url(url), 30.0)
 
@@ -326,8 +326,8 @@ class ProcessorRun:
 
 def processor_run(run: ProcessorRun, work: Workload, lane: Lane, sqlite_url: str) -> ProcessorRun:
     from stockctl.bootstrap import bootstrap
+    from stockctl.daemons.workers.runner import Runner, WorkerOptions
     from stockctl.settings import load_settings
-    from stockctl.workers.runner import Runner, WorkerOptions
 
     tag = f"{lane.run_id}{lane.tag}{run.label}"
     settings = load_settings(

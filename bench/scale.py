@@ -215,7 +215,7 @@ def reserve_plan(url: str, row: tuple[str, str]) -> str:
 
 
 def events_phase(app: Any, lane: Lane, size: Size) -> None:
-    from stockctl.workers.runner import Runner, WorkerOptions
+    from stockctl.daemons.workers.runner import Runner, WorkerOptions
 
     Runner(app, WorkerOptions(only=["relay"], burst=True)).run(handle_signals=False)
     size.events = stream_entries(lane.client)

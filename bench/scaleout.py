@@ -110,7 +110,7 @@ def make_changes(url: str, n: int) -> float:
 
 
 def publish(app: Any) -> None:
-    from stockctl.workers.runner import Runner, WorkerOptions
+    from stockctl.daemons.workers.runner import Runner, WorkerOptions
 
     Runner(app, WorkerOptions(only=["relay"], burst=True)).run(handle_signals=False)
 

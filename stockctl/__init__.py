@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Any
 from stockctl.__about__ import __version__
 
 if TYPE_CHECKING:
+    from stockctl.clients.order_flow import NoopWarehouse, checkout
     from stockctl.clients.warehouse import WarehouseClient
     from stockctl.clients.warehouse_async import AsyncWarehouseClient
     from stockctl.library import Stockctl, connect
-    from stockctl.order_flow import NoopWarehouse, checkout
 
 __all__ = [
     "AsyncWarehouseClient",
@@ -33,7 +33,7 @@ def __getattr__(name: str) -> Any:
 
         return getattr(library, name)
     if name in ("checkout", "NoopWarehouse"):
-        from stockctl import order_flow
+        from stockctl.clients import order_flow
 
         return getattr(order_flow, name)
     if name == "WarehouseClient":

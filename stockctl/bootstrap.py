@@ -20,9 +20,9 @@ PROBE_TIMEOUT_SECONDS = 1.0
 if TYPE_CHECKING:
     import redis
 
-    from stockctl.clients.redis_topology import RedisTarget
     from stockctl.clients.warehouse import WarehouseClient
-    from stockctl.metrics import Metrics
+    from stockctl.daemons.metrics import Metrics
+    from stockctl.redis.topology import RedisTarget
 
 
 @dataclass
@@ -38,7 +38,7 @@ class App:
 
     def metrics(self) -> Metrics:
         if self._metrics is None:
-            from stockctl.metrics import Metrics
+            from stockctl.daemons.metrics import Metrics
 
             self._metrics = Metrics()
             self._metrics.watch_engine(self.store.engine, self.settings.db_pool_max_open)
@@ -59,7 +59,7 @@ class App:
     @property
     def redis_topology(self) -> RedisTarget:
         """Where Redis is and how it is laid out (standalone, cluster, sentinel)."""
-        from stockctl.clients.redis_topology import parse_redis_url
+        from stockctl.redis.topology import parse_redis_url
 
         url = self.settings.redis_url
         if url is None:
@@ -71,8 +71,8 @@ class App:
     def redis_description(self) -> str:
         """The topology and the node that answers now, e.g. ``sentinel mymaster: master
         10.0.0.7:6379`` (asks the sentinels or the cluster; raises ``CacheUnavailable``)."""
-        from stockctl.clients.redis_topology import answering_node
         from stockctl.errors import CacheUnavailable
+        from stockctl.redis.topology import answering_node
 
         target = self.redis_topology
         try:
@@ -89,7 +89,7 @@ class App:
         """The shared Redis client (connection pool; a ``RedisCluster`` on a cluster), made on
         first use."""
         if self._redis is None:
-            from stockctl.clients.redis_topology import connect
+            from stockctl.redis.topology import connect
 
             self._redis = connect(self.redis_topology, self.settings.redis_timeout_seconds)
         return self._redis
@@ -126,8 +126,8 @@ class App:
         """A Redis cache on a fail-fast client with ``timeout``, made once per timeout."""
         name = f"cache:{timeout}"
         if name not in self._fast:
-            from stockctl.clients.redis_cache import RedisStockCache
-            from stockctl.clients.redis_topology import connect
+            from stockctl.redis.cache import RedisStockCache
+            from stockctl.redis.topology import connect
 
             client = connect(self.redis_topology, timeout, fail_fast=True)
             self._fast[f"client:{timeout}"] = client
@@ -150,7 +150,7 @@ class App:
             keys = CacheKeys(self.settings.cache_prefix, tags)
             ttl = self.settings.cache_ttl_seconds
             if self.uses_redis:
-                from stockctl.clients.redis_cache import RedisStockCache
+                from stockctl.redis.cache import RedisStockCache
 
                 self._cache = RedisStockCache(
                     self.redis(),

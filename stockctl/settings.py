@@ -201,7 +201,7 @@ class Settings(BaseSettings):
     def _redis_topology(cls, value: SecretStr | None) -> SecretStr | None:
         """standalone, redis+cluster:// or redis+sentinel://, checked before anything connects"""
         if value is not None:
-            from stockctl.clients.redis_topology import parse_redis_url
+            from stockctl.redis.topology import parse_redis_url
 
             url = value.get_secret_value()
             if not url.strip():
@@ -257,7 +257,7 @@ class Settings(BaseSettings):
         out: dict[str, Any] = {}
         for name, value in self.model_dump().items():
             if name == "redis_url" and value is not None:
-                from stockctl.clients.redis_topology import parse_redis_url
+                from stockctl.redis.topology import parse_redis_url
 
                 out[name] = parse_redis_url(value.get_secret_value()).masked()
             elif name in _URLS and isinstance(value, SecretStr):

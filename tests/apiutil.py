@@ -18,8 +18,8 @@ import redis
 from fastapi.testclient import TestClient
 from httpx import Response
 
-from stockctl.api.app import create_app
 from stockctl.bootstrap import App, bootstrap
+from stockctl.daemons.api.app import create_app
 from stockctl.library import Stockctl
 from stockctl.settings import load_settings
 from tests.conftest import REDIS_URL

@@ -40,13 +40,13 @@ from redis.cluster import RedisCluster
 from sqlalchemy import select
 
 from stockctl.bootstrap import App
-from stockctl.clients.redis_stream_admin import StreamAdmin
 from stockctl.core.catalog import TOPICS
 from stockctl.core.model import Inventory
 from stockctl.core.ports import StockCache
 from stockctl.core.projection import CacheKeys, ProductStock, RowState
+from stockctl.daemons.workers.runner import Runner, WorkerOptions
+from stockctl.redis.stream_admin import StreamAdmin
 from stockctl.store.tables import outbox
-from stockctl.workers.runner import Runner, WorkerOptions
 from tests.conftest import REDIS_CLUSTER_URL, REDIS_SENTINEL_URL, new_id, redis_client
 
 EVENTS_REDIS_URL = os.environ.get("STOCKCTL_TEST_EVENTS_REDIS_URL", "redis://127.0.0.1:6379/14")

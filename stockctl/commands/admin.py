@@ -184,7 +184,7 @@ def config_show(ctx: typer.Context, output: OutputOpt = Output.table) -> None:
     settings = state(ctx).settings()
     data = settings.masked()
     if settings.redis_url is not None:  # which of the three layouts the URL names
-        from stockctl.clients.redis_topology import parse_redis_url
+        from stockctl.redis.topology import parse_redis_url
 
         data["redis_topology"] = parse_redis_url(settings.redis_url.get_secret_value()).kind
     if output is Output.json:

@@ -29,7 +29,7 @@ def diagnose(
     """Run the troubleshooting runbooks. Exit 0 all ok, 1 a warning, 2 a failure."""
     from stockctl.core import diagnose as dg
     from stockctl.core.model import check_id
-    from stockctl.diagnostics import LiveProbe
+    from stockctl.ops.diagnostics import LiveProbe
 
     names = list(runbooks or ["all"])
     if "all" in names:
@@ -142,7 +142,7 @@ def _heartbeats_unreadable() -> str:
 def _workers(app: Any) -> str:
     import json
 
-    from stockctl.workers.runner import check
+    from stockctl.daemons.workers.runner import check
 
     found = check(app)
     if found.problems:
@@ -169,7 +169,7 @@ def top(
     `q` or Ctrl-C quits."""
     from rich.live import Live
 
-    from stockctl.top import Sampler, render
+    from stockctl.ops.top import Sampler, render
 
     sampler = Sampler(state(ctx).app())
     if once:

@@ -79,7 +79,7 @@ def tail(
 
 
 def _tail_redis(app_: Any, topics: list[str], history: int) -> Any:
-    from stockctl.clients.redis_stream_admin import StreamTail
+    from stockctl.redis.stream_admin import StreamTail
 
     tail = StreamTail(app_.redis(), topics, app_.redis_target)
     for d in tail.history(history):
@@ -193,7 +193,7 @@ def _lag_dict(t: Any) -> dict[str, Any]:
 
 
 def _admin(app_: Any) -> Any:
-    from stockctl.clients.redis_stream_admin import StreamAdmin
+    from stockctl.redis.stream_admin import StreamAdmin
 
     if not app_.uses_redis:
         raise InvalidInput("the dead-letter stream needs Redis (STOCKCTL_REDIS_URL)")

@@ -37,7 +37,7 @@ def loadtest(
 ) -> None:
     """Send a realistic mix at a fixed rate (open loop), then check the invariants: no
     oversell, reserved == holds, cache == database. Exit 1 if any is broken."""
-    from stockctl import loadtest as lt
+    from stockctl.ops import loadtest as lt
 
     rate_per_s, seconds = lt.parse_rate(rate), lt.parse_duration(duration)
     weights = lt.parse_mix(mix)
@@ -107,7 +107,7 @@ def _api_and_its_database(st: Any) -> None:
 
 
 def _driver(st: Any, app: Any) -> Any:
-    from stockctl import loadtest as lt
+    from stockctl.ops import loadtest as lt
 
     if st.settings().api_url is not None:
         from stockctl.bootstrap import build_client
@@ -124,8 +124,8 @@ def _project_if_no_worker(app: Any, touched: list[str]) -> bool:
     and the products the run touched filled from the database (as the sync job would); with
     Redis the run says so in one line and skips only the cache check."""
     from stockctl.core import cache as cache_uc
-    from stockctl.workers.runner import Runner, WorkerOptions
-    from stockctl.workers.runner import check as check_workers
+    from stockctl.daemons.workers.runner import Runner, WorkerOptions
+    from stockctl.daemons.workers.runner import check as check_workers
 
     if check_workers(app).beats:
         return True
@@ -148,8 +148,8 @@ def _drained(app: Any) -> bool:
         return False
     if not app.uses_redis:
         return True
-    from stockctl.clients.redis_stream_admin import StreamAdmin
     from stockctl.core.catalog import TOPICS
+    from stockctl.redis.stream_admin import StreamAdmin
 
     s = app.settings
     admin = StreamAdmin(app.redis(), s.app_id, s.dead_letter_topic, app.redis_target)
@@ -178,7 +178,7 @@ class _LiveView:
     def render(self) -> Any:
         from rich.table import Table
 
-        from stockctl.loadtest import percentile
+        from stockctl.ops.loadtest import percentile
 
         with self.lock:
             done = sum(self.outcomes.values())

@@ -49,7 +49,7 @@ def check_bind(host: str, has_tokens: bool, insecure: bool) -> None:
 def _log_setup() -> None:
     """Messages as text on stderr; the access log (``stockctl.access``, one JSON line per
     request) on stdout, in place of uvicorn's (every uvicorn run here has access_log=False)."""
-    from stockctl.api.accesslog import configure_access_log
+    from stockctl.daemons.api.accesslog import configure_access_log
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -100,8 +100,8 @@ def serve(
     _raise_open_files_limit()
     _exit_zero_on_stop_signals()
     if workers == 1:
-        from stockctl.api.app import create_app
-        from stockctl.api.protocol import ProblemH11Protocol
+        from stockctl.daemons.api.app import create_app
+        from stockctl.daemons.api.protocol import ProblemH11Protocol
 
         uvicorn.run(
             create_app(st.app()),
@@ -120,7 +120,7 @@ def serve(
     if st.config_file is not None:
         os.environ["STOCKCTL_CONFIG"] = str(st.config_file)
     uvicorn.run(
-        "stockctl.api.factory:build",
+        "stockctl.daemons.api.factory:build",
         factory=True,
         host=bind,
         port=at,
@@ -129,7 +129,7 @@ def serve(
         server_header=False,
         access_log=False,
         timeout_keep_alive=KEEP_ALIVE_SECONDS,
-        http="stockctl.api.protocol:ProblemH11Protocol",
+        http="stockctl.daemons.api.protocol:ProblemH11Protocol",
     )
 
 
@@ -144,8 +144,8 @@ def up(
     sync). SIGTERM stops the server, then the jobs finish their batch."""
     import uvicorn
 
-    from stockctl.api.app import create_app
-    from stockctl.workers.runner import Runner, WorkerOptions
+    from stockctl.daemons.api.app import create_app
+    from stockctl.daemons.workers.runner import Runner, WorkerOptions
 
     app = state(ctx).app()
     s = app.settings
@@ -162,7 +162,7 @@ def up(
     shown = "127.0.0.1" if bind in ("0.0.0.0", "::") else bind
     sys.stdout.write(_banner(shown, at, app))
     sys.stdout.flush()
-    from stockctl.api.protocol import ProblemH11Protocol
+    from stockctl.daemons.api.protocol import ProblemH11Protocol
 
     config = uvicorn.Config(
         create_app(app),

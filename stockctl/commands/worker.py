@@ -37,7 +37,7 @@ def worker(
     if not check:
         sys.stdout.write(ctx.get_help() + "\n")
         raise typer.Exit(2)
-    from stockctl.workers.runner import check as check_workers
+    from stockctl.daemons.workers.runner import check as check_workers
 
     found = check_workers(state(ctx).app())
     if output is Output.json:
@@ -84,8 +84,8 @@ def run(
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING")] = "INFO",
 ) -> None:
     """Run the worker until SIGTERM (first: finish the batch and exit 0; second: exit now)."""
+    from stockctl.daemons.workers.runner import Runner, WorkerOptions, parse_only
     from stockctl.errors import InvalidInput
-    from stockctl.workers.runner import Runner, WorkerOptions, parse_only
 
     level = getattr(logging, log_level.upper(), None)
     if not isinstance(level, int):

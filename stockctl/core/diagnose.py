@@ -2,7 +2,7 @@
 threshold and says what to do. A dependency that cannot be reached is a failed check, never a
 crash.
 
-The checks read through a ``Probe`` (below); ``stockctl.diagnostics`` wires it to the real
+The checks read through a ``Probe`` (below); ``stockctl.ops.diagnostics`` wires it to the real
 database, cache and streams.
 """
 

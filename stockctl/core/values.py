@@ -2,8 +2,8 @@
 
 Every edge checks its input with these functions, or with a type built from them: the core use
 cases (so the library refuses what the CLI and the HTTP API refuse), the HTTP schemas
-(``stockctl/api/schemas.py``), the CLI's argument types and the settings. A value refused in one
-place is refused in all of them, with the same one-line ``InvalidInput``.
+(``stockctl/daemons/api/schemas.py``), the CLI's argument types and the settings. A value
+refused in one place is refused in all of them, with the same one-line ``InvalidInput``.
 
 - **Whole numbers** are ``int`` and nothing else: no ``bool``, no ``float`` (``5.0``), no text
   (``"5"``). Text from the command line is read by :func:`parse_whole`: ASCII digits with an

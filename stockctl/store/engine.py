@@ -13,8 +13,8 @@ from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from stockctl.core.redact import mask_query
 from stockctl.errors import DatabaseNotInitialised, InvalidInput
-from stockctl.redact import mask_query
 from stockctl.settings import Settings
 
 

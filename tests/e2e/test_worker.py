@@ -140,7 +140,7 @@ def test_a_second_sigterm_stops_at_once(sc: Stockctl, lane: Lane, pg_url: str) -
 # to the cache, and is not acked.
 DIES_AT_ACK = r"""
 import os, signal, sys
-from stockctl.clients import redis_bus
+from stockctl.redis import bus as redis_bus
 
 acks = 0
 original = redis_bus.StreamConsumer.ack
@@ -172,7 +172,7 @@ def test_kill_9_after_the_cache_write_before_the_ack_then_restart(
             sc.receive(p, w, 2)
         else:
             sc.reserve(p, w, 1, order_id=new_id("O"))
-    from stockctl.workers.runner import Runner, WorkerOptions
+    from stockctl.daemons.workers.runner import Runner, WorkerOptions
 
     Runner(app, WorkerOptions(only=["relay"], burst=True)).run(handle_signals=False)
     env = lane.env(pg_url, DIE_AT_ACK="4")

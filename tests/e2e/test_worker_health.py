@@ -15,8 +15,8 @@ import pytest
 from sqlalchemy import create_engine, text
 
 import stockctl
+from stockctl.daemons.workers.runner import check as check_workers
 from stockctl.errors import CacheUnavailable
-from stockctl.workers.runner import check as check_workers
 from tests.eventutil import cli, spawn, wait_until
 from tests.redisutil import PrivateRedis, daemon_env
 

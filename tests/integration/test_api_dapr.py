@@ -110,7 +110,7 @@ def test_the_cluster_and_failover_components_name_what_the_redis_url_names(
     name: str, url: str, expected: dict[str, str]
 ) -> None:
     """Each Dapr component YAML and the redis_url its comment gives reach the same Redis."""
-    from stockctl.clients.redis_topology import parse_redis_url
+    from stockctl.redis.topology import parse_redis_url
 
     text = (DAPR_DIR / name).read_text()
     assert url in text

@@ -23,8 +23,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from stockctl.api.app import create_app
 from stockctl.bootstrap import bootstrap
+from stockctl.daemons.api.app import create_app
 from stockctl.settings import load_settings
 from tests.apiutil import ADMIN, Api, api_on, seed
 

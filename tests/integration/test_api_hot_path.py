@@ -11,8 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from stockctl.api.accesslog import ACCESS_LOGGER
-from stockctl.api.deps import row_out
+from stockctl.daemons.api.accesslog import ACCESS_LOGGER
+from stockctl.daemons.api.deps import row_out
 from tests.apiutil import READ, READ_TOKEN, api_on, assert_problem, seed, unique
 
 

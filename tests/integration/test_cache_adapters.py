@@ -23,12 +23,12 @@ from sqlalchemy import create_engine, delete, or_, text, update
 from sqlalchemy.engine import make_url
 
 import stockctl
-from stockctl.clients.redis_cache import RedisStockCache
-from stockctl.clients.redis_topology import connect, parse_redis_url
 from stockctl.core.model import Inventory, StockStatus
 from stockctl.core.ports import ApplyResult, StockCache
 from stockctl.core.projection import CacheKeys, ProductStock, RowState, StockLevel, StockUpdate
 from stockctl.library import Stockctl
+from stockctl.redis.cache import RedisStockCache
+from stockctl.redis.topology import connect, parse_redis_url
 from stockctl.store.cache_sql import SqlStockCache
 from stockctl.store.tables import cache_entries
 from tests.conftest import PG_ADMIN_URL, REDIS_CLUSTER_URL, REDIS_SENTINEL_URL, new_id

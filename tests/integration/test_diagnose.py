@@ -26,10 +26,10 @@ from stockctl.core import cache as cache_uc
 from stockctl.core import diagnose as dg
 from stockctl.core.catalog import TOPICS
 from stockctl.core.diagnose import Check, Status, Thresholds
-from stockctl.diagnostics import LiveProbe
+from stockctl.daemons.workers.runner import Runner, WorkerOptions
 from stockctl.library import Stockctl
+from stockctl.ops.diagnostics import LiveProbe
 from stockctl.store.tables import inventory
-from stockctl.workers.runner import Runner, WorkerOptions
 from tests.conftest import REDIS_URL, new_id
 from tests.eventutil import (
     Background,

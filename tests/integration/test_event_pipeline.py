@@ -25,15 +25,15 @@ from sqlalchemy import event, func, select
 
 import stockctl
 from stockctl.bootstrap import App
-from stockctl.clients.redis_bus import Delivery, StreamConsumer
 from stockctl.core import catalog
 from stockctl.core import events as ev
 from stockctl.core.catalog import TOPICS
 from stockctl.core.model import ReservationStatus
+from stockctl.daemons.workers.processor import ReadTurn, StreamProcessor
 from stockctl.errors import DependencyUnavailable, StockRuleViolation
 from stockctl.library import Stockctl
+from stockctl.redis.bus import Delivery, StreamConsumer
 from stockctl.store.tables import outbox, stock_movements
-from stockctl.workers.processor import ReadTurn, StreamProcessor
 from tests.conftest import new_id
 from tests.eventutil import (
     DEAD_LETTER,
@@ -187,7 +187,7 @@ def test_a_drained_relay_waits_for_notify_and_misses_no_commit(pipeline: Stockct
     NOTIFY is queued), with the poll fallback 20 s away."""
     from datetime import timedelta
 
-    from stockctl.workers.relay import OutboxRelay
+    from stockctl.daemons.workers.relay import OutboxRelay
 
     app = pipeline._app
     ps, ws = seed_stock(pipeline, 1, 1, 50)
@@ -321,7 +321,7 @@ def test_a_restarted_consumer_in_burst_mode_takes_back_all_its_pending_entries(
             doomed.step()
     assert lane.pending_and_lag()[0] == 50
     # Restarted under the same name, in burst mode, with batches of 10 as before.
-    from stockctl.workers.runner import Runner, WorkerOptions
+    from stockctl.daemons.workers.runner import Runner, WorkerOptions
 
     Runner(
         app,
@@ -377,7 +377,7 @@ def test_processors_take_turns_to_read_and_a_trickle_lingers_into_one_batch(
             pipeline.adjust(p, ws[0], 1, reason="during the linger")
         drain_relay_only(app)
 
-    monkeypatch.setattr("stockctl.workers.processor.time.sleep", arrivals_during)
+    monkeypatch.setattr("stockctl.daemons.workers.processor.time.sleep", arrivals_during)
     assert b.step() == 3 and lingered == [0.005]  # one batch of the three that arrived
     monkeypatch.undo()
 
@@ -403,7 +403,7 @@ def test_processors_take_turns_to_read_and_a_trickle_lingers_into_one_batch(
 
 
 def drain_relay_only(app: App) -> None:
-    from stockctl.workers.runner import Runner, WorkerOptions
+    from stockctl.daemons.workers.runner import Runner, WorkerOptions
 
     Runner(app, WorkerOptions(only=["relay"], burst=True)).run(handle_signals=False)
 
@@ -414,7 +414,9 @@ def drain_relay_only(app: App) -> None:
 def test_malformed_entries_are_dead_lettered_after_n_attempts(
     pipeline: Stockctl, lane: Lane, pg_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("stockctl.workers.processor.RECOVER_EVERY_SECONDS", 0.1)  # retry sooner
+    monkeypatch.setattr(
+        "stockctl.daemons.workers.processor.RECOVER_EVERY_SECONDS", 0.1
+    )  # retry sooner
     app = pipeline._app
     ps, ws = seed_stock(pipeline, 2, 1, 50)
     drain(app)

@@ -28,11 +28,11 @@ import pytest
 from redis.cluster import RedisCluster
 
 import stockctl
-from stockctl.clients.redis_bus import Delivery, StreamConsumer, StreamPublisher
-from stockctl.clients.redis_stream_admin import StreamAdmin
 from stockctl.core.catalog import TOPICS
 from stockctl.core.ports import OutboxEntry
 from stockctl.errors import CacheUnavailable
+from stockctl.redis.bus import Delivery, StreamConsumer, StreamPublisher
+from stockctl.redis.stream_admin import StreamAdmin
 from tests.conftest import REDIS_CLUSTER_URL, redis_client
 from tests.eventutil import (
     EVENTS_REDIS_URLS,

@@ -19,9 +19,9 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 import stockctl
-from stockctl.api.app import create_app
 from stockctl.core.catalog import Outcome
 from stockctl.core.envelope import parse
+from stockctl.daemons.api.app import create_app
 from stockctl.store.tables import outbox
 
 ROOT = Path(__file__).resolve().parents[2]

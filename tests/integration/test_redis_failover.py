@@ -61,19 +61,19 @@ from redis.cluster import RedisCluster
 
 import stockctl
 from stockctl.bootstrap import App
-from stockctl.clients.redis_cache import RedisStockCache
-from stockctl.clients.redis_stream_admin import StreamAdmin
-from stockctl.clients.redis_topology import connect, parse_redis_url
 from stockctl.core import events as ev
 from stockctl.core.cache import warm
 from stockctl.core.catalog import TOPICS, Outcome
 from stockctl.core.envelope import parse
 from stockctl.core.model import ReservationStatus
 from stockctl.core.projection import RowState, update_from_event
+from stockctl.daemons.workers.processor import StreamProcessor
+from stockctl.daemons.workers.runner import Runner, WorkerOptions
 from stockctl.errors import CacheUnavailable, DependencyUnavailable, StockRuleViolation
 from stockctl.library import Stockctl
-from stockctl.workers.processor import StreamProcessor
-from stockctl.workers.runner import Runner, WorkerOptions
+from stockctl.redis.cache import RedisStockCache
+from stockctl.redis.stream_admin import StreamAdmin
+from stockctl.redis.topology import connect, parse_redis_url
 from tests.clientutil import serve
 from tests.conftest import new_id
 from tests.eventutil import (

@@ -11,9 +11,9 @@ import pytest
 
 from stockctl.bootstrap import App, bootstrap
 from stockctl.core.ports import OutboxEntry
+from stockctl.daemons.workers import relay as relay_mod
+from stockctl.daemons.workers.relay import OutboxRelay
 from stockctl.settings import load_settings
-from stockctl.workers import relay as relay_mod
-from stockctl.workers.relay import OutboxRelay
 from tests.conftest import new_id
 
 
@@ -78,7 +78,7 @@ def test_a_redis_that_refuses_info_disables_the_watch_not_the_relay(
     failover, says so once, and goes on publishing."""
     import redis
 
-    from stockctl.clients.redis_bus import StreamPublisher
+    from stockctl.redis.bus import StreamPublisher
     from tests.redisutil import PrivateRedis
 
     with PrivateRedis() as server:

@@ -22,8 +22,8 @@ import pytest
 
 import stockctl
 from stockctl.core.catalog import TOPICS
+from stockctl.daemons.workers.runner import Runner, WorkerOptions
 from stockctl.library import Stockctl
-from stockctl.workers.runner import Runner, WorkerOptions
 from tests.eventutil import (
     DEAD_LETTER,
     Lane,

@@ -419,7 +419,7 @@ def test_build_client_wires_settings() -> None:
 
 
 def test_state_changes_are_exported_as_metrics(server: Server, clock: Clock) -> None:
-    from stockctl.metrics import Metrics
+    from stockctl.daemons.metrics import Metrics
 
     metrics = Metrics()
     breaker = Breaker(

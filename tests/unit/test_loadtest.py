@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-from stockctl import loadtest as lt
 from stockctl.core.model import Inventory
 from stockctl.core.ports import ReservedDrift
 from stockctl.core.projection import CacheKeys, ProductStock, RowState, product_values
@@ -22,6 +21,7 @@ from stockctl.errors import (
     InvalidTransition,
     ReservationNotFound,
 )
+from stockctl.ops import loadtest as lt
 
 # -- parsing --------------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from stockctl.redact import AccessLogSecrets, mask_path, mask_query
+from stockctl.core.redact import AccessLogSecrets, mask_path, mask_query
 from stockctl.store.engine import mask_url
 
 

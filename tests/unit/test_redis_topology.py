@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stockctl.clients.redis_topology import parse_redis_url
 from stockctl.errors import InvalidInput
+from stockctl.redis.topology import parse_redis_url
 from stockctl.settings import load_settings
 
 

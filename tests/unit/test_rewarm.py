@@ -17,8 +17,8 @@ from stockctl.core import cache as cache_uc
 from stockctl.core.model import Inventory
 from stockctl.core.ports import StockCache, Store
 from stockctl.core.projection import CacheKeys, RowState
+from stockctl.daemons.workers.sync import IncrementalSync
 from stockctl.errors import CacheUnavailable
-from stockctl.workers.sync import IncrementalSync
 
 NOW = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 

@@ -16,10 +16,10 @@ import respx
 
 import stockctl
 from stockctl import errors
+from stockctl.clients.order_flow import NoopWarehouse, WarehousePort
 from stockctl.clients.warehouse import ClientOptions, WarehouseClient
 from stockctl.core.model import Reservation, ReservationStatus
 from stockctl.core.reservations import Line
-from stockctl.order_flow import NoopWarehouse, WarehousePort
 from tests.clientutil import BASE
 
 S = ReservationStatus

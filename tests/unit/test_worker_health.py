@@ -13,9 +13,9 @@ from typing import Any, cast
 import pytest
 
 from stockctl.bootstrap import App
+from stockctl.daemons.workers import runner as runner_mod
+from stockctl.daemons.workers.runner import FailureLog, Runner, WorkerOptions, assess
 from stockctl.errors import CacheUnavailable
-from stockctl.workers import runner as runner_mod
-from stockctl.workers.runner import FailureLog, Runner, WorkerOptions, assess
 
 NOW = 1_800_000_000.0
 

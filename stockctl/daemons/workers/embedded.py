@@ -18,7 +18,7 @@ from stockctl.core.catalog import Outcome, classify, order_id_of
 from stockctl.core.context import Context
 from stockctl.core.envelope import Incoming, InvalidEvent, parse
 from stockctl.core.projection import RowState
-from stockctl.metrics import Metrics
+from stockctl.daemons.metrics import Metrics
 from stockctl.store.cache_sql import SqlStockCache
 from stockctl.store.sql import SqlStore, SqlTx
 

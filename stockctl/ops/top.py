@@ -58,8 +58,8 @@ class Sampler:
             workers={k: time.time() - float(b.get("at", 0)) for k, b in beats.items()},
         )
         if app.uses_redis:
-            from stockctl.clients.redis_stream_admin import StreamAdmin
             from stockctl.core.catalog import TOPICS
+            from stockctl.redis.stream_admin import StreamAdmin
 
             s = app.settings
             admin = StreamAdmin(app.redis(), s.app_id, s.dead_letter_topic, app.redis_target)

@@ -148,11 +148,11 @@ class Runner:
             elif name == "processor":
                 self.jobs += self._processors(batch)
             elif name == "expiry":
-                from stockctl.workers.expiry import ExpirySweeper
+                from stockctl.daemons.workers.expiry import ExpirySweeper
 
                 self.jobs.append(ExpirySweeper(app.ctx, s.expiry_interval_seconds))
             elif name == "sync":
-                from stockctl.workers.sync import IncrementalSync
+                from stockctl.daemons.workers.sync import IncrementalSync
 
                 self.jobs.append(
                     IncrementalSync(
@@ -166,8 +166,8 @@ class Runner:
                 )
 
     def _relay(self) -> Job:
-        from stockctl.clients.redis_bus import StreamPublisher
-        from stockctl.workers.relay import OutboxRelay
+        from stockctl.daemons.workers.relay import OutboxRelay
+        from stockctl.redis.bus import StreamPublisher
 
         s = self.app.settings
         publisher = StreamPublisher(self.app.redis(), s.stream_maxlen, self.app.redis_target)
@@ -186,8 +186,8 @@ class Runner:
     def _processors(self, batch: int) -> list[Job]:
         s, app = self.app.settings, self.app
         if not app.uses_redis:
+            from stockctl.daemons.workers.embedded import EmbeddedPipeline
             from stockctl.store.cache_sql import SqlStockCache
-            from stockctl.workers.embedded import EmbeddedPipeline
 
             cache = app.cache()
             assert isinstance(cache, SqlStockCache)
@@ -197,8 +197,8 @@ class Runner:
             )
             pipeline.metrics = app.metrics()
             return [pipeline]
-        from stockctl.clients.redis_bus import StreamConsumer, StreamGroup
-        from stockctl.workers.processor import ReadTurn, StreamProcessor
+        from stockctl.daemons.workers.processor import ReadTurn, StreamProcessor
+        from stockctl.redis.bus import StreamConsumer, StreamGroup
 
         count = self.options.workers or s.worker_count
         timeout = self.options.batch_timeout_ms or s.worker_batch_timeout_ms

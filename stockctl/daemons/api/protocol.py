@@ -11,7 +11,7 @@ import json
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from stockctl.api.deps import problem
+from stockctl.daemons.api.deps import problem
 
 DETAIL = "malformed HTTP request (e.g. a control character in a header or the request line)"
 

@@ -20,9 +20,9 @@ from typing import Any
 import redis
 from redis.cluster import RedisCluster
 
-from stockctl.clients.stream_waiter import StreamWaiter
 from stockctl.core.ports import OutboxEntry
 from stockctl.errors import CacheUnavailable
+from stockctl.redis.stream_waiter import StreamWaiter
 
 log = logging.getLogger("stockctl.events")
 

@@ -1,4 +1,4 @@
-"""ASGI factory for multi-process serving: ``uvicorn stockctl.api.factory:build --factory``.
+"""ASGI factory for multi-process serving: ``uvicorn stockctl.daemons.api.factory:build --factory``.
 
 Each process wires itself from the environment (``STOCKCTL_*``), which ``stockctl serve``
 sets from its flags before starting the processes.
@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from stockctl.api.accesslog import configure_access_log
-from stockctl.api.app import create_app
 from stockctl.bootstrap import bootstrap
+from stockctl.daemons.api.accesslog import configure_access_log
+from stockctl.daemons.api.app import create_app
 from stockctl.settings import load_settings
 
 

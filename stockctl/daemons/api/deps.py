@@ -9,9 +9,9 @@ from typing import Annotated, Any
 from fastapi import Depends, Header, HTTPException, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from stockctl.api import schemas
 from stockctl.bootstrap import App
 from stockctl.core.model import Inventory, Movement, Reservation
+from stockctl.daemons.api import schemas
 
 # admin implies reserve implies read
 _IMPLIED = {"admin": {"admin", "reserve", "read"}, "reserve": {"reserve", "read"}, "read": {"read"}}

@@ -10,12 +10,12 @@ import threading
 import time
 from collections.abc import Callable
 
-from stockctl.clients.redis_bus import Delivery, StreamConsumer
 from stockctl.core.catalog import Outcome, project
 from stockctl.core.envelope import Incoming, InvalidEvent, parse
 from stockctl.core.ports import StockCache, Store
+from stockctl.daemons.metrics import Metrics
 from stockctl.errors import CacheUnavailable
-from stockctl.metrics import Metrics
+from stockctl.redis.bus import Delivery, StreamConsumer
 
 log = logging.getLogger("stockctl.processor")
 

@@ -112,7 +112,7 @@ Timestamp = Annotated[
 
 class Strict(BaseModel):
     """A request body: unknown fields refused, every field checked by the core's rules
-    (duplicate keys are refused before, when the JSON is read: ``stockctl.api.strict``)."""
+    (duplicate keys are refused before, when the JSON is read: ``stockctl.daemons.api.strict``)."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -6,12 +6,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
-from stockctl.api import schemas
-from stockctl.api.deps import AppDep, require
-from stockctl.api.strict import StrictJSONRoute
 from stockctl.core import cache
 from stockctl.core.model import StockStatus
 from stockctl.core.projection import StockLevel
+from stockctl.daemons.api import schemas
+from stockctl.daemons.api.deps import AppDep, require
+from stockctl.daemons.api.strict import StrictJSONRoute
 from stockctl.errors import ProductNotFound
 
 router = APIRouter(tags=["catalog"], route_class=StrictJSONRoute)

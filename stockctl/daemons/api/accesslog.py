@@ -11,7 +11,7 @@ It replaces uvicorn's access log (``serve`` and ``up`` run uvicorn with ``access
 which cost about a tenth of a request (a colourising formatter, a caller lookup per line). Here a
 line is one ``orjson.dumps`` and one ``LogRecord`` handed to the logger's handlers (filters and
 handlers still apply; the caller lookup is skipped). The request target goes through
-:func:`stockctl.redact.mask_path`: secret-named query parameters and the configured API tokens
+:func:`stockctl.core.redact.mask_path`: secret-named query parameters and the configured API tokens
 are masked; headers (the bearer token) are never logged.
 """
 
@@ -25,7 +25,7 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from stockctl.bootstrap import App
-from stockctl.redact import mask_path
+from stockctl.core.redact import mask_path
 
 ACCESS_LOGGER = "stockctl.access"
 PREFIXES = ("/api/v1", "/v1")  # longest first

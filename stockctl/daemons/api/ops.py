@@ -8,11 +8,11 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import PlainTextResponse
 
-from stockctl.api import schemas
-from stockctl.api.deps import AppDep, require
 from stockctl.core import lifecycle
 from stockctl.core.catalog import TOPICS, project
 from stockctl.core.envelope import InvalidEvent, parse
+from stockctl.daemons.api import schemas
+from stockctl.daemons.api.deps import AppDep, require
 from stockctl.errors import DependencyUnavailable
 
 router = APIRouter(tags=["ops"])

@@ -13,8 +13,6 @@ from typing import Any
 import orjson
 import redis
 
-from stockctl.clients.redis_nodes import CROSS_SLOT, CROSS_SLOT_READ, NodeRouter, Script
-from stockctl.clients.redis_scripts import AGG_FIELD, APPLY, FILL, GETS
 from stockctl.core.ports import ApplyResult
 from stockctl.core.projection import (
     PROCESSED_TTL_SECONDS,
@@ -25,6 +23,8 @@ from stockctl.core.projection import (
     StockUpdate,
 )
 from stockctl.errors import CacheUnavailable
+from stockctl.redis.nodes import CROSS_SLOT, CROSS_SLOT_READ, NodeRouter, Script
+from stockctl.redis.scripts import AGG_FIELD, APPLY, FILL, GETS
 
 
 class RedisStockCache:

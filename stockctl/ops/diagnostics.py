@@ -33,7 +33,7 @@ class LiveProbe:
         self._last: dict[str, str] = {}  # event id -> CloudEvent JSON, from last_event
 
     def _admin(self) -> Any:
-        from stockctl.clients.redis_stream_admin import StreamAdmin
+        from stockctl.redis.stream_admin import StreamAdmin
 
         s = self.app.settings
         return StreamAdmin(self.app.redis(), s.app_id, s.dead_letter_topic, self.app.redis_target)

@@ -8,8 +8,10 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 from pydantic import BeforeValidator
 
-from stockctl.api import hot, schemas
-from stockctl.api.deps import (
+from stockctl.core import cache, inventory, lifecycle, reservations
+from stockctl.core.reservations import Line
+from stockctl.daemons.api import hot, schemas
+from stockctl.daemons.api.deps import (
     AppDep,
     IdemKey,
     movement_out,
@@ -17,9 +19,7 @@ from stockctl.api.deps import (
     reservation_out,
     row_out,
 )
-from stockctl.api.strict import StrictJSONRoute
-from stockctl.core import cache, inventory, lifecycle, reservations
-from stockctl.core.reservations import Line
+from stockctl.daemons.api.strict import StrictJSONRoute
 
 router = APIRouter(tags=["inventory"], route_class=StrictJSONRoute)
 READ = [Depends(require("read"))]

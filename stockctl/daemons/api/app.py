@@ -13,13 +13,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from stockctl.__about__ import __version__
-from stockctl.api import catalog, inventory, ops, schemas
-from stockctl.api.accesslog import PREFIXES, RequestLog, route_label
-from stockctl.api.deps import problem
-from stockctl.api.fastpath import serialise_in_worker
 from stockctl.bootstrap import App
+from stockctl.core.redact import guard_access_log
+from stockctl.daemons.api import catalog, inventory, ops, schemas
+from stockctl.daemons.api.accesslog import PREFIXES, RequestLog, route_label
+from stockctl.daemons.api.deps import problem
+from stockctl.daemons.api.fastpath import serialise_in_worker
 from stockctl.errors import StockctlError
-from stockctl.redact import guard_access_log
 
 log = logging.getLogger("stockctl.api")
 PROBLEM = "application/problem+json"

@@ -6,11 +6,11 @@ run in the API's worker threads, so answers and errors are the core's own."""
 
 from __future__ import annotations
 
-from stockctl.api.fastpath import in_worker
 from stockctl.bootstrap import App
 from stockctl.core import inventory
 from stockctl.core.model import Inventory
 from stockctl.core.values import check_id
+from stockctl.daemons.api.fastpath import in_worker
 
 
 async def stock_row(app: App, product_id: str, warehouse_id: str) -> Inventory:

@@ -1,7 +1,7 @@
 """Reading the streams without consuming them: ``stockctl events tail`` (``StreamTail``), and
 lag, dead letters and their replay for the CLI, ``top`` and diagnose (``StreamAdmin``).
 
-The layout is Dapr's (``stockctl.clients.redis_bus``): the stream key is the topic, a
+The layout is Dapr's (``stockctl.redis.bus``): the stream key is the topic, a
 subscriber's consumer group is its app id.
 """
 
@@ -13,8 +13,8 @@ from typing import Any
 
 from redis.cluster import RedisCluster
 
-from stockctl.clients.redis_bus import Client, Delivery, _deliveries, _guard, _text, is_cluster
-from stockctl.clients.stream_waiter import StreamWaiter
+from stockctl.redis.bus import Client, Delivery, _deliveries, _guard, _text, is_cluster
+from stockctl.redis.stream_waiter import StreamWaiter
 
 
 class StreamTail:

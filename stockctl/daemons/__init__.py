@@ -1,0 +1,1 @@
+"""The long-running processes: the HTTP API (`serve`), the worker jobs, and their metrics."""
