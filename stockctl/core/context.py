@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from stockctl.core.events import change_events
 from stockctl.core.hot_rows import HotRows
 from stockctl.core.model import Inventory, Movement, MovementKind, utcnow
-from stockctl.core.ports import Store, StoreTx
+from stockctl.core.ports import StoreTx, UseCaseStore
 from stockctl.core.values import check_idempotency_key as check_idempotency_key
 from stockctl.errors import IdempotencyConflict, RetryableConflict
 
@@ -25,7 +25,7 @@ MAX_ATTEMPTS = 5
 
 @dataclass(frozen=True)
 class Context:
-    store: Store
+    store: UseCaseStore
     source: str = "stockctl/warehouse"
     actor: str = "stockctl"
     reservation_ttl: timedelta = timedelta(minutes=15)
