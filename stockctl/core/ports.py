@@ -336,10 +336,11 @@ class ApplyResult:
     incomplete: tuple[str, ...]  # products with no cached rows: fill them from the database
 
 
-class StockCache(Protocol):
-    """The catalog's stock cache (``stockctl.core.projection`` defines its keys)."""
+class CacheWriter(Protocol):
+    """What projecting events into the cache needs (``stockctl.core.catalog.project``)."""
 
-    keys: CacheKeys
+    @property
+    def keys(self) -> CacheKeys: ...
 
     def apply(self, updates: Sequence[StockUpdate]) -> ApplyResult:
         """De-duplicate on event id, version-guard and write a batch in one round trip."""
@@ -357,27 +358,20 @@ class StockCache(Protocol):
         """Whether each event has a processed marker (read only)."""
         ...
 
+
+class Heartbeats(Protocol):
     def heartbeat(self, name: str, payload: str, ttl_seconds: int) -> None: ...
 
     def heartbeats(self, prefix: str) -> dict[str, str]:
         """Live heartbeats whose name starts with ``prefix``."""
         ...
 
+
+class CacheAdmin(Protocol):
+    """Warm, verify, repair and inspect: the cache jobs and commands."""
+
     def get_products(self, product_ids: Sequence[str]) -> dict[str, ProductStock | None]:
         """Each product's cached rows (with versions); None where it is incomplete."""
-        ...
-
-    def get_levels(self, product_ids: Sequence[str]) -> dict[str, StockLevel | None]:
-        """Each product's detail (one read of ``catalog:product:{p}`` keys); None where it is
-        absent or not a product detail."""
-        ...
-
-    def count_reads(self, hits: int, misses: int) -> None:
-        """Add to the hit and miss totals shared by every process."""
-        ...
-
-    def get_keys(self, keys: Sequence[str]) -> list[str | None]:
-        """Plain values, as ``GET`` reads them."""
         ...
 
     def inspect(self, keys: Sequence[str]) -> list[tuple[str | None, int | None]]:
@@ -398,8 +392,6 @@ class StockCache(Protocol):
 
     def set_meta(self, name: str, value: str) -> None: ...
 
-    def ping(self) -> None: ...
-
     def close(self) -> None: ...
 
 
@@ -419,3 +411,8 @@ class CacheReads(Protocol):
     def fill(self, products: Mapping[str, Sequence[RowState]]) -> None: ...
 
     def ping(self) -> None: ...
+
+
+class StockCache(CacheReads, CacheWriter, Heartbeats, CacheAdmin, Protocol):
+    """The catalog's stock cache (``stockctl.core.projection`` defines its keys): everything a
+    cache adapter (Redis, or the SQL tables of the embedded default) offers."""

@@ -40,6 +40,7 @@ from tests.eventutil import (
     text_of,
     unique,
 )
+from tests.fakes.cache import FakeCache
 
 KINDS = ["redis", "redis-cluster", "redis-sentinel", "sqlite", "postgresql"]
 
@@ -660,3 +661,51 @@ def test_a_key_evicted_on_its_own_comes_back_with_the_products_deadline(
     finally:
         delete_matching(client, f"{prefix}:*")
         client.close()
+
+
+# -- the in-memory fake the unit tests use keeps step with every adapter
+
+
+@settings(
+    max_examples=6,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(seed=st.integers(0, 2**32 - 1))
+def test_the_in_memory_fake_answers_as_this_adapter_does(adapter: Adapter, seed: int) -> None:
+    """Random fills and event batches over a few products, some unknown to the cache, fed to
+    this adapter and to ``tests/fakes/cache.FakeCache``: the same counts, rows, plain keys and
+    levels after every batch."""
+    cache = adapter.cache()
+    fake = FakeCache(cache.keys)
+    rnd = random.Random(seed)
+    products = [new_id("P") for _ in range(3)]
+    versions: dict[tuple[str, str], int] = {}
+
+    def row(p: str, w: str) -> RowState:
+        v = versions[(p, w)] = versions.get((p, w), 0) + rnd.randint(-1, 2)
+        return RowState(w, max(v, 1), rnd.randint(0, 40), rnd.randint(0, 5), rnd.randint(0, 8))
+
+    for _ in range(8):
+        if rnd.random() < 0.3:
+            batch = {p: [row(p, w) for w in ("W1", "W2")] for p in rnd.sample(products, 2)}
+            cache.fill(batch)
+            fake.fill(batch)
+        else:
+            updates = [
+                StockUpdate(new_id("e"), p, row(p, rnd.choice(["W1", "W2", "W3"])))
+                for p in rnd.choices(products, k=6)
+            ]
+            got, want = cache.apply(updates), fake.apply(updates)
+            # the order of the incomplete products is the adapter's (a cluster's is by node)
+            assert (got.applied, got.duplicates, got.stale, sorted(got.incomplete)) == (
+                want.applied,
+                want.duplicates,
+                want.stale,
+                sorted(want.incomplete),
+            )
+        assert cache.get_products(products) == fake.get_products(products)
+        assert cache.get_levels(products) == fake.get_levels(products)
+        keys = [k for p in products for k in cache.keys.product_keys(p) if k != cache.keys.rows(p)]
+        keys += [cache.keys.warehouse(p, w) for p in products for w in ("W1", "W2", "W3")]
+        assert [adapter.get_with(cache, k) for k in keys] == fake.get_keys(keys)
