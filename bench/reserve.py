@@ -262,7 +262,7 @@ def captured_envelopes() -> dict[str, str]:
     from datetime import UTC, datetime, timedelta
     from types import SimpleNamespace
 
-    from stockctl.core import reservations as core
+    from stockctl.core import holding
 
     seen: dict[str, str] = {}
 
@@ -285,7 +285,7 @@ def captured_envelopes() -> dict[str, str]:
         source="stockctl/warehouse",
         actor="stockctl",
     )
-    core._reserve_fast(ctx, pid(HOT[0]), wid(HOT[1]), 1, timedelta(minutes=15), None)
+    holding.reserve_fast(ctx, pid(HOT[0]), wid(HOT[1]), 1, timedelta(minutes=15), None)
     if set(seen) != {"actor", "t1", "t2", "t3", "j1", "j2", "j3"}:
         raise SystemExit(f"could not capture the library's event envelopes: {sorted(seen)}")
     return seen

@@ -16,9 +16,9 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Protocol, TypeVar
 
+from stockctl.core.lines import Line
 from stockctl.core.model import Reservation, ReservationStatus, utcnow
 from stockctl.core.operations import LineLike, as_lines
-from stockctl.core.reservations import Line
 from stockctl.errors import InvalidTransition, StockctlError
 
 log = logging.getLogger("stockctl.checkout")

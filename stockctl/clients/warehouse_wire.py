@@ -17,6 +17,7 @@ from typing import Any, Generic, TypeVar
 import httpx
 
 from stockctl import errors
+from stockctl.core.lines import Line
 from stockctl.core.model import (
     Inventory,
     Movement,
@@ -25,7 +26,6 @@ from stockctl.core.model import (
     ReservationStatus,
     StockSummary,
 )
-from stockctl.core.reservations import Line
 
 T = TypeVar("T")
 

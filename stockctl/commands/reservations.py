@@ -153,9 +153,9 @@ def checkout(
     output: OutputOpt = Output.table,
 ) -> None:
     """Reserve every item or none (all-or-nothing checkout)."""
-    from stockctl.core import reservations
+    from stockctl.core.lines import Line
 
-    lines = [reservations.Line.parse(spec) for spec in item]
+    lines = [Line.parse(spec) for spec in item]
     made = (
         state(ctx)
         .ops()

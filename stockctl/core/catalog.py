@@ -18,7 +18,7 @@ from stockctl.core.envelope import Incoming, InvalidEvent
 from stockctl.core.events import CloudEvent
 from stockctl.core.ports import ApplyResult, StockCache, Store
 from stockctl.core.projection import RowState, StockUpdate, update_from_event
-from stockctl.core.reservations import MAX_ORDER_ID, check_order_id
+from stockctl.core.values import MAX_ORDER_ID, check_order_id
 from stockctl.errors import InvalidInput
 
 ORDER_TOPICS = (ev.ORDER_CANCELLED, ev.PAYMENT_FAILED)

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 
 from stockctl.core import events as ev
 from stockctl.core.context import Context, record_change
+from stockctl.core.lines import check_ttl
 from stockctl.core.model import (
     Inventory,
     MovementKind,
@@ -23,7 +24,7 @@ from stockctl.core.model import (
     check_reason,
 )
 from stockctl.core.ports import StoreTx
-from stockctl.core.reservations import check_order_id, check_ttl
+from stockctl.core.values import check_order_id
 from stockctl.errors import InvalidInput, InvalidTransition, ReservationExpired, ReservationNotFound
 
 S = ReservationStatus

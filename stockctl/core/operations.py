@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Protocol, runtime_checkable
 
+from stockctl.core.lines import Line
 from stockctl.core.model import Inventory, Movement, Reservation, StockSummary
-from stockctl.core.reservations import Line
 from stockctl.core.values import check_quantity
 from stockctl.errors import InsufficientStock, InvalidInput
 

@@ -16,11 +16,11 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
-from stockctl.core import events as ev
-from stockctl.core import reservations as rv
+from stockctl.core import holding
 from stockctl.core.context import Context
 from stockctl.core.hot_rows import HotRows
-from stockctl.core.model import Inventory, Reservation
+from stockctl.core.lines import Line
+from stockctl.core.model import Reservation
 from stockctl.core.ports import FastRequest
 from stockctl.errors import InsufficientStock
 
@@ -53,35 +53,12 @@ def reserve_merged(
 ) -> Reservation:
     """Reserve through the context's coordinator (checked arguments)."""
     assert ctx.hot_rows is not None
-    request = fast_request(ctx, product_id, warehouse_id, quantity, ttl, order_id)
+    request = holding.fast_request(ctx, product_id, warehouse_id, quantity, ttl, order_id)
     if request is None:  # the store has no one-statement reserve: today's path
         return _one_by_one(ctx, product_id, warehouse_id, quantity, ttl, order_id)
     key = (id(ctx.store), product_id, warehouse_id)
     outcome: Reservation = ctx.hot_rows.submit(key, Pending(ctx, request, ttl))
     return outcome
-
-
-def fast_request(
-    ctx: Context,
-    product_id: str,
-    warehouse_id: str,
-    quantity: int,
-    ttl: timedelta,
-    order_id: str | None,
-) -> FastRequest | None:
-    """The reservation and its candidate events, as the one-statement reserve takes them."""
-    rid = ctx.store.fast_reservation_id()
-    if rid is None:
-        return None
-    now = ctx.clock()
-    r = rv._new_reservation(rid, product_id, warehouse_id, quantity, now, ttl, order_id)
-    row = Inventory(product_id, warehouse_id, 0, 0, 0, 0, now)  # quantities set by the store
-    common = {"delta": -quantity, "delta_available": 0, "delta_reserved": quantity}
-    context = rv._event_context(r)
-    reserved = ev.row_event(ev.STOCK_RESERVED, row, ctx.source, **common, **context)
-    out = ev.row_event(ev.OUT_OF_STOCK, row, ctx.source, delta=-quantity)
-    low = ev.row_event(ev.LOW_STOCK, row, ctx.source, delta=-quantity)
-    return (r, reserved, out, low)
 
 
 def run_merge(key: Hashable, items: list[Pending]) -> Sequence[Reservation | Exception]:
@@ -118,7 +95,7 @@ def _one_by_one(
     ttl: timedelta,
     order_id: str | None,
 ) -> Reservation:
-    fast = rv._reserve_fast(ctx, product_id, warehouse_id, quantity, ttl, order_id)
+    fast = holding.reserve_fast(ctx, product_id, warehouse_id, quantity, ttl, order_id)
     return fast or _general(ctx, product_id, warehouse_id, quantity, ttl, order_id)
 
 
@@ -130,13 +107,15 @@ def _general(
     ttl: timedelta,
     order_id: str | None,
 ) -> Reservation:
-    line = rv.Line(product_id, warehouse_id, quantity)
-    (only,) = rv._checkout(ctx, [line], ttl, order_id, None, allow_split=False, operation="reserve")
+    line = Line(product_id, warehouse_id, quantity)
+    (only,) = holding.hold_lines(
+        ctx, [line], ttl, order_id, None, allow_split=False, operation="reserve"
+    )
     return only
 
 
 def _refusal(r: Reservation, sellable: int) -> InsufficientStock:
-    """What the general path says to a reserve the row cannot serve (``reservations._hold``)."""
+    """What the general path says to a reserve the row cannot serve (``holding._hold``)."""
     return InsufficientStock(
         f"insufficient stock of {r.product_id} in {r.warehouse_id}: asked {r.quantity}, "
         f"sellable {sellable}",

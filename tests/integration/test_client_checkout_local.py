@@ -10,8 +10,8 @@ import pytest
 
 import stockctl
 from stockctl import errors
+from stockctl.core.lines import Line
 from stockctl.core.model import Reservation, ReservationStatus
-from stockctl.core.reservations import Line
 from stockctl.library import Stockctl
 from tests.conftest import new_id
 

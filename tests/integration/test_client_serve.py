@@ -26,8 +26,8 @@ from stockctl import errors
 from stockctl.clients.breaker import Breaker
 from stockctl.clients.warehouse import ClientOptions, WarehouseClient
 from stockctl.clients.warehouse_async import AsyncWarehouseClient
+from stockctl.core.lines import Line
 from stockctl.core.model import Reservation, ReservationStatus
-from stockctl.core.reservations import Line
 from stockctl.library import Stockctl
 from tests.clientutil import COMMAND, Server, clean_env, serve
 from tests.conftest import new_id

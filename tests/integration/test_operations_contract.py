@@ -22,9 +22,9 @@ import stockctl
 from stockctl import errors
 from stockctl.clients.warehouse import ClientOptions, WarehouseClient
 from stockctl.clients.warehouse_async import AsyncWarehouseClient
+from stockctl.core.lines import Line
 from stockctl.core.model import ReservationStatus
 from stockctl.core.operations import OPERATIONS, AsyncStockOperations, StockOperations
-from stockctl.core.reservations import Line
 from stockctl.library import Stockctl
 from tests.clientutil import Server, serve
 from tests.conftest import new_id

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 import stockctl
+from stockctl.core.lines import Line
 from stockctl.core.model import MAX_QUANTITY
-from stockctl.core.reservations import Line
 from stockctl.errors import (
     InsufficientStock,
     InvalidInput,

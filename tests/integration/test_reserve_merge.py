@@ -25,7 +25,8 @@ from hypothesis import strategies as st
 
 import stockctl
 from stockctl.core import reservations
-from stockctl.core.reserve_merge import Pending, fast_request, run_merge
+from stockctl.core.holding import fast_request
+from stockctl.core.reserve_merge import Pending, run_merge
 from stockctl.errors import AlreadyExists, InsufficientStock, StockctlError
 from stockctl.library import Stockctl
 from tests import dbutil

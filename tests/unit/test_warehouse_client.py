@@ -23,8 +23,8 @@ from stockctl.clients.warehouse import (
     WarehouseClient,
     error_from,
 )
+from stockctl.core.lines import Line
 from stockctl.core.model import ReservationStatus
-from stockctl.core.reservations import Line
 from tests.clientutil import (
     BASE,
     problem_json,

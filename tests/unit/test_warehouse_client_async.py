@@ -19,8 +19,8 @@ from stockctl.clients import warehouse_async as warehouse
 from stockctl.clients.breaker import Breaker
 from stockctl.clients.warehouse import Call, ClientOptions
 from stockctl.clients.warehouse_async import AsyncWarehouseClient
+from stockctl.core.lines import Line
 from stockctl.core.model import ReservationStatus
-from stockctl.core.reservations import Line
 from tests.clientutil import (
     BASE,
     problem_json,

@@ -18,8 +18,8 @@ import stockctl
 from stockctl import errors
 from stockctl.clients.order_flow import NoopWarehouse, WarehousePort
 from stockctl.clients.warehouse import ClientOptions, WarehouseClient
+from stockctl.core.lines import Line
 from stockctl.core.model import Reservation, ReservationStatus
-from stockctl.core.reservations import Line
 from tests.clientutil import BASE
 
 S = ReservationStatus

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BeforeValidator
 
 from stockctl.core import cache, inventory, lifecycle, reservations
-from stockctl.core.reservations import Line
+from stockctl.core.lines import Line
 from stockctl.daemons.api import hot, schemas
 from stockctl.daemons.api.deps import (
     AppDep,
