@@ -19,11 +19,11 @@ from stockctl.core.lifecycle import end_reservation
 from stockctl.core.lines import Line
 from stockctl.core.model import Inventory, MovementKind, Reservation, ReservationStatus
 from stockctl.core.ports import FastRequest, StoreTx
+from stockctl.core.rows import check_pair
 from stockctl.errors import (
     InsufficientStock,
     InventoryNotFound,
     ProductNotFound,
-    WarehouseNotFound,
 )
 
 
@@ -201,10 +201,7 @@ def _require_row(
 ) -> None:
     if (product_id, warehouse_id) in rows:
         return
-    if tx.get_product(product_id) is None:
-        raise ProductNotFound(f"unknown product {product_id!r}")
-    if tx.get_warehouse(warehouse_id) is None:
-        raise WarehouseNotFound(f"unknown warehouse {warehouse_id!r}")
+    check_pair(tx, product_id, warehouse_id)
     raise InventoryNotFound(f"no stock of {product_id!r} in warehouse {warehouse_id!r}")
 
 

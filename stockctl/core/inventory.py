@@ -22,6 +22,7 @@ from stockctl.core.model import (
     check_reason,
 )
 from stockctl.core.ports import StoreTx
+from stockctl.core.rows import blank_row, check_pair, existing_row, row_or_new
 from stockctl.core.values import check_name, check_reference, check_whole
 from stockctl.errors import (
     AlreadyExists,
@@ -33,7 +34,6 @@ from stockctl.errors import (
     WarehouseNotFound,
 )
 
-DEFAULT_LOW_STOCK_THRESHOLD = 10
 MAX_LIST = 10_000
 
 
@@ -65,44 +65,6 @@ def add_warehouse(
         if not tx.add_warehouse(warehouse):
             raise AlreadyExists(f"warehouse {warehouse_id!r} already exists")
     return warehouse
-
-
-def _row_or_new(tx: StoreTx, product_id: str, warehouse_id: str) -> tuple[Inventory, bool]:
-    """The locked row, or a blank version-0 row when the pair has none yet (after checking both
-    the product and the warehouse exist)."""
-    found = tx.lock_inventory([(product_id, warehouse_id)]).get((product_id, warehouse_id))
-    if found is not None:
-        return found, False
-    return _blank_row(tx, product_id, warehouse_id), True
-
-
-def _check_pair(tx: StoreTx, product_id: str, warehouse_id: str) -> None:
-    if tx.get_product(product_id) is None:
-        raise ProductNotFound(f"unknown product {product_id!r}")
-    if tx.get_warehouse(warehouse_id) is None:
-        raise WarehouseNotFound(f"unknown warehouse {warehouse_id!r}")
-
-
-def _blank_row(tx: StoreTx, product_id: str, warehouse_id: str) -> Inventory:
-    """A version-0 row for a pair that has none yet; its product and warehouse must exist."""
-    _check_pair(tx, product_id, warehouse_id)
-    return Inventory(
-        product_id,
-        warehouse_id,
-        0,
-        0,
-        DEFAULT_LOW_STOCK_THRESHOLD,
-        0,
-        None,
-        id=tx.new_inventory_id(),
-    )
-
-
-def _existing_row(tx: StoreTx, product_id: str, warehouse_id: str) -> Inventory:
-    row, created = _row_or_new(tx, product_id, warehouse_id)
-    if created:
-        raise InventoryNotFound(f"no stock of {product_id!r} in warehouse {warehouse_id!r}")
-    return row
 
 
 def encode_row(row: Inventory) -> dict[str, Any]:
@@ -150,7 +112,7 @@ def receive(
     reference = check_reference(reference)
 
     def apply(tx: StoreTx, now: Any) -> Inventory:
-        before, created = _row_or_new(tx, product_id, warehouse_id)
+        before, created = row_or_new(tx, product_id, warehouse_id)
         after = before.with_quantities(
             before.quantity_available + quantity, before.quantity_reserved, now
         )
@@ -201,7 +163,7 @@ def set_stock(
     reason = check_reason(reason, required=False)
 
     def apply(tx: StoreTx, now: Any) -> Inventory:
-        before, created = _row_or_new(tx, product_id, warehouse_id)
+        before, created = row_or_new(tx, product_id, warehouse_id)
         if expect_version is not None and before.version != expect_version:
             raise VersionConflict(
                 f"{product_id}@{warehouse_id} is at version {before.version}, "
@@ -256,9 +218,9 @@ def adjust(
 
     def apply(tx: StoreTx, now: Any) -> Inventory:
         if delta < 0:
-            before, created = _existing_row(tx, product_id, warehouse_id), False
+            before, created = existing_row(tx, product_id, warehouse_id), False
         else:
-            before, created = _row_or_new(tx, product_id, warehouse_id)
+            before, created = row_or_new(tx, product_id, warehouse_id)
         after = before.with_quantities(
             before.quantity_available + delta, before.quantity_reserved, now
         )
@@ -323,11 +285,11 @@ def transfer(
         # transaction reruns and finds it locked.
         src = locked.get((product_id, from_warehouse))
         if src is None:
-            _check_pair(tx, product_id, from_warehouse)  # the precise NotFound first
+            check_pair(tx, product_id, from_warehouse)  # the precise NotFound first
             raise InventoryNotFound(f"no stock of {product_id!r} in warehouse {from_warehouse!r}")
         dst, created = locked.get((product_id, to_warehouse)), False
         if dst is None:
-            dst, created = _blank_row(tx, product_id, to_warehouse), True
+            dst, created = blank_row(tx, product_id, to_warehouse), True
         src_after = src.with_quantities(
             src.quantity_available - quantity, src.quantity_reserved, now, short=InsufficientStock
         )
