@@ -7,9 +7,9 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from stockctl.core.cache import ReadCounters
+from stockctl.core.cache_ports import CacheReads, StockCache
 from stockctl.core.context import Context
 from stockctl.core.hot_rows import HotRows
-from stockctl.core.ports import CacheReads, StockCache
 from stockctl.settings import Settings
 from stockctl.store.engine import create_store_engine
 from stockctl.store.sql import SqlStore

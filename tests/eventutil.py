@@ -40,9 +40,9 @@ from redis.cluster import RedisCluster
 from sqlalchemy import select
 
 from stockctl.bootstrap import App
+from stockctl.core.cache_ports import StockCache
 from stockctl.core.catalog import TOPICS
 from stockctl.core.model import Inventory
-from stockctl.core.ports import StockCache
 from stockctl.core.projection import CacheKeys, ProductStock, RowState
 from stockctl.daemons.workers.runner import Runner, WorkerOptions
 from stockctl.redis.stream_admin import StreamAdmin

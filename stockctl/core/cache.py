@@ -14,9 +14,10 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from stockctl.core.cache_ports import CacheReads, StockCache
 from stockctl.core.guard import CacheBypassed
 from stockctl.core.model import Inventory, check_id
-from stockctl.core.ports import CacheReads, StockCache, Store
+from stockctl.core.ports import Store
 from stockctl.core.projection import (
     CacheKeys,
     ProductStock,

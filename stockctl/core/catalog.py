@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stockctl.core import events as ev
+from stockctl.core.cache_ports import ApplyResult, StockCache
 from stockctl.core.context import Context
 from stockctl.core.envelope import Incoming, InvalidEvent
 from stockctl.core.events import CloudEvent
-from stockctl.core.ports import ApplyResult, StockCache, Store
+from stockctl.core.ports import Store
 from stockctl.core.projection import RowState, StockUpdate, update_from_event
 from stockctl.core.values import MAX_ORDER_ID, check_order_id
 from stockctl.errors import InvalidInput

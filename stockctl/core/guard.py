@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
-from stockctl.core.ports import StockCache
+from stockctl.core.cache_ports import StockCache
 from stockctl.core.projection import CacheKeys, RowState, StockLevel
 from stockctl.errors import CacheUnavailable
 

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import redis
 
-from stockctl.core.ports import ApplyResult
+from stockctl.core.cache_ports import ApplyResult
 from stockctl.core.projection import (
     PROCESSED_TTL_SECONDS,
     CacheKeys,

@@ -15,8 +15,8 @@ from typing import Any
 from sqlalchemy import Connection, delete, or_, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 
+from stockctl.core.cache_ports import ApplyResult
 from stockctl.core.model import utcnow
-from stockctl.core.ports import ApplyResult
 from stockctl.core.projection import (
     PROCESSED_TTL_SECONDS,
     CacheKeys,

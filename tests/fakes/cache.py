@@ -14,7 +14,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from stockctl.core.ports import ApplyResult, CacheReads, CacheWriter
+from stockctl.core.cache_ports import ApplyResult, CacheReads, CacheWriter
 from stockctl.core.projection import (
     CacheKeys,
     ProductStock,

@@ -23,8 +23,8 @@ from sqlalchemy import create_engine, delete, or_, text, update
 from sqlalchemy.engine import make_url
 
 import stockctl
+from stockctl.core.cache_ports import ApplyResult, StockCache
 from stockctl.core.model import Inventory, StockStatus
-from stockctl.core.ports import ApplyResult, StockCache
 from stockctl.core.projection import CacheKeys, ProductStock, RowState, StockLevel, StockUpdate
 from stockctl.library import Stockctl
 from stockctl.redis.cache import RedisStockCache

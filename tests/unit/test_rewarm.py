@@ -14,8 +14,9 @@ from typing import Any, cast
 import pytest
 
 from stockctl.core import cache as cache_uc
+from stockctl.core.cache_ports import StockCache
 from stockctl.core.model import Inventory
-from stockctl.core.ports import StockCache, Store
+from stockctl.core.ports import Store
 from stockctl.core.projection import CacheKeys, RowState
 from stockctl.daemons.workers.sync import IncrementalSync
 from stockctl.errors import CacheUnavailable

@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stockctl.core import cache as cache_uc
-from stockctl.core.ports import StockCache, Store
+from stockctl.core.cache_ports import StockCache
+from stockctl.core.ports import Store
 from stockctl.core.projection import CacheKeys, RowState
 from stockctl.errors import CacheUnavailable
 

@@ -10,9 +10,10 @@ import threading
 import time
 from collections.abc import Callable
 
+from stockctl.core.cache_ports import StockCache
 from stockctl.core.catalog import Outcome, project
 from stockctl.core.envelope import Incoming, InvalidEvent, parse
-from stockctl.core.ports import StockCache, Store
+from stockctl.core.ports import Store
 from stockctl.daemons.metrics import Metrics
 from stockctl.errors import CacheUnavailable
 from stockctl.redis.bus import Delivery, StreamConsumer

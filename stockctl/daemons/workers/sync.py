@@ -11,7 +11,8 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from stockctl.core.cache import rewarm_if_lost, sync
-from stockctl.core.ports import StockCache, Store
+from stockctl.core.cache_ports import StockCache
+from stockctl.core.ports import Store
 
 log = logging.getLogger("stockctl.sync")
 
