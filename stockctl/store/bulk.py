@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import Connection, func, insert, select
 
 from stockctl.core.model import Inventory, Movement, Product, Warehouse
-from stockctl.store.sql import movement_values
+from stockctl.store.records import movement_values
 from stockctl.store.tables import inventory, products, stock_movements, warehouses
 
 _BATCH = 5000

@@ -9,6 +9,8 @@ from sqlalchemy import Connection, delete, func, select, update
 from stockctl.core.ports import OutboxEntry
 from stockctl.store.tables import outbox
 
+OUTBOX_CHANNEL = "stockctl_outbox"  # NOTIFY at commit of a transaction that wrote events
+
 
 class OutboxTx:
     """Outbox statements of a unit of work (mixed into ``SqlTx``)."""

@@ -20,7 +20,8 @@ from stockctl.core.envelope import Incoming, InvalidEvent, parse
 from stockctl.core.projection import RowState
 from stockctl.daemons.metrics import Metrics
 from stockctl.store.cache_sql import SqlStockCache
-from stockctl.store.sql import SqlStore, SqlTx
+from stockctl.store.sql import SqlStore
+from stockctl.store.tx_sql import SqlTx
 
 log = logging.getLogger("stockctl.embedded")
 

@@ -15,7 +15,8 @@ from typing import Any
 
 from stockctl.core.ports import OutboxEntry
 from stockctl.store import outbox_sql
-from stockctl.store.sql import OUTBOX_CHANNEL, SqlStore
+from stockctl.store.outbox_sql import OUTBOX_CHANNEL
+from stockctl.store.sql import SqlStore
 
 log = logging.getLogger("stockctl.relay")
 
