@@ -12,7 +12,7 @@ from sqlalchemy import text
 from stockctl.bootstrap import App
 from stockctl.core import cache as cache_uc
 from stockctl.core.catalog import TOPICS
-from stockctl.core.diagnose import Thresholds
+from stockctl.core.diagnose.probe import Thresholds
 
 SAMPLE = 200
 

@@ -25,7 +25,7 @@ import stockctl
 from stockctl.core import cache as cache_uc
 from stockctl.core import diagnose as dg
 from stockctl.core.catalog import TOPICS
-from stockctl.core.diagnose import Check, Status, Thresholds
+from stockctl.core.diagnose.probe import Check, Status, Thresholds
 from stockctl.daemons.workers.runner import Runner, WorkerOptions
 from stockctl.library import Stockctl
 from stockctl.ops.diagnostics import LiveProbe

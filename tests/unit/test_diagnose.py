@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from stockctl.core import diagnose as dg
-from stockctl.core.diagnose import Check, Status, Thresholds
+from stockctl.core.diagnose.probe import Check, Status, Thresholds
 from stockctl.errors import CacheUnavailable
 
 
