@@ -18,12 +18,11 @@ import httpx
 
 from stockctl import errors
 from stockctl.core.lines import Line
+from stockctl.core.mappings import movement_from, reservation_from, row_from
 from stockctl.core.model import (
     Inventory,
     Movement,
-    MovementKind,
     Reservation,
-    ReservationStatus,
     StockSummary,
 )
 
@@ -88,52 +87,13 @@ def _time(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
 
-def reservation(d: dict[str, Any]) -> Reservation:
-    return Reservation(
-        id=int(d["id"]),
-        product_id=d["product_id"],
-        warehouse_id=d["warehouse_id"],
-        quantity=d["quantity"],
-        status=ReservationStatus(d["status"]),
-        order_id=d.get("order_id"),
-        created_at=datetime.fromisoformat(d["created_at"]),
-        expires_at=datetime.fromisoformat(d["expires_at"]),
-        updated_at=datetime.fromisoformat(d["updated_at"]),
-    )
+reservation = reservation_from  # what the API answers, read back (``core.mappings``)
 
 
-def row(d: dict[str, Any]) -> Inventory:
-    return Inventory(
-        id=d.get("id"),
-        product_id=d["product_id"],
-        warehouse_id=d["warehouse_id"],
-        quantity_available=d["quantity_available"],
-        quantity_reserved=d["quantity_reserved"],
-        low_stock_threshold=d["low_stock_threshold"],
-        version=d["version"],
-        last_movement_at=_time(d.get("last_movement_at")),
-    )
+row = row_from
 
 
-def movement(d: dict[str, Any]) -> Movement:
-    created = _time(d["created_at"])
-    assert created is not None
-    return Movement(
-        id=d.get("id"),
-        created_at=created,
-        product_id=d["product_id"],
-        warehouse_id=d["warehouse_id"],
-        kind=MovementKind(d["kind"]),
-        delta_available=d["delta_available"],
-        delta_reserved=d["delta_reserved"],
-        quantity_available=d["quantity_available"],
-        quantity_reserved=d["quantity_reserved"],
-        version=d["version"],
-        reason=d.get("reason"),
-        reference=d.get("reference"),
-        reservation_id=d.get("reservation_id"),
-        actor=d.get("actor"),
-    )
+movement = movement_from
 
 
 def summary(product_id: str, data: dict[str, Any]) -> StockSummary:

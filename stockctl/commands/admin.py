@@ -172,9 +172,9 @@ def overview(
 
 
 def _row(r: Any) -> dict[str, Any]:
-    from stockctl.commands.stock import row_data
+    from stockctl.core.mappings import row_fields
 
-    return row_data(r)
+    return row_fields(r)
 
 
 @config.command("show")

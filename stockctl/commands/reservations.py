@@ -20,6 +20,7 @@ from stockctl.commands._common import (
     state,
     when,
 )
+from stockctl.core.mappings import reservation_fields
 from stockctl.core.values import parse_whole
 from stockctl.errors import InvalidInput
 
@@ -72,23 +73,9 @@ def parse_duration(text: str | None) -> timedelta | None:
     return timedelta(seconds=int(m.group(1)) * _UNITS[m.group(2)])
 
 
-def reservation_data(r: Reservation) -> dict[str, Any]:
-    return {
-        "id": r.id,
-        "product_id": r.product_id,
-        "warehouse_id": r.warehouse_id,
-        "quantity": r.quantity,
-        "status": r.status.value,
-        "order_id": r.order_id,
-        "created_at": r.created_at,
-        "expires_at": r.expires_at,
-        "updated_at": r.updated_at,
-    }
-
-
 def show(title: str, items: list[Reservation], output: Output, single: bool = True) -> None:
     if output is Output.json:
-        data = [reservation_data(r) for r in items]
+        data = [reservation_fields(r) for r in items]
         emit_json(data[0] if single and len(data) == 1 else data)
         return
     table = new_table(

@@ -17,9 +17,10 @@ from stockctl.commands._common import (
     when,
     whole_number,
 )
+from stockctl.core.mappings import movement_fields, row_fields
 
 if TYPE_CHECKING:
-    from stockctl.core.model import Inventory, Movement, StockSummary
+    from stockctl.core.model import Inventory, StockSummary
 
 app = typer.Typer(help="Show and change stock per product and warehouse.", no_args_is_help=True)
 
@@ -33,25 +34,10 @@ IdemKey = Annotated[
 ]
 
 
-def row_data(row: Inventory) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "product_id": row.product_id,
-        "warehouse_id": row.warehouse_id,
-        "quantity_available": row.quantity_available,
-        "quantity_reserved": row.quantity_reserved,
-        "sellable": row.sellable,
-        "low_stock_threshold": row.low_stock_threshold,
-        "status": row.status.value,
-        "version": row.version,
-        "last_movement_at": row.last_movement_at,
-    }
-
-
 def summary_data(summary: StockSummary) -> dict[str, Any]:
     return {
         "product_id": summary.product_id,
-        "warehouses": [row_data(r) for r in summary.rows],
+        "warehouses": [row_fields(r) for r in summary.rows],
         "total_available": summary.total_available,
         "total_reserved": summary.total_reserved,
         "total_sellable": summary.total_sellable,
@@ -61,7 +47,7 @@ def summary_data(summary: StockSummary) -> dict[str, Any]:
 def show_rows(title: str, rows: list[Inventory], output: Output, totals: bool = False) -> None:
     if output is Output.json:
         emit_json(
-            row_data(rows[0]) if len(rows) == 1 and not totals else [row_data(r) for r in rows]
+            row_fields(rows[0]) if len(rows) == 1 and not totals else [row_fields(r) for r in rows]
         )
         return
     table = new_table(
@@ -273,7 +259,7 @@ def history(
     """The ledger of a product: every movement, newest first."""
     moves = state(ctx).ops().history(product, warehouse, limit)
     if output is Output.json:
-        emit_json([movement_data(m) for m in moves])
+        emit_json([movement_fields(m) for m in moves])
         return
     table = new_table(
         f"History of {product}",
@@ -306,22 +292,3 @@ def history(
             m.actor or "",
         )
     console().print(table)
-
-
-def movement_data(m: Movement) -> dict[str, Any]:
-    return {
-        "id": m.id,
-        "created_at": m.created_at,
-        "product_id": m.product_id,
-        "warehouse_id": m.warehouse_id,
-        "kind": m.kind.value,
-        "delta_available": m.delta_available,
-        "delta_reserved": m.delta_reserved,
-        "quantity_available": m.quantity_available,
-        "quantity_reserved": m.quantity_reserved,
-        "version": m.version,
-        "reason": m.reason,
-        "reference": m.reference,
-        "reservation_id": m.reservation_id,
-        "actor": m.actor,
-    }

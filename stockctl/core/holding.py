@@ -17,6 +17,7 @@ from stockctl.core import events as ev
 from stockctl.core.context import Context, record_change, write
 from stockctl.core.lifecycle import end_reservation
 from stockctl.core.lines import Line
+from stockctl.core.mappings import reservation_fields, reservation_from, to_json
 from stockctl.core.model import Inventory, MovementKind, Reservation, ReservationStatus
 from stockctl.core.ports import FastRequest, StoreTx
 from stockctl.core.rows import check_pair
@@ -28,31 +29,11 @@ from stockctl.errors import (
 
 
 def encode_reservation(r: Reservation) -> dict[str, Any]:
-    return {
-        "id": r.id,
-        "product_id": r.product_id,
-        "warehouse_id": r.warehouse_id,
-        "quantity": r.quantity,
-        "status": r.status.value,
-        "order_id": r.order_id,
-        "created_at": r.created_at.isoformat(),
-        "expires_at": r.expires_at.isoformat(),
-        "updated_at": r.updated_at.isoformat(),
-    }
+    """The reservation as an idempotent answer is stored (``mappings``, JSON-safe)."""
+    return to_json(reservation_fields(r))
 
 
-def decode_reservation(d: dict[str, Any]) -> Reservation:
-    return Reservation(
-        id=d["id"],
-        product_id=d["product_id"],
-        warehouse_id=d["warehouse_id"],
-        quantity=d["quantity"],
-        status=ReservationStatus(d["status"]),
-        order_id=d["order_id"],
-        created_at=datetime.fromisoformat(d["created_at"]),
-        expires_at=datetime.fromisoformat(d["expires_at"]),
-        updated_at=datetime.fromisoformat(d["updated_at"]),
-    )
+decode_reservation = reservation_from
 
 
 def fast_request(

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
-from datetime import datetime
 from typing import Any
 
 from stockctl.core import events as ev
 from stockctl.core.context import Context, check_idempotency_key, record_change, write
+from stockctl.core.mappings import row_fields, row_from, to_json
 from stockctl.core.model import (
     Inventory,
     Movement,
@@ -68,30 +68,11 @@ def add_warehouse(
 
 
 def encode_row(row: Inventory) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "product_id": row.product_id,
-        "warehouse_id": row.warehouse_id,
-        "quantity_available": row.quantity_available,
-        "quantity_reserved": row.quantity_reserved,
-        "low_stock_threshold": row.low_stock_threshold,
-        "version": row.version,
-        "last_movement_at": row.last_movement_at.isoformat() if row.last_movement_at else None,
-    }
+    """The row as an idempotent answer is stored (``mappings``, JSON-safe)."""
+    return to_json(row_fields(row))
 
 
-def decode_row(data: dict[str, Any]) -> Inventory:
-    moved = data["last_movement_at"]
-    return Inventory(
-        id=data.get("id"),  # answers stored before rows had ids have none
-        product_id=data["product_id"],
-        warehouse_id=data["warehouse_id"],
-        quantity_available=data["quantity_available"],
-        quantity_reserved=data["quantity_reserved"],
-        low_stock_threshold=data["low_stock_threshold"],
-        version=data["version"],
-        last_movement_at=datetime.fromisoformat(moved) if moved else None,
-    )
+decode_row = row_from
 
 
 def receive(

@@ -10,6 +10,7 @@ from fastapi import Depends, Header, HTTPException, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from stockctl.bootstrap import App
+from stockctl.core.mappings import movement_fields, reservation_fields, row_fields
 from stockctl.core.model import Inventory, Movement, Reservation
 from stockctl.daemons.api import schemas
 
@@ -82,51 +83,15 @@ IdemKey = Annotated[str | None, Depends(idempotency_key)]
 
 
 def row_out(r: Inventory) -> schemas.InventoryRow:
-    return schemas.InventoryRow(
-        id=r.id,
-        product_id=r.product_id,
-        warehouse_id=r.warehouse_id,
-        quantity_available=r.quantity_available,
-        quantity_reserved=r.quantity_reserved,
-        sellable=r.sellable,
-        low_stock_threshold=r.low_stock_threshold,
-        status=r.status.value,
-        version=r.version,
-        last_movement_at=r.last_movement_at,
-    )
+    return schemas.InventoryRow(**row_fields(r))
 
 
 def reservation_out(r: Reservation) -> schemas.ReservationOut:
-    return schemas.ReservationOut(
-        id=r.id,
-        product_id=r.product_id,
-        warehouse_id=r.warehouse_id,
-        quantity=r.quantity,
-        status=r.status.value,
-        order_id=r.order_id,
-        created_at=r.created_at,
-        expires_at=r.expires_at,
-        updated_at=r.updated_at,
-    )
+    return schemas.ReservationOut(**reservation_fields(r))
 
 
 def movement_out(m: Movement) -> schemas.MovementOut:
-    return schemas.MovementOut(
-        id=m.id,
-        created_at=m.created_at,
-        product_id=m.product_id,
-        warehouse_id=m.warehouse_id,
-        kind=m.kind.value,
-        delta_available=m.delta_available,
-        delta_reserved=m.delta_reserved,
-        quantity_available=m.quantity_available,
-        quantity_reserved=m.quantity_reserved,
-        version=m.version,
-        reason=m.reason,
-        reference=m.reference,
-        reservation_id=m.reservation_id,
-        actor=m.actor,
-    )
+    return schemas.MovementOut(**movement_fields(m))
 
 
 def problem(status: int, detail: str, slug: str, **extra: Any) -> dict[str, Any]:
