@@ -101,7 +101,7 @@ def bulk_bodies(seed: int = 11) -> list[str]:
 
 def prepare(url: str, prefix: str) -> None:
     from stockctl.bootstrap import bootstrap
-    from stockctl.core import cache
+    from stockctl.core import warming
     from stockctl.settings import load_settings
 
     log(f"init + seed {PRODUCTS:,} products x {WAREHOUSES} warehouses ...")
@@ -118,7 +118,7 @@ def prepare(url: str, prefix: str) -> None:
         )
     )
     try:
-        warmed = cache.warm(app.store, app.cache())
+        warmed = warming.warm(app.store, app.cache())
     finally:
         app.close()
     log(f"warmed {warmed.products:,} products ({warmed.rows:,} rows) in {warmed.seconds:.1f} s")

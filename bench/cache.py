@@ -7,7 +7,7 @@ logical database of this benchmark's own (``STOCKCTL_BENCH_CACHE_REDIS_URL``, de
 ``redis://127.0.0.1:6379/10``: not the tests' 14/15, not bench/events.py's 12), FLUSHDB before
 every phase and at the end — never point it at a database something else uses.
 
-- warm: ``stockctl.core.cache.warm`` (what ``stockctl warm-cache`` runs: server-side cursor
+- warm: ``stockctl.core.warming.warm`` (what ``stockctl warm-cache`` runs: server-side cursor
   ordered by product, 1,000 products per version-guarded FILL script call), ``--runs`` times
   (default 3) on an empty Redis; the median wall time, goal <= 5 s. After the last run the cache
   is checked: the number of keys, and ``verify`` of 500 random products reports no drift.
@@ -116,13 +116,14 @@ class Warm:
 
 def warm_phase(app: Any, client: Any, runs: int) -> Warm:
     from stockctl.core import cache as cache_uc
+    from stockctl.core import warming
 
     seconds: list[float] = []
     before = load()
     for n in range(runs):
         client.flushdb()
         started = time.perf_counter()
-        result = cache_uc.warm(app.store, app.cache(), batch=1000)
+        result = warming.warm(app.store, app.cache(), batch=1000)
         seconds.append(time.perf_counter() - started)
         if (result.products, result.rows) != (PRODUCTS, ROWS):
             raise SystemExit(f"warm wrote {result.products} products / {result.rows} rows")

@@ -334,7 +334,7 @@ def drive(app: Any, url: str, prefix: str, worker_pid: int, args: Any, soak: Soa
 
 
 def prepare(url: str, lane: Lane, args: Any) -> tuple[Any, str, str]:
-    from stockctl.core.cache import warm
+    from stockctl.core.warming import warm
 
     log(f"init + seed {args.products:,} products x {args.warehouses} warehouses ...")
     stockctl("init", database_url=url)

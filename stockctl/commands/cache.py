@@ -50,6 +50,7 @@ def warm_cache(
     """Load stock from the database (or the warehouse API) into the cache (never over a newer
     cached value)."""
     from stockctl.core import cache as cache_uc
+    from stockctl.core import warming
 
     cache_uc.check_batch(batch)
     ids = None if all_ else _ids(products)
@@ -59,7 +60,7 @@ def warm_cache(
     if via_api is not None:
         result = _warm_via_api(state(ctx), via_api, cache, batch, ids)
     elif output is Output.json or not sys.stdout.isatty():
-        result = cache_uc.warm(app_.store, cache, product_ids=ids, batch=batch)
+        result = warming.warm(app_.store, cache, product_ids=ids, batch=batch)
     else:
         result = _warm_with_progress(app_, cache, ids, batch)
     data = {
@@ -88,14 +89,14 @@ def _warm_via_api(st: Any, url: str, cache: Any, batch: int, ids: list[str] | No
     from datetime import UTC, datetime
 
     from stockctl.bootstrap import build_client
-    from stockctl.core import cache as cache_uc
+    from stockctl.core import warming
 
     if ids is not None:
         raise InvalidInput("--via-api warms every product; --products is for the database path")
     client = build_client(st.settings().model_copy(update={"api_url": url}))
     since = datetime(1970, 1, 1, tzinfo=UTC)
     try:
-        return cache_uc.warm_from_pages(
+        return warming.warm_from_pages(
             lambda page: client.recently_updated_page(since, page), cache, batch=batch
         )
     finally:
@@ -111,7 +112,7 @@ def _warm_with_progress(app_: Any, cache: Any, ids: list[str] | None, batch: int
         TimeRemainingColumn,
     )
 
-    from stockctl.core import cache as cache_uc
+    from stockctl.core import warming
 
     total = app_.store.count_rows()["inventory"] if ids is None else None
     columns = (
@@ -131,7 +132,7 @@ def _warm_with_progress(app_: Any, cache: Any, ids: list[str] | None, batch: int
             rate = rows / max(time.perf_counter() - started, 1e-6)
             bar.update(task, completed=rows, rate=f"{rate:,.0f}")
 
-        return cache_uc.warm(app_.store, cache, product_ids=ids, batch=batch, progress=advance)
+        return warming.warm(app_.store, cache, product_ids=ids, batch=batch, progress=advance)
 
 
 @app.command("verify")

@@ -123,7 +123,7 @@ def _project_if_no_worker(app: Any, touched: list[str]) -> bool:
     projected here: the relay and processor jobs in a burst (as ``worker run --burst`` does),
     and the products the run touched filled from the database (as the sync job would); with
     Redis the run says so in one line and skips only the cache check."""
-    from stockctl.core import cache as cache_uc
+    from stockctl.core import warming
     from stockctl.daemons.workers.runner import Runner, WorkerOptions
     from stockctl.daemons.workers.runner import check as check_workers
 
@@ -133,7 +133,7 @@ def _project_if_no_worker(app: Any, touched: list[str]) -> bool:
         Runner(app, WorkerOptions(only=["relay", "processor"], burst=True)).run(
             handle_signals=False
         )
-        cache_uc.warm(app.store, app.cache(), product_ids=touched)
+        warming.warm(app.store, app.cache(), product_ids=touched)
         return True
     print(  # noqa: T201 - the one line the issue asks for, beside the report
         "loadtest: no worker is alive (start one: stockctl worker run): the cache check is skipped",

@@ -22,8 +22,8 @@ import pytest
 from sqlalchemy import select, update
 
 import stockctl
-from stockctl.core import cache as cache_uc
 from stockctl.core import seed as demo
+from stockctl.core import warming
 from stockctl.store.tables import inventory
 from tests.clientutil import serve
 from tests.eventutil import Lane, cli, redis_lane, spawn, wait_until
@@ -44,7 +44,7 @@ def prepare(database_url: str, **settings: Any) -> None:
         sc.init()
         app = sc._app
         demo.load(app.store, demo.SeedPlan(PRODUCTS, 3), app.ctx.clock(), app.ctx.actor)
-        cache_uc.warm(app.store, app.cache(), product_ids=app.store.all_product_ids())
+        warming.warm(app.store, app.cache(), product_ids=app.store.all_product_ids())
 
 
 @contextmanager

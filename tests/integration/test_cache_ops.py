@@ -30,7 +30,7 @@ from sqlalchemy import select
 import stockctl
 from stockctl.bootstrap import App, bootstrap
 from stockctl.core import cache as cache_uc
-from stockctl.core import catalog
+from stockctl.core import catalog, warming
 from stockctl.core import seed as demo
 from stockctl.core.cache import ReadCounters
 from stockctl.core.envelope import parse
@@ -261,7 +261,7 @@ def test_warming_while_changes_are_applied_never_rolls_the_cache_back(churned: W
             and not churn.failures
             and time.monotonic() < limit
         ):
-            result = cache_uc.warm(app.store, app.cache(), batch=25)
+            result = warming.warm(app.store, app.cache(), batch=25)
             assert result.rows == PRODUCTS * WAREHOUSES
             warms += 1
     assert not churn.failures, churn.failures[0]
@@ -284,7 +284,7 @@ def test_sync_refreshes_what_the_events_missed_and_then_only_the_overlap(world: 
     app, overlap = world.app, timedelta(seconds=0.2)
     cache = app.cache()
     ids = seed(app)
-    cache_uc.warm(app.store, cache)
+    warming.warm(app.store, cache)
     first = cache_uc.sync(app.store, cache, app.ctx.clock(), overlap=overlap)
     assert first.products == PRODUCTS  # no checkpoint: the first window holds the seed
     time.sleep(overlap.total_seconds() * 2)
@@ -398,7 +398,7 @@ def test_unknown_products_are_reported_not_fatal(world: World) -> None:
     assert again == found
     assert (counters.hits, counters.misses) == (2, 6)  # nothing cached for unknown ids
 
-    result = cache_uc.warm(app.store, cache, product_ids=["NO-SUCH-3", ids[5], ids[6]])
+    result = warming.warm(app.store, cache, product_ids=["NO-SUCH-3", ids[5], ids[6]])
     assert (result.products, result.rows, result.not_found) == (2, 4, ["NO-SUCH-3"])
     assert cache.get_products(["NO-SUCH-3"]) == {"NO-SUCH-3": None}
 
@@ -408,7 +408,7 @@ def test_unknown_products_are_reported_not_fatal(world: World) -> None:
         cache_uc.get_stock(app.store, cache, ids[:3], limit=2)
     for batch in (0, -1, 10_001, True):
         with pytest.raises(InvalidInput, match="batch must be between 1 and 10000"):
-            cache_uc.warm(app.store, cache, batch=batch)
+            warming.warm(app.store, cache, batch=batch)
 
 
 # -- Redis unreachable

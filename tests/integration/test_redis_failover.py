@@ -62,11 +62,11 @@ from redis.cluster import RedisCluster
 import stockctl
 from stockctl.bootstrap import App
 from stockctl.core import events as ev
-from stockctl.core.cache import warm
 from stockctl.core.catalog import TOPICS, Outcome
 from stockctl.core.envelope import parse
 from stockctl.core.model import ReservationStatus
 from stockctl.core.projection import RowState, update_from_event
+from stockctl.core.warming import warm
 from stockctl.daemons.workers.processor import StreamProcessor
 from stockctl.daemons.workers.runner import Runner, WorkerOptions
 from stockctl.errors import CacheUnavailable, DependencyUnavailable, StockRuleViolation

@@ -14,6 +14,7 @@ from typing import Any, cast
 import pytest
 
 from stockctl.core import cache as cache_uc
+from stockctl.core import warming
 from stockctl.core.cache_ports import StockCache
 from stockctl.core.model import Inventory
 from stockctl.core.ports import Store
@@ -64,9 +65,9 @@ class MetaCache:
         self.meta[name] = value
 
 
-def rewarm(cache: MetaCache, products: int = 5, owner: str = "w1") -> cache_uc.WarmResult | None:
+def rewarm(cache: MetaCache, products: int = 5, owner: str = "w1") -> warming.WarmResult | None:
     store = cast(Store, OldRowsStore(products))
-    return cache_uc.rewarm_if_lost(store, cast(StockCache, cache), NOW, owner)
+    return warming.rewarm_if_lost(store, cast(StockCache, cache), NOW, owner)
 
 
 def test_a_cache_without_its_marker_is_warmed_whole_and_then_left_alone() -> None:
@@ -74,7 +75,7 @@ def test_a_cache_without_its_marker_is_warmed_whole_and_then_left_alone() -> Non
     result = rewarm(cache)
     assert result is not None and (result.products, result.rows) == (5, 10)
     assert sorted(cache.filled) == [f"P{i}" for i in range(5)]
-    assert json.loads(cache.meta[cache_uc.WARM_MARKER])["products"] == 5
+    assert json.loads(cache.meta[warming.WARM_MARKER])["products"] == 5
     assert cache.meta[cache_uc.SYNC_CHECKPOINT] == NOW.isoformat()  # taken before the warm
     cache.filled, cache.reads = [], 0
     assert rewarm(cache) is None
@@ -84,21 +85,21 @@ def test_a_cache_without_its_marker_is_warmed_whole_and_then_left_alone() -> Non
 def test_a_full_warm_writes_the_marker_and_a_partial_one_does_not() -> None:
     cache = MetaCache()
     store, port = cast(Store, OldRowsStore(3)), cast(StockCache, cache)
-    cache_uc.warm(store, port, product_ids=[])
-    assert cache_uc.WARM_MARKER not in cache.meta
-    cache_uc.warm(store, port)
-    assert cache_uc.WARM_MARKER in cache.meta
+    warming.warm(store, port, product_ids=[])
+    assert warming.WARM_MARKER not in cache.meta
+    warming.warm(store, port)
+    assert warming.WARM_MARKER in cache.meta
 
 
 def test_another_workers_fresh_lease_leaves_the_warm_to_it_and_a_stale_one_does_not() -> None:
     cache = MetaCache()
     lease = {"owner": "w2", "at": time.time(), "token": "w2:1"}
-    cache.meta[cache_uc.WARM_LEASE] = json.dumps(lease)
+    cache.meta[warming.WARM_LEASE] = json.dumps(lease)
     assert rewarm(cache) is None and cache.filled == []
-    lease["at"] = time.time() - cache_uc.WARM_LEASE_SECONDS - 1  # w2 died mid-warm
-    cache.meta[cache_uc.WARM_LEASE] = json.dumps(lease)
+    lease["at"] = time.time() - warming.WARM_LEASE_SECONDS - 1  # w2 died mid-warm
+    cache.meta[warming.WARM_LEASE] = json.dumps(lease)
     assert rewarm(cache) is not None
-    assert json.loads(cache.meta[cache_uc.WARM_LEASE])["owner"] == "w1"
+    assert json.loads(cache.meta[warming.WARM_LEASE])["owner"] == "w1"
 
 
 def test_a_cache_that_loses_its_data_during_the_warm_is_not_marked_warm() -> None:
@@ -106,10 +107,10 @@ def test_a_cache_that_loses_its_data_during_the_warm_is_not_marked_warm() -> Non
     cache.on_fill = cache.meta.clear  # Redis restarted empty while the warm was writing
     with pytest.raises(CacheUnavailable, match="lost its data while it was being warmed"):
         rewarm(cache)
-    assert cache_uc.WARM_MARKER not in cache.meta
+    assert warming.WARM_MARKER not in cache.meta
     cache.on_fill = None
     assert rewarm(cache) is not None  # the next pass warms again
-    assert cache_uc.WARM_MARKER in cache.meta
+    assert warming.WARM_MARKER in cache.meta
 
 
 def test_the_sync_job_warms_a_lost_cache_and_says_so_in_one_line(

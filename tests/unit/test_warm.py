@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stockctl.core import cache as cache_uc
+from stockctl.core import warming
 from stockctl.core.cache_ports import StockCache
 from stockctl.core.ports import Store
 from stockctl.core.projection import CacheKeys, RowState
@@ -50,8 +50,8 @@ class RecordingCache:
         self.meta[name] = value
 
 
-def warm(sizes: Sequence[int], cache: RecordingCache, **kw: Any) -> cache_uc.WarmResult:
-    return cache_uc.warm(cast(Store, RowsStore(sizes)), cast(StockCache, cache), **kw)
+def warm(sizes: Sequence[int], cache: RecordingCache, **kw: Any) -> warming.WarmResult:
+    return warming.warm(cast(Store, RowsStore(sizes)), cast(StockCache, cache), **kw)
 
 
 @settings(max_examples=60, deadline=None)
@@ -65,7 +65,7 @@ def test_every_row_is_written_once_in_bounded_writes(
 ) -> None:
     cache, seen = RecordingCache(), []
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(cache_uc, "WARM_WRITE_ROWS", cap)
+        mp.setattr(warming, "WARM_WRITE_ROWS", cap)
         result = warm(sizes, cache, batch=batch, progress=lambda p, r: seen.append((p, r)))
 
     written = [(p, rows) for w in cache.writes for p, rows in w.items()]
@@ -105,6 +105,6 @@ def test_an_error_reading_the_database_ends_the_writer_and_is_raised() -> None:
     before = threading.active_count()
     cache = RecordingCache()
     with pytest.raises(RuntimeError, match="server closed"):
-        cache_uc.warm(cast(Store, Broken([30] * 10)), cast(StockCache, cache), batch=1)
+        warming.warm(cast(Store, Broken([30] * 10)), cast(StockCache, cache), batch=1)
     assert threading.active_count() == before
     assert [len(w) for w in cache.writes] == [1, 1]  # the products handed over before

@@ -238,7 +238,7 @@ class Runner:
         if not self._build_when_ready():
             return 0  # stopped while waiting
         if self.app.settings.warm_on_start:
-            from stockctl.core.cache import warm
+            from stockctl.core.warming import warm
 
             result = warm(self.app.store, self.app.cache())
             log.info(

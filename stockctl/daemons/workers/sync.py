@@ -10,9 +10,10 @@ import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from stockctl.core.cache import rewarm_if_lost, sync
+from stockctl.core.cache import sync
 from stockctl.core.cache_ports import StockCache
 from stockctl.core.ports import Store
+from stockctl.core.warming import rewarm_if_lost
 
 log = logging.getLogger("stockctl.sync")
 
