@@ -14,13 +14,13 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import redis
 from redis.cluster import RedisCluster
 
 from stockctl.core.ports import OutboxEntry
+from stockctl.core.worker_ports import Delivery
 from stockctl.errors import CacheUnavailable
 from stockctl.redis.stream_waiter import StreamWaiter
 
@@ -41,17 +41,6 @@ TRANSIENT = (
     redis.exceptions.AskError,  # and MovedError, when the redirections ran out
     redis.exceptions.ReadOnlyError,
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    stream: str
-    entry_id: str
-    fields: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def data(self) -> str | None:
-        return self.fields.get("data")
 
 
 def _text(value: Any) -> str:

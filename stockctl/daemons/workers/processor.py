@@ -14,9 +14,9 @@ from stockctl.core.cache_ports import StockCache
 from stockctl.core.catalog import Outcome, project
 from stockctl.core.envelope import Incoming, InvalidEvent, parse
 from stockctl.core.ports import Store
+from stockctl.core.worker_ports import Delivery, EventConsumer
 from stockctl.daemons.metrics import Metrics
 from stockctl.errors import CacheUnavailable
-from stockctl.redis.bus import Delivery, StreamConsumer
 
 log = logging.getLogger("stockctl.processor")
 
@@ -40,7 +40,7 @@ class StreamProcessor:
         self,
         store: Store,
         cache: StockCache,
-        consumer: StreamConsumer,
+        consumer: EventConsumer,
         release_order: Callable[[str, str], object],
         *,
         batch_size: int,
