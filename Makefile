@@ -37,6 +37,7 @@ lint: install
 	$(BIN)/ruff check stockctl tests bench
 	$(BIN)/ruff format --check stockctl tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 ## make bench: every benchmark in full (opt-in ones aside) -> bench/RESULTS.md (under 30 min)
 bench: install services bench-tools

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -10,6 +11,7 @@ from stockctl.core.cache import ReadCounters
 from stockctl.core.cache_ports import CacheReads, StockCache
 from stockctl.core.context import Context
 from stockctl.core.hot_rows import HotRows
+from stockctl.core.worker_ports import EventConsumer, InTransactionCache
 from stockctl.settings import Settings
 from stockctl.store.engine import create_store_engine
 from stockctl.store.sql import SqlStore
@@ -22,6 +24,8 @@ if TYPE_CHECKING:
 
     from stockctl.clients.warehouse import WarehouseClient
     from stockctl.daemons.metrics import Metrics
+    from stockctl.redis.bus import StreamPublisher
+    from stockctl.redis.stream_admin import StreamAdmin, StreamTail
     from stockctl.redis.topology import RedisTarget
 
 
@@ -172,6 +176,57 @@ class App:
                     self.settings.event_dedupe_markers,
                 )
         return self._cache
+
+    def embedded_cache(self) -> InTransactionCache:
+        """The embedded cache (no Redis), for the pipeline that writes it in the outbox's
+        transaction."""
+        from stockctl.store.cache_sql import SqlStockCache
+
+        cache = self.cache()
+        assert isinstance(cache, SqlStockCache)
+        return cache
+
+    def stream_publisher(self) -> StreamPublisher:
+        """Publishes outbox rows to the event streams (``publish``) and names Redis's masters
+        (``lineage``), for the relay."""
+        from stockctl.redis.bus import StreamPublisher
+
+        return StreamPublisher(self.redis(), self.settings.stream_maxlen, self.redis_target)
+
+    def stream_consumers(self, names: Sequence[str]) -> list[EventConsumer]:
+        """One consumer of the app's group per name, sharing one recovery of a lost group and
+        one waiter. Their first read creates the groups (in the job loop: retried while Redis
+        is down)."""
+        from stockctl.core.catalog import TOPICS
+        from stockctl.redis.bus import StreamConsumer, StreamGroup
+
+        s, group = self.settings, StreamGroup()
+        return [
+            StreamConsumer(
+                self.redis(), s.app_id, name, TOPICS, s.dead_letter_topic, self.redis_target, group
+            )
+            for name in names
+        ]
+
+    def stream_admin(self) -> StreamAdmin:
+        """Lag, lengths and the dead-letter stream of the app's consumer group."""
+        from stockctl.redis.stream_admin import StreamAdmin
+
+        s = self.settings
+        return StreamAdmin(self.redis(), s.app_id, s.dead_letter_topic, self.redis_target)
+
+    def stream_tail(self, topics: Sequence[str]) -> StreamTail:
+        """Reads the newest entries of ``topics`` and follows them (``events tail``)."""
+        from stockctl.redis.stream_admin import StreamTail
+
+        return StreamTail(self.redis(), topics, self.redis_target)
+
+    @property
+    def database_target(self) -> str:
+        """Where the database is, without credentials: ``host:port/db`` or ``sqlite file X``."""
+        from stockctl.store.engine import describe_target
+
+        return describe_target(self.settings.database_url.get_secret_value())
 
     def close(self) -> None:
         if self._redis is not None:

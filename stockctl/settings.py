@@ -250,6 +250,15 @@ class Settings(BaseSettings):
     def is_embedded(self) -> bool:
         return self.database_url.get_secret_value().startswith("sqlite")
 
+    @property
+    def redis_kind(self) -> str | None:
+        """Which layout ``redis_url`` names: standalone, cluster or sentinel (None: no Redis)."""
+        if self.redis_url is None:
+            return None
+        from stockctl.redis.topology import parse_redis_url
+
+        return parse_redis_url(self.redis_url.get_secret_value()).kind
+
     def masked(self) -> dict[str, Any]:
         """Effective settings as plain data, passwords and tokens masked."""
         from stockctl.store.engine import mask_url

@@ -38,10 +38,8 @@ def db_upgrade(
 @handled
 def db_current(ctx: typer.Context, output: OutputOpt = Output.table) -> None:
     """Show the applied and the latest revision."""
-    from stockctl.store import migrate
-
     app = state(ctx).app()
-    data = {"current": app.store.schema_revision(), "head": migrate.head()}
+    data = {"current": app.store.schema_revision(), "head": app.store.head_revision()}
     if output is Output.json:
         emit_json(data)
     else:
@@ -50,20 +48,17 @@ def db_current(ctx: typer.Context, output: OutputOpt = Output.table) -> None:
 
 
 def init_database(ctx: typer.Context) -> dict[str, Any]:
-    from stockctl.store import migrate
-    from stockctl.store.engine import describe_target
-
     app = state(ctx).app()
     revision = app.store.upgrade_schema()
     app.store.ping()
     if app.settings.database_replica_url is not None:
         app.store.ping(replica=True)
-    if revision != migrate.head():
+    head = app.store.head_revision()
+    if revision != head:
         from stockctl.errors import DatabaseNotInitialised
 
-        raise DatabaseNotInitialised(f"schema at {revision}, expected {migrate.head()}")
-    url = app.settings.database_url.get_secret_value()
-    return {"database": describe_target(url), "revision": revision, **app.store.count_rows()}
+        raise DatabaseNotInitialised(f"schema at {revision}, expected {head}")
+    return {"database": app.database_target, "revision": revision, **app.store.count_rows()}
 
 
 def init(ctx: typer.Context, output: OutputOpt = Output.table) -> None:
@@ -184,9 +179,7 @@ def config_show(ctx: typer.Context, output: OutputOpt = Output.table) -> None:
     settings = state(ctx).settings()
     data = settings.masked()
     if settings.redis_url is not None:  # which of the three layouts the URL names
-        from stockctl.redis.topology import parse_redis_url
-
-        data["redis_topology"] = parse_redis_url(settings.redis_url.get_secret_value()).kind
+        data["redis_topology"] = settings.redis_kind
     if output is Output.json:
         emit_json(data)
         return

@@ -142,7 +142,7 @@ def _heartbeats_unreadable() -> str:
 def _workers(app: Any) -> str:
     import json
 
-    from stockctl.daemons.workers.runner import check
+    from stockctl.daemons.workers.health import check
 
     found = check(app)
     if found.problems:

@@ -79,9 +79,7 @@ def tail(
 
 
 def _tail_redis(app_: Any, topics: list[str], history: int) -> Any:
-    from stockctl.redis.stream_admin import StreamTail
-
-    tail = StreamTail(app_.redis(), topics, app_.redis_target)
+    tail = app_.stream_tail(topics)
     for d in tail.history(history):
         yield d.stream, d.entry_id, d.data or ""
     while True:
@@ -90,28 +88,15 @@ def _tail_redis(app_: Any, topics: list[str], history: int) -> Any:
 
 
 def _tail_outbox(app_: Any, topics: list[str], history: int) -> Any:
-    from sqlalchemy import select
-
-    from stockctl.store.tables import outbox
-
-    newest = select(outbox).where(outbox.c.topic.in_(topics)).order_by(outbox.c.id.desc())
-    with app_.store.read() as conn:
-        recent = list(conn.execute(newest.limit(history))) if history else []
-        last = (
-            recent[0].id
-            if recent
-            else conn.execute(select(outbox.c.id).order_by(outbox.c.id.desc()).limit(1)).scalar()
-            or 0
-        )
-    for r in reversed(recent):
-        yield r.topic, str(r.id), r.payload
+    recent = app_.store.outbox_newest(topics, history) if history else []
+    last = recent[0].id if recent else app_.store.outbox_max_id()
+    for e in reversed(recent):
+        yield e.topic, str(e.id), e.payload
     while True:
-        query = select(outbox).where(outbox.c.topic.in_(topics), outbox.c.id > last)
-        with app_.store.read() as conn:
-            rows = list(conn.execute(query.order_by(outbox.c.id).limit(1000)))
-        for r in rows:
-            last = r.id
-            yield r.topic, str(r.id), r.payload
+        rows = app_.store.outbox_after(topics, last, 1000)
+        for e in rows:
+            last = e.id
+            yield e.topic, str(e.id), e.payload
         if not rows:
             time.sleep(0.5)
 
@@ -193,12 +178,9 @@ def _lag_dict(t: Any) -> dict[str, Any]:
 
 
 def _admin(app_: Any) -> Any:
-    from stockctl.redis.stream_admin import StreamAdmin
-
     if not app_.uses_redis:
         raise InvalidInput("the dead-letter stream needs Redis (STOCKCTL_REDIS_URL)")
-    s = app_.settings
-    return StreamAdmin(app_.redis(), s.app_id, s.dead_letter_topic, app_.redis_target)
+    return app_.stream_admin()
 
 
 @dlq.command("list")

@@ -124,8 +124,8 @@ def _project_if_no_worker(app: Any, touched: list[str]) -> bool:
     and the products the run touched filled from the database (as the sync job would); with
     Redis the run says so in one line and skips only the cache check."""
     from stockctl.core import warming
+    from stockctl.daemons.workers.health import check as check_workers
     from stockctl.daemons.workers.runner import Runner, WorkerOptions
-    from stockctl.daemons.workers.runner import check as check_workers
 
     if check_workers(app).beats:
         return True
@@ -149,11 +149,8 @@ def _drained(app: Any) -> bool:
     if not app.uses_redis:
         return True
     from stockctl.core.catalog import TOPICS
-    from stockctl.redis.stream_admin import StreamAdmin
 
-    s = app.settings
-    admin = StreamAdmin(app.redis(), s.app_id, s.dead_letter_topic, app.redis_target)
-    return all((t.lag or 0) == 0 and t.pending == 0 for t in admin.lag(TOPICS))
+    return all((t.lag or 0) == 0 and t.pending == 0 for t in app.stream_admin().lag(TOPICS))
 
 
 class _LiveView:

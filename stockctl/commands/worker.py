@@ -37,7 +37,7 @@ def worker(
     if not check:
         sys.stdout.write(ctx.get_help() + "\n")
         raise typer.Exit(2)
-    from stockctl.daemons.workers.runner import check as check_workers
+    from stockctl.daemons.workers.health import check as check_workers
 
     found = check_workers(state(ctx).app())
     if output is Output.json:

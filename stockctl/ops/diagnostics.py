@@ -7,8 +7,6 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import text
-
 from stockctl.bootstrap import App
 from stockctl.core import cache as cache_uc
 from stockctl.core.catalog import TOPICS
@@ -33,10 +31,7 @@ class LiveProbe:
         self._last: dict[str, str] = {}  # event id -> CloudEvent JSON, from last_event
 
     def _admin(self) -> Any:
-        from stockctl.redis.stream_admin import StreamAdmin
-
-        s = self.app.settings
-        return StreamAdmin(self.app.redis(), s.app_id, s.dead_letter_topic, self.app.redis_target)
+        return self.app.stream_admin()
 
     def outbox_backlog(self) -> tuple[int, float]:
         count, oldest = self.app.store.outbox_backlog()
@@ -128,28 +123,7 @@ class LiveProbe:
         if store.backend != "postgresql":
             pool = self.app.settings.db_pool_max_open
             return {"used": 1, "max": pool}
-        with store.read() as conn:
-            used = conn.execute(text("SELECT count(*) FROM pg_stat_activity")).scalar_one()
-            top = conn.execute(text("SHOW max_connections")).scalar_one()
-            long = conn.execute(
-                text(
-                    "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND "
-                    "now() - query_start > make_interval(secs => :s) AND pid <> pg_backend_pid()"
-                ),
-                {"s": self.thresholds.long_query_s},
-            ).scalar_one()
-            waits = conn.execute(
-                text(
-                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND "
-                    "wait_event IN ('tuple', 'transactionid') AND datname = current_database()"
-                )
-            ).scalar_one()
-        return {
-            "used": int(used),
-            "max": int(top),
-            "long_queries": int(long),
-            "row_lock_waits": int(waits),
-        }
+        return store.db_activity(self.thresholds.long_query_s)
 
     def hit_rate(self) -> tuple[float | None, int]:
         stats = self.app.cache().stats()

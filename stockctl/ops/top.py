@@ -59,10 +59,8 @@ class Sampler:
         )
         if app.uses_redis:
             from stockctl.core.catalog import TOPICS
-            from stockctl.redis.stream_admin import StreamAdmin
 
-            s = app.settings
-            admin = StreamAdmin(app.redis(), s.app_id, s.dead_letter_topic, app.redis_target)
+            admin = app.stream_admin()
             frame.lag = {t.topic: (t.lag or 0, t.pending) for t in admin.lag(TOPICS) if t.length}
         if self.previous is not None:
             dt = max(frame.at - self.previous.at, 1e-6)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import weakref
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
@@ -15,7 +15,6 @@ from sqlalchemy.pool import ConnectionPoolEntry
 
 from stockctl.core.redact import mask_query
 from stockctl.errors import DatabaseNotInitialised, InvalidInput
-from stockctl.settings import Settings
 
 
 def mask_url(url: str) -> str:
@@ -53,14 +52,25 @@ def describe_target(url: str) -> str:
     return f"{parsed.host or 'localhost'}:{parsed.port or 5432}/{parsed.database or ''}"
 
 
-def create_store_engine(url: str, settings: Settings) -> Engine:
+class PoolSettings(Protocol):
+    """The settings an engine is made from (``stockctl.settings.Settings`` has them)."""
+
+    db_connect_timeout_seconds: int
+    db_statement_timeout_ms: int
+    db_pool_max_idle: int
+    db_pool_max_open: int
+    db_pool_max_lifetime_seconds: int
+    db_pool_max_idle_time_seconds: int
+
+
+def create_store_engine(url: str, settings: PoolSettings) -> Engine:
     url = normalise_url(url)
     if make_url(url).get_backend_name() == "sqlite":
         return _sqlite_engine(url)
     return _postgres_engine(url, settings)
 
 
-def _postgres_engine(url: str, settings: Settings) -> Engine:
+def _postgres_engine(url: str, settings: PoolSettings) -> Engine:
     # Seed pool knobs on SQLAlchemy's QueuePool: idle conns kept = pool_size, the rest overflow.
     connect_args = {
         "connect_timeout": settings.db_connect_timeout_seconds,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Connection, delete, func, select, update
 
@@ -46,6 +48,9 @@ class OutboxTx:
         rows = sorted(self.conn.execute(stmt), key=lambda r: r.id)
         return [OutboxEntry(r.id, r.event_id, r.topic, r.payload, r.created_at, at) for r in rows]
 
+    def unpublish_outbox_since(self, since: datetime) -> int:
+        return unpublish_since(self.conn, since)
+
     def count_failed_attempt(self, ids: list[int]) -> None:
         if ids:
             self.conn.execute(
@@ -83,3 +88,19 @@ def unpublish_since(conn: Connection, published_since: datetime) -> int:
         .values(published_at=None)
     )
     return int(conn.execute(stmt).rowcount)
+
+
+def newest(conn: Connection, topics: Sequence[str], limit: int) -> list[OutboxEntry]:
+    """The last ``limit`` rows of ``topics``, newest first."""
+    stmt = select(outbox).where(outbox.c.topic.in_(topics)).order_by(outbox.c.id.desc())
+    return [_entry(r) for r in conn.execute(stmt.limit(limit))]
+
+
+def after(conn: Connection, topics: Sequence[str], after_id: int, limit: int) -> list[OutboxEntry]:
+    """Up to ``limit`` rows of ``topics`` with an id above ``after_id``, in id order."""
+    stmt = select(outbox).where(outbox.c.topic.in_(topics), outbox.c.id > after_id)
+    return [_entry(r) for r in conn.execute(stmt.order_by(outbox.c.id).limit(limit))]
+
+
+def _entry(r: Any) -> OutboxEntry:
+    return OutboxEntry(r.id, r.event_id, r.topic, r.payload, r.created_at, r.published_at)

@@ -10,16 +10,18 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, func, select
 
 from stockctl.core.events import CloudEvent
 from stockctl.core.model import Inventory, Movement, Product, Reservation, Warehouse
-from stockctl.core.ports import FastRequest, ReservedDrift
+from stockctl.core.ports import FastRequest, OutboxEntry, ReservedDrift
 from stockctl.store import outbox_sql
 from stockctl.store.fast_reads import AsyncFastReads, FastReads
 from stockctl.store.guard import guard
 from stockctl.store.ids import BlockIds
+from stockctl.store.outbox_listen import NotifyWaiter, listen_conninfo
 from stockctl.store.records import (
     inventory_from_row,
     movement_from_row,
@@ -235,6 +237,20 @@ class SqlStore(SqlReportReads):
         with self.transaction() as tx:
             return outbox_sql.prune(tx.conn, published_before, limit)
 
+    def outbox_newest(self, topics: Sequence[str], limit: int) -> list[OutboxEntry]:
+        """The last ``limit`` outbox rows of ``topics``, newest first (``events tail``)."""
+        with self.read() as conn:
+            return outbox_sql.newest(conn, topics, limit)
+
+    def outbox_after(self, topics: Sequence[str], after_id: int, limit: int) -> list[OutboxEntry]:
+        """Outbox rows of ``topics`` with an id above ``after_id``, in id order."""
+        with self.read() as conn:
+            return outbox_sql.after(conn, topics, after_id, limit)
+
+    def outbox_waiter(self) -> NotifyWaiter:
+        """What the relay sleeps on between batches: LISTEN on PostgreSQL, a timed wait else."""
+        return NotifyWaiter(listen_conninfo(self.engine))
+
     def inventory_for_products(self, product_ids: Sequence[str]) -> dict[str, list[Inventory]]:
         """Every row of each product, in one query (products without rows are absent)."""
         out: dict[str, list[Inventory]] = {}
@@ -274,6 +290,19 @@ class SqlStore(SqlReportReads):
         with guard(self.engine):
             migrate.upgrade(self.engine, revision)
             return migrate.current(self.engine)
+
+    def db_activity(self, long_query_s: float) -> dict[str, Any]:
+        """PostgreSQL's connections, long queries and row-lock waits (``activity_sql``)."""
+        from stockctl.store.activity_sql import activity
+
+        with self.read() as conn:
+            return activity(conn, long_query_s)
+
+    def head_revision(self) -> str | None:
+        """The latest migration this stockctl has (``db upgrade`` brings the schema there)."""
+        from stockctl.store import migrate
+
+        return migrate.head()
 
     def schema_revision(self) -> str | None:
         from stockctl.store import migrate

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 import stockctl
-from stockctl.daemons.workers.runner import check as check_workers
+from stockctl.daemons.workers.health import check as check_workers
 from stockctl.errors import CacheUnavailable
 from tests.eventutil import cli, spawn, wait_until
 from tests.redisutil import PrivateRedis, daemon_env

@@ -14,7 +14,8 @@ import pytest
 
 from stockctl.bootstrap import App
 from stockctl.daemons.workers import runner as runner_mod
-from stockctl.daemons.workers.runner import FailureLog, Runner, WorkerOptions, assess
+from stockctl.daemons.workers.health import FailureLog, assess
+from stockctl.daemons.workers.runner import Runner, WorkerOptions
 from stockctl.errors import CacheUnavailable
 
 NOW = 1_800_000_000.0

@@ -18,10 +18,8 @@ from stockctl.core.catalog import Outcome, classify, order_id_of
 from stockctl.core.context import Context
 from stockctl.core.envelope import Incoming, InvalidEvent, parse
 from stockctl.core.projection import RowState
+from stockctl.core.worker_ports import InTransactionCache, PipelineStore, PipelineTx
 from stockctl.daemons.metrics import Metrics
-from stockctl.store.cache_sql import SqlStockCache
-from stockctl.store.sql import SqlStore
-from stockctl.store.tx_sql import SqlTx
 
 log = logging.getLogger("stockctl.embedded")
 
@@ -32,8 +30,8 @@ class EmbeddedPipeline:
     def __init__(
         self,
         ctx: Context,
-        store: SqlStore,
-        cache: SqlStockCache,
+        store: PipelineStore,
+        cache: InTransactionCache,
         *,
         batch_size: int,
         poll_seconds: float,
@@ -74,7 +72,7 @@ class EmbeddedPipeline:
             )
         return len(entries)
 
-    def _project(self, tx: SqlTx, events: list[Incoming]) -> Outcome:
+    def _project(self, tx: PipelineTx, events: list[Incoming]) -> Outcome:
         updates, orders, out = classify(events)
         for _, reason in out.invalid:
             log.warning("invalid event skipped: %s", reason)

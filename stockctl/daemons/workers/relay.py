@@ -14,9 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from stockctl.core.ports import OutboxEntry
-from stockctl.store import outbox_sql
-from stockctl.store.outbox_sql import OUTBOX_CHANNEL
-from stockctl.store.sql import SqlStore
+from stockctl.core.worker_ports import OutboxStore, OutboxWaiter
 
 log = logging.getLogger("stockctl.relay")
 
@@ -28,63 +26,19 @@ LINEAGE_EVERY_SECONDS = 1.0
 REPUBLISH_WINDOW = timedelta(seconds=30)
 
 
-class NotifyWaiter:
-    """Waits for a NOTIFY on the outbox channel, or the timeout, whichever comes first."""
-
-    def __init__(self, conninfo: str | None) -> None:
-        self.conninfo = conninfo
-        self._conn: Any = None
-
-    def wait(self, timeout: float, stop: threading.Event) -> None:
-        if self.conninfo is None:
-            stop.wait(timeout)
-            return
-        try:
-            conn = self._connect()
-            for _ in conn.notifies(timeout=timeout, stop_after=1):
-                break
-        except Exception as exc:  # a lost listener only costs latency: poll until it is back
-            log.warning("LISTEN connection lost (%s); polling", type(exc).__name__)
-            self.close()
-            stop.wait(timeout)
-
-    def _connect(self) -> Any:
-        if self._conn is None or self._conn.closed:
-            import psycopg
-
-            assert self.conninfo is not None
-            self._conn = psycopg.connect(self.conninfo, autocommit=True, connect_timeout=5)
-            self._conn.execute(f"LISTEN {OUTBOX_CHANNEL}")
-        return self._conn
-
-    def close(self) -> None:
-        if self._conn is not None:
-            try:
-                self._conn.close()
-            finally:
-                self._conn = None
-
-
-def listen_conninfo(store: SqlStore) -> str | None:
-    """A libpq URL for LISTEN, on PostgreSQL; None elsewhere."""
-    if store.backend != "postgresql":
-        return None
-    return store.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-
-
 class OutboxRelay:
     name = "relay"
 
     def __init__(
         self,
-        store: SqlStore,
+        store: OutboxStore,
         publish: Callable[[list[OutboxEntry]], None],
         *,
         batch_size: int,
         poll_seconds: float,
         retention: timedelta,
         clock: Callable[[], datetime],
-        waiter: NotifyWaiter | None = None,
+        waiter: OutboxWaiter | None = None,
         lineage: Callable[[], frozenset[str]] | None = None,
     ) -> None:
         self.store = store
@@ -93,7 +47,7 @@ class OutboxRelay:
         self.poll_seconds = poll_seconds
         self.retention = retention
         self.clock = clock
-        self.waiter = waiter or NotifyWaiter(listen_conninfo(store))
+        self.waiter = waiter or store.outbox_waiter()
         self.processed = 0  # rows published
         # The last claim took every row there was: wait for the next NOTIFY (commits made
         # meanwhile have sent theirs) instead of spending a transaction to find nothing.
@@ -115,7 +69,7 @@ class OutboxRelay:
             if entries:
                 self.publish(entries)  # raising rolls the marks back
         self.processed += len(entries)
-        self.drained = self.waiter.conninfo is not None and len(entries) < self.batch_size
+        self.drained = self.waiter.listens and len(entries) < self.batch_size
         if self.metrics is not None and entries:
             self.metrics.outbox_published.inc(len(entries))
         if time.monotonic() >= self._next_prune:
@@ -136,7 +90,7 @@ class OutboxRelay:
         if before is None or masters == before:
             return
         with self.store.transaction() as tx:
-            again = outbox_sql.unpublish_since(tx.conn, self.clock() - REPUBLISH_WINDOW)
+            again = tx.unpublish_outbox_since(self.clock() - REPUBLISH_WINDOW)
         self.republished += again
         log.warning(
             "Redis master changed (failover or restart): publishing again the %d events "

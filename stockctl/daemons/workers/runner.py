@@ -2,7 +2,7 @@
 incremental sync, together or apart, each in its own thread, with a heartbeat per consumer.
 
 A job that fails is retried with backoff (up to ``BACKOFF_MAX_SECONDS``); its failure is logged
-once, then at most once every ``STILL_FAILING_LOG_SECONDS``, and its recovery once. The
+once, then at most once every ``STILL_FAILING_LOG_SECONDS``, and its recovery once (``health``). The
 heartbeat carries each job's last success and how long it has been failing, so that
 ``worker --check`` and ``stockctl health`` fail while a worker cannot make progress.
 
@@ -27,8 +27,8 @@ from typing import Protocol
 
 from stockctl.bootstrap import App
 from stockctl.core import lifecycle
-from stockctl.core.catalog import TOPICS
-from stockctl.errors import CacheUnavailable, DependencyUnavailable, InvalidInput
+from stockctl.daemons.workers.health import FailureLog, JobHealth, one_line
+from stockctl.errors import DependencyUnavailable, InvalidInput
 
 log = logging.getLogger("stockctl.worker")
 
@@ -36,7 +36,6 @@ JOBS = ("relay", "processor", "expiry", "sync")
 DEFAULT_JOBS = JOBS
 BACKOFF_MIN_SECONDS = 0.1
 BACKOFF_MAX_SECONDS = 5.0
-STILL_FAILING_LOG_SECONDS = 60.0
 
 
 class Job(Protocol):
@@ -68,61 +67,6 @@ def parse_only(text: str | None) -> list[str]:
     if unknown or not names:
         raise InvalidInput(f"unknown job(s) {', '.join(unknown)}: choose from {', '.join(JOBS)}")
     return names
-
-
-@dataclass
-class JobHealth:
-    """One job thread's progress, as its heartbeat reports it (wall-clock seconds)."""
-
-    ok_at: float | None = None  # the last step that did not fail
-    failing_since: float | None = None  # the first failure since then; None: not failing
-    error: str | None = None  # the last failure, one line
-
-
-class FailureLog:
-    """Logs a failing thing (a job name, the heartbeat) once when it starts failing, then at
-    most once every ``every`` seconds while it keeps failing, and once when it recovers:
-    an outage of Redis costs a handful of lines, not one per retry."""
-
-    def __init__(self, every: float = STILL_FAILING_LOG_SECONDS) -> None:
-        self.every = every
-        self._lock = threading.Lock()
-        self._failing: dict[str, tuple[float, float]] = {}  # name -> (since, last logged)
-
-    def failed(self, name: str, error: str, *, trace: bool = False) -> None:
-        now = time.monotonic()
-        with self._lock:
-            since, logged = self._failing.get(name, (None, 0.0))
-            if since is None:
-                self._failing[name] = (now, now)
-            elif now - logged >= self.every:
-                self._failing[name] = (since, now)
-            else:
-                return
-        if since is None:
-            log.warning(
-                "%s failed, retrying (at most one line every %.0f s while it fails): %s",
-                name,
-                self.every,
-                error,
-                exc_info=trace,
-            )
-        else:
-            log.warning("%s still failing after %.0f s: %s", name, now - since, error)
-
-    def recovered(self, name: str) -> None:
-        with self._lock:
-            since, _ = self._failing.pop(name, (None, 0.0))
-        if since is not None:
-            log.info("%s recovered after %.1f s", name, time.monotonic() - since)
-
-    def failing(self, name: str) -> bool:
-        return name in self._failing
-
-
-def one_line(exc: BaseException) -> str:
-    text = (str(exc).splitlines() or [""])[0].strip()
-    return text if isinstance(exc, DependencyUnavailable) else f"{type(exc).__name__}: {text}"
 
 
 @dataclass
@@ -167,10 +111,9 @@ class Runner:
 
     def _relay(self) -> Job:
         from stockctl.daemons.workers.relay import OutboxRelay
-        from stockctl.redis.bus import StreamPublisher
 
         s = self.app.settings
-        publisher = StreamPublisher(self.app.redis(), s.stream_maxlen, self.app.redis_target)
+        publisher = self.app.stream_publisher()
         relay = OutboxRelay(
             self.app.store,
             publisher.publish,
@@ -187,30 +130,27 @@ class Runner:
         s, app = self.app.settings, self.app
         if not app.uses_redis:
             from stockctl.daemons.workers.embedded import EmbeddedPipeline
-            from stockctl.store.cache_sql import SqlStockCache
 
-            cache = app.cache()
-            assert isinstance(cache, SqlStockCache)
             poll = s.relay_poll_interval_ms / 1000
             pipeline = EmbeddedPipeline(
-                app.ctx, app.store, cache, batch_size=batch, poll_seconds=poll, clock=app.ctx.clock
+                app.ctx,
+                app.store,
+                app.embedded_cache(),
+                batch_size=batch,
+                poll_seconds=poll,
+                clock=app.ctx.clock,
             )
             pipeline.metrics = app.metrics()
             return [pipeline]
         from stockctl.daemons.workers.processor import ReadTurn, StreamProcessor
-        from stockctl.redis.bus import StreamConsumer, StreamGroup
 
         count = self.options.workers or s.worker_count
         timeout = self.options.batch_timeout_ms or s.worker_batch_timeout_ms
         per_worker = max(1, min(batch, s.worker_queue_size // count))
         turn = ReadTurn()
-        group = StreamGroup()  # one recovery of a lost group, one waiter, for all threads
+        names = [self.consumer] if count == 1 else [f"{self.consumer}-{i}" for i in range(count)]
         jobs: list[Job] = []
-        for i in range(count):
-            name = self.consumer if count == 1 else f"{self.consumer}-{i}"
-            consumer = StreamConsumer(
-                app.redis(), s.app_id, name, TOPICS, s.dead_letter_topic, app.redis_target, group
-            )  # its first read creates the groups (in the job loop: retried while Redis is down)
+        for consumer in app.stream_consumers(names):
             job = StreamProcessor(
                 app.store,
                 app.cache(),
@@ -400,55 +340,3 @@ class Runner:
 
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)
-
-
-@dataclass(frozen=True)
-class WorkerCheck:
-    beats: dict[str, str]  # heartbeat name -> payload (JSON)
-    problems: list[str]  # empty: every worker with a heartbeat is making progress
-
-    @property
-    def alive(self) -> bool:
-        return bool(self.beats)
-
-    @property
-    def ok(self) -> bool:
-        return self.alive and not self.problems
-
-
-def assess(
-    beats: dict[str, str], now: float, stall_seconds: float, ttl_seconds: float
-) -> list[str]:
-    """What keeps these heartbeats from saying "making progress": none at all, one older than
-    its TTL, or a job failing for ``stall_seconds`` or longer. One line each."""
-    if not beats:
-        return ["no worker heartbeat (start one: stockctl worker run)"]
-    problems: list[str] = []
-    for name, raw in sorted(beats.items()):
-        try:
-            beat = json.loads(raw)
-        except ValueError:
-            problems.append(f"{name}: heartbeat is not JSON")
-            continue
-        age = now - float(beat.get("at") or 0)
-        if age > ttl_seconds:
-            problems.append(f"{name}: heartbeat {age:.0f} s old")
-        for job, h in sorted((beat.get("health") or {}).items()):
-            since = h.get("failing_since")
-            if since is not None and now - float(since) >= stall_seconds:
-                problems.append(
-                    f"{name}: {job} failing for {now - float(since):.0f} s: {h.get('error')}"
-                )
-    return problems
-
-
-def check(app: App) -> WorkerCheck:
-    """The heartbeats of the app id's workers, and what keeps them from making progress. Read
-    through ``App.probe_cache``: a stalled Redis raises ``CacheUnavailable`` within a second."""
-    try:
-        beats = app.probe_cache().heartbeats(f"{app.settings.app_id}:")
-    except CacheUnavailable as exc:
-        raise CacheUnavailable(f"worker heartbeats unreadable: {exc}") from None
-    s = app.settings
-    problems = assess(beats, time.time(), s.worker_stall_seconds, s.worker_heartbeat_ttl_seconds)
-    return WorkerCheck(beats, problems)
