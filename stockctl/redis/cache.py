@@ -87,8 +87,8 @@ class RedisStockCache:
 
         def work(node: Any, group: list[StockUpdate]) -> Any:
             packed = [
-                f"{u.product_id}:{r.warehouse_id}:{r.version}:{r.available}:{r.reserved}:"
-                f"{r.threshold}"
+                f"{u.product_id}:{r.warehouse_id}:{max(r.available - r.reserved, 0)}:"
+                f"{r.version}:{r.available}:{r.reserved}:{r.threshold}"
                 for u in group
                 if (r := u.row)
             ]
