@@ -187,8 +187,8 @@ def _change(rng: random.Random, before: Any, now: datetime) -> tuple[str, Any, d
 
     from stockctl.core import events as ev
 
-    sellable, reserved = before.sellable, before.quantity_reserved
-    avail = before.quantity_available
+    sellable, reserved = before.sellable, before.reserved
+    avail = before.on_hand
     roll = rng.random()
     after_at = {"version": before.version + 1, "last_movement_at": now}
     if roll < 0.5 and sellable > 0:
@@ -204,7 +204,7 @@ def _change(rng: random.Random, before: Any, now: datetime) -> tuple[str, Any, d
         }
         return (
             ev.STOCK_RESERVED,
-            replace(before, quantity_reserved=reserved + q, **after_at),
+            replace(before, reserved=reserved + q, **after_at),
             context,
         )
     if roll < 0.75 and reserved > 0:
@@ -212,7 +212,7 @@ def _change(rng: random.Random, before: Any, now: datetime) -> tuple[str, Any, d
         context = {"reason": "released", "reservation_id": str(uuid.uuid4()), "quantity": q}
         return (
             ev.STOCK_RELEASED,
-            replace(before, quantity_reserved=reserved - q, **after_at),
+            replace(before, reserved=reserved - q, **after_at),
             context,
         )
     if roll < 0.9:
@@ -220,12 +220,12 @@ def _change(rng: random.Random, before: Any, now: datetime) -> tuple[str, Any, d
         context = {"reason": "cycle count", "reference": None}
         return (
             ev.STOCK_ADJUSTED,
-            replace(before, quantity_available=avail + delta, **after_at),
+            replace(before, on_hand=avail + delta, **after_at),
             context,
         )
     units = rng.randint(10, 200)
     context = {"reason": "receive", "reference": f"PO-{rng.randint(1, 99999)}"}
-    return ev.STOCK_UPDATED, replace(before, quantity_available=avail + units, **after_at), context
+    return ev.STOCK_UPDATED, replace(before, on_hand=avail + units, **after_at), context
 
 
 def generate(n: int, products: int, warehouses: int, seed: int = 7) -> Workload:

@@ -413,7 +413,7 @@ def measure(sc: Any, url: str, threads: int, seconds: int, hot: bool) -> tuple[P
                     f"{cpu_ms(part):.2f} ms CPU per reservation"
                 )
             else:
-                sc._app.store.engine.dispose()  # the pool's idle connections: room for pgbench
+                sc.app.store.engine.dispose()  # the pool's idle connections: room for pgbench
                 run_ = pgbench(url, hot, threads, half)
                 log(f"  pgbench {run_.tps:,.0f} tps over {half} s (-M {run_.mode})")
                 pg = run_ if pg is None else pg.merge(run_)
@@ -431,7 +431,7 @@ def run(seconds: int, threads: int, hot_threads: int, merge: bool) -> Run:
             log(f"spread over {PRODUCTS * WAREHOUSES:,} rows, {threads} threads / clients:")
             lib_spread, pg_spread = measure(sc, url, threads, seconds, hot=False)
             log(f"hot row {pid(HOT[0])}/{wid(HOT[1])}, {hot_threads} threads / clients:")
-            hot_rows = sc._ctx.hot_rows
+            hot_rows = sc.app.ctx.hot_rows
             before = replace(hot_rows.stats) if hot_rows is not None else None
             lib_hot, pg_hot = measure(sc, url, hot_threads, seconds, hot=True)
             merges = _merged_since(before, hot_rows.stats) if hot_rows is not None else None

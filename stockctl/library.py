@@ -36,6 +36,13 @@ class Stockctl:
     def settings(self) -> Any:
         return self._app.settings
 
+    @property
+    def app(self) -> App:
+        """The wiring this client runs on (``stockctl.bootstrap.App``: its settings, store,
+        cache, streams, metrics and use-case context), for operator tooling and tests that
+        need more than the stock operations; ``Stockctl(app)`` is the way back."""
+        return self._app
+
     def init(self) -> None:
         """Create or upgrade the schema to the latest migration."""
         self._app.store.upgrade_schema()

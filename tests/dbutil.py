@@ -22,7 +22,7 @@ from stockctl.store.tables import (
 
 
 def engine_of(sc: Stockctl) -> Engine:
-    return sc._app.store.engine
+    return sc.app.store.engine
 
 
 def snapshot(sc: Stockctl) -> dict[str, list[tuple[Any, ...]]]:

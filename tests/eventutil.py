@@ -253,8 +253,8 @@ def expected_plain(keys: CacheKeys, product_id: str, rows: Sequence[Inventory]) 
 
     ``catalog:product:{p}`` is compared as parsed JSON.
     """
-    sellable = {r.warehouse_id: max(r.quantity_available - r.quantity_reserved, 0) for r in rows}
-    total = sum(r.quantity_available for r in rows)
+    sellable = {r.warehouse_id: max(r.on_hand - r.reserved, 0) for r in rows}
+    total = sum(r.on_hand for r in rows)
     available = sum(sellable.values())
     highest = max((r.low_stock_threshold for r in rows), default=0)
     if available <= 0:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
 from typing import Annotated, Any
 
 import typer
@@ -17,6 +16,7 @@ from stockctl.commands._common import (
     new_table,
     state,
 )
+from stockctl.core.mappings import totals_fields
 
 db = typer.Typer(help="Database schema.", no_args_is_help=True)
 config = typer.Typer(help="Effective settings.", no_args_is_help=True)
@@ -122,7 +122,10 @@ def overview(
     totals, lowest = store.warehouse_totals(), store.low_stock(low)
     if output is Output.json:
         emit_json(
-            {"warehouses": [asdict(t) for t in totals], "low_stock": [_row(r) for r in lowest]}
+            {
+                "warehouses": [totals_fields(t) for t in totals],
+                "low_stock": [_row(r) for r in lowest],
+            }
         )
         return
     table = new_table(
@@ -143,9 +146,9 @@ def overview(
             t.name,
             str(t.priority),
             str(t.products),
-            f"{t.quantity_available:,}",
-            f"{t.quantity_reserved:,}",
-            f"{t.quantity_available - t.quantity_reserved:,}",
+            f"{t.on_hand:,}",
+            f"{t.reserved:,}",
+            f"{t.on_hand - t.reserved:,}",
             str(t.low_stock),
             str(t.out_of_stock),
         )

@@ -16,6 +16,7 @@ from stockctl.commands._common import (
     state,
     when,
 )
+from stockctl.core.mappings import totals_fields
 
 products = typer.Typer(help="Products.", no_args_is_help=True)
 warehouses = typer.Typer(help="Warehouses.", no_args_is_help=True)
@@ -86,7 +87,7 @@ def warehouse_list(ctx: typer.Context, output: OutputOpt = Output.table) -> None
     """List warehouses with their stock totals."""
     rows = state(ctx).app().store.warehouse_totals()
     if output is Output.json:
-        emit_json([r.__dict__ if hasattr(r, "__dict__") else _totals(r) for r in rows])
+        emit_json([totals_fields(r) for r in rows])
         return
     table = new_table(
         "Warehouses",
@@ -107,16 +108,9 @@ def warehouse_list(ctx: typer.Context, output: OutputOpt = Output.table) -> None
             str(r.priority),
             "yes" if r.active else "no",
             str(r.products),
-            str(r.quantity_available),
-            str(r.quantity_reserved),
+            str(r.on_hand),
+            str(r.reserved),
             str(r.low_stock),
             str(r.out_of_stock),
         )
     console().print(table)
-
-
-def _totals(r: object) -> dict[str, object]:
-    from dataclasses import asdict, is_dataclass
-
-    assert is_dataclass(r) and not isinstance(r, type)
-    return asdict(r)

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import re
-from dataclasses import asdict
 from datetime import timedelta
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -20,7 +19,7 @@ from stockctl.commands._common import (
     state,
     when,
 )
-from stockctl.core.mappings import reservation_fields
+from stockctl.core.mappings import drift_fields, reservation_fields
 from stockctl.core.values import parse_whole
 from stockctl.errors import InvalidInput
 
@@ -294,8 +293,8 @@ def verify(
             table.add_row(
                 d.product_id,
                 d.warehouse_id,
-                str(d.quantity_available),
-                str(d.quantity_reserved),
+                str(d.on_hand),
+                str(d.reserved),
                 str(d.expected_reserved),
                 "yes" if r.repaired else "no",
                 r.note,
@@ -306,4 +305,4 @@ def verify(
 
 
 def _drift(r: Any) -> dict[str, Any]:
-    return {**asdict(r.drift), "repaired": r.repaired, "note": r.note}
+    return {**drift_fields(r.drift), "repaired": r.repaired, "note": r.note}

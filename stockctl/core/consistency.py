@@ -41,13 +41,13 @@ def _repair(ctx: Context, drift: ReservedDrift) -> DriftResult:
     with ctx.store.transaction() as tx:
         row = tx.lock_inventory([key])[key]
         held = tx.held_quantity(*key)
-        if held == row.quantity_reserved:
+        if held == row.reserved:
             return DriftResult(drift, repaired=False, note="already consistent")
-        if held > row.quantity_available:
+        if held > row.on_hand:
             return DriftResult(
                 drift, repaired=False, note=f"holds ({held}) exceed available; release some first"
             )
-        after = row.with_quantities(row.quantity_available, held, now)
+        after = row.with_quantities(row.on_hand, held, now)
         record_change(
             ctx,
             tx,

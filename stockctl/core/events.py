@@ -81,8 +81,8 @@ def row_event(
     data: dict[str, Any] = {
         "product_id": row.product_id,
         "warehouse_id": row.warehouse_id,
-        "quantity_available": row.quantity_available,
-        "quantity_reserved": row.quantity_reserved,
+        "quantity_available": row.on_hand,
+        "quantity_reserved": row.reserved,
         "sellable": row.sellable,
         "low_stock_threshold": row.low_stock_threshold,
         "delta": delta,
@@ -130,8 +130,8 @@ def change_events(
         after,
         source,
         delta=after.sellable - before.sellable,
-        delta_available=after.quantity_available - before.quantity_available,
-        delta_reserved=after.quantity_reserved - before.quantity_reserved,
+        delta_available=after.on_hand - before.on_hand,
+        delta_reserved=after.reserved - before.reserved,
         **context,
     )
     return [primary, *threshold_events(before, after, source)]

@@ -261,7 +261,7 @@ def _hold(
             sellable=before.sellable,
         )
     after = before.with_quantities(
-        before.quantity_available, before.quantity_reserved + quantity, now, InsufficientStock
+        before.on_hand, before.reserved + quantity, now, InsufficientStock
     )
     reservation = new_reservation(
         tx.new_reservation_id(), product_id, warehouse_id, quantity, now, ttl, order_id

@@ -94,9 +94,7 @@ def receive(
 
     def apply(tx: StoreTx, now: Any) -> Inventory:
         before, created = row_or_new(tx, product_id, warehouse_id)
-        after = before.with_quantities(
-            before.quantity_available + quantity, before.quantity_reserved, now
-        )
+        after = before.with_quantities(before.on_hand + quantity, before.reserved, now)
         record_change(
             ctx,
             tx,
@@ -154,7 +152,7 @@ def set_stock(
         base = before
         if low_stock_threshold is not None:
             base = replace(before, low_stock_threshold=low_stock_threshold)
-        after = base.with_quantities(quantity, before.quantity_reserved, now)
+        after = base.with_quantities(quantity, before.reserved, now)
         record_change(
             ctx,
             tx,
@@ -202,9 +200,7 @@ def adjust(
             before, created = existing_row(tx, product_id, warehouse_id), False
         else:
             before, created = row_or_new(tx, product_id, warehouse_id)
-        after = before.with_quantities(
-            before.quantity_available + delta, before.quantity_reserved, now
-        )
+        after = before.with_quantities(before.on_hand + delta, before.reserved, now)
         record_change(
             ctx,
             tx,
@@ -272,11 +268,9 @@ def transfer(
         if dst is None:
             dst, created = blank_row(tx, product_id, to_warehouse), True
         src_after = src.with_quantities(
-            src.quantity_available - quantity, src.quantity_reserved, now, short=InsufficientStock
+            src.on_hand - quantity, src.reserved, now, short=InsufficientStock
         )
-        dst_after = dst.with_quantities(
-            dst.quantity_available + quantity, dst.quantity_reserved, now
-        )
+        dst_after = dst.with_quantities(dst.on_hand + quantity, dst.reserved, now)
         sides = (
             (src, src_after, MovementKind.TRANSFER_OUT, False),
             (dst, dst_after, MovementKind.TRANSFER_IN, created),

@@ -61,7 +61,7 @@ def end_reservation(
     reason: str,
 ) -> Inventory:
     """Release or expire a hold that holds stock: its units go back to sellable."""
-    after = row.with_quantities(row.quantity_available, row.quantity_reserved - r.quantity, now)
+    after = row.with_quantities(row.on_hand, row.reserved - r.quantity, now)
     kind = MovementKind.EXPIRE if status is S.EXPIRED else MovementKind.RELEASE
     record_change(
         ctx,
@@ -175,9 +175,7 @@ def fulfil(ctx: Context, reservation_id: int) -> Reservation:
             return r
         if r.status is not S.CONFIRMED:
             raise InvalidTransition(f"reservation {r.id} is {r.status.value}; confirm it first")
-        after = row.with_quantities(
-            row.quantity_available - r.quantity, row.quantity_reserved - r.quantity, now
-        )
+        after = row.with_quantities(row.on_hand - r.quantity, row.reserved - r.quantity, now)
         record_change(
             ctx,
             tx,

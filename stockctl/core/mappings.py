@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from stockctl.core.model import Inventory, Movement, MovementKind, Reservation, ReservationStatus
+from stockctl.core.ports import ReservedDrift, WarehouseTotals
 
 
 def row_fields(row: Inventory) -> dict[str, Any]:
@@ -22,8 +23,8 @@ def row_fields(row: Inventory) -> dict[str, Any]:
         "id": row.id,
         "product_id": row.product_id,
         "warehouse_id": row.warehouse_id,
-        "quantity_available": row.quantity_available,
-        "quantity_reserved": row.quantity_reserved,
+        "quantity_available": row.on_hand,
+        "quantity_reserved": row.reserved,
         "sellable": row.sellable,
         "low_stock_threshold": row.low_stock_threshold,
         "status": row.status.value,
@@ -37,8 +38,8 @@ def row_from(d: Mapping[str, Any]) -> Inventory:
         id=d.get("id"),  # idempotent answers stored before rows had ids have none
         product_id=d["product_id"],
         warehouse_id=d["warehouse_id"],
-        quantity_available=d["quantity_available"],
-        quantity_reserved=d["quantity_reserved"],
+        on_hand=d["quantity_available"],
+        reserved=d["quantity_reserved"],
         low_stock_threshold=d["low_stock_threshold"],
         version=d["version"],
         last_movement_at=_time(d.get("last_movement_at")),
@@ -80,10 +81,10 @@ def movement_fields(m: Movement) -> dict[str, Any]:
         "product_id": m.product_id,
         "warehouse_id": m.warehouse_id,
         "kind": m.kind.value,
-        "delta_available": m.delta_available,
+        "delta_available": m.delta_on_hand,
         "delta_reserved": m.delta_reserved,
-        "quantity_available": m.quantity_available,
-        "quantity_reserved": m.quantity_reserved,
+        "quantity_available": m.on_hand,
+        "quantity_reserved": m.reserved,
         "version": m.version,
         "reason": m.reason,
         "reference": m.reference,
@@ -99,16 +100,42 @@ def movement_from(d: Mapping[str, Any]) -> Movement:
         product_id=d["product_id"],
         warehouse_id=d["warehouse_id"],
         kind=MovementKind(d["kind"]),
-        delta_available=d["delta_available"],
+        delta_on_hand=d["delta_available"],
         delta_reserved=d["delta_reserved"],
-        quantity_available=d["quantity_available"],
-        quantity_reserved=d["quantity_reserved"],
+        on_hand=d["quantity_available"],
+        reserved=d["quantity_reserved"],
         version=d["version"],
         reason=d.get("reason"),
         reference=d.get("reference"),
         reservation_id=d.get("reservation_id"),
         actor=d.get("actor"),
     )
+
+
+def totals_fields(t: WarehouseTotals) -> dict[str, Any]:
+    """A warehouse's stock totals (``stockctl overview``, ``warehouses list``)."""
+    return {
+        "warehouse_id": t.warehouse_id,
+        "name": t.name,
+        "priority": t.priority,
+        "active": t.active,
+        "products": t.products,
+        "quantity_available": t.on_hand,
+        "quantity_reserved": t.reserved,
+        "out_of_stock": t.out_of_stock,
+        "low_stock": t.low_stock,
+    }
+
+
+def drift_fields(d: ReservedDrift) -> dict[str, Any]:
+    """A row whose reserved counter differs from its holds (``reservations verify``)."""
+    return {
+        "product_id": d.product_id,
+        "warehouse_id": d.warehouse_id,
+        "quantity_available": d.on_hand,
+        "quantity_reserved": d.reserved,
+        "expected_reserved": d.expected_reserved,
+    }
 
 
 def to_json(fields: Mapping[str, Any]) -> dict[str, Any]:

@@ -73,8 +73,8 @@ class Warehouse:
 class Inventory:
     product_id: str
     warehouse_id: str
-    quantity_available: int
-    quantity_reserved: int
+    on_hand: int  # units in the warehouse (the seed's quantity_available)
+    reserved: int  # units held by ACTIVE and CONFIRMED reservations (quantity_reserved)
     low_stock_threshold: int
     version: int
     last_movement_at: datetime | None
@@ -82,7 +82,7 @@ class Inventory:
 
     @property
     def sellable(self) -> int:
-        return self.quantity_available - self.quantity_reserved
+        return self.on_hand - self.reserved
 
     @property
     def status(self) -> StockStatus:
@@ -90,35 +90,35 @@ class Inventory:
 
     def with_quantities(
         self,
-        available: int,
+        on_hand: int,
         reserved: int,
         at: datetime,
         short: type[StockRuleViolation] = BelowReserved,
     ) -> Inventory:
-        """The row after a change; enforces ``0 <= reserved <= available <= MAX``.
+        """The row after a change; enforces ``0 <= reserved <= on_hand <= MAX``.
 
-        ``short`` is the refusal raised when available would fall below reserved: a plain
+        ``short`` is the refusal raised when on hand would fall below reserved: a plain
         ``BelowReserved`` for a count correction, ``InsufficientStock`` when units are taken.
         """
         where = f"{self.product_id}@{self.warehouse_id}"
-        if available > MAX_QUANTITY:
+        if on_hand > MAX_QUANTITY:
             raise InvalidInput(f"{where}: available would exceed {MAX_QUANTITY}")
         if reserved < 0:
             raise BelowReserved(f"{where}: reserved would go below 0")
-        if available < reserved:
-            if available < 0:
+        if on_hand < reserved:
+            if on_hand < 0:
                 short = InsufficientStock  # more units taken than there are
             raise short(
-                f"{where}: needs {reserved - available} more unit(s) "
-                f"(available {self.quantity_available}, reserved {self.quantity_reserved}, "
+                f"{where}: needs {reserved - on_hand} more unit(s) "
+                f"(available {self.on_hand}, reserved {self.reserved}, "
                 f"sellable {self.sellable})",
-                available=self.quantity_available,
-                reserved=self.quantity_reserved,
+                available=self.on_hand,
+                reserved=self.reserved,
             )
         return replace(
             self,
-            quantity_available=available,
-            quantity_reserved=reserved,
+            on_hand=on_hand,
+            reserved=reserved,
             version=self.version + 1,
             last_movement_at=at,
         )
@@ -139,10 +139,10 @@ class Movement:
     product_id: str
     warehouse_id: str
     kind: MovementKind
-    delta_available: int
+    delta_on_hand: int
     delta_reserved: int
-    quantity_available: int
-    quantity_reserved: int
+    on_hand: int  # the row's on hand and reserved after the change
+    reserved: int
     version: int
     created_at: datetime
     reason: str | None = None
@@ -168,10 +168,10 @@ class Movement:
             product_id=after.product_id,
             warehouse_id=after.warehouse_id,
             kind=kind,
-            delta_available=after.quantity_available - before.quantity_available,
-            delta_reserved=after.quantity_reserved - before.quantity_reserved,
-            quantity_available=after.quantity_available,
-            quantity_reserved=after.quantity_reserved,
+            delta_on_hand=after.on_hand - before.on_hand,
+            delta_reserved=after.reserved - before.reserved,
+            on_hand=after.on_hand,
+            reserved=after.reserved,
             version=after.version,
             created_at=after.last_movement_at,
             reason=reason,
@@ -202,12 +202,12 @@ class StockSummary:
     rows: list[Inventory] = field(default_factory=list)
 
     @property
-    def total_available(self) -> int:
-        return sum(r.quantity_available for r in self.rows)
+    def total_on_hand(self) -> int:
+        return sum(r.on_hand for r in self.rows)
 
     @property
     def total_reserved(self) -> int:
-        return sum(r.quantity_reserved for r in self.rows)
+        return sum(r.reserved for r in self.rows)
 
     @property
     def total_sellable(self) -> int:

@@ -46,8 +46,8 @@ class WarehouseTotals:
     priority: int
     active: bool
     products: int
-    quantity_available: int
-    quantity_reserved: int
+    on_hand: int
+    reserved: int
     out_of_stock: int
     low_stock: int
 
@@ -58,8 +58,8 @@ class ReservedDrift:
 
     product_id: str
     warehouse_id: str
-    quantity_available: int
-    quantity_reserved: int
+    on_hand: int
+    reserved: int
     expected_reserved: int
 
 

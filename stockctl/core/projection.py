@@ -69,8 +69,8 @@ class RowState:
         return cls(
             row.warehouse_id,
             row.version,
-            row.quantity_available,
-            row.quantity_reserved,
+            row.on_hand,
+            row.reserved,
             row.low_stock_threshold,
         )
 

@@ -151,8 +151,7 @@ class LiveProbe:
 
     def reserved_drift(self) -> list[str]:
         return [
-            f"{d.product_id}@{d.warehouse_id} reserved {d.quantity_reserved}, "
-            f"holds {d.expected_reserved}"
+            f"{d.product_id}@{d.warehouse_id} reserved {d.reserved}, holds {d.expected_reserved}"
             for d in self.app.store.reserved_drift(100)
         ]
 

@@ -305,8 +305,7 @@ def check_invariants(
 
     problems = [f"oversold: {r}" for r in store.oversold_rows(20)]
     problems += [
-        f"reserved {d.quantity_reserved} != holds {d.expected_reserved} at "
-        f"{d.product_id}@{d.warehouse_id}"
+        f"reserved {d.reserved} != holds {d.expected_reserved} at {d.product_id}@{d.warehouse_id}"
         for d in store.reserved_drift(20)
     ]
     if cache is None:

@@ -94,8 +94,8 @@ def _inv_tuple(r: Inventory) -> tuple[Any, ...]:
     return (
         r.product_id,
         r.warehouse_id,
-        r.quantity_available,
-        r.quantity_reserved,
+        r.on_hand,
+        r.reserved,
         r.low_stock_threshold,
         r.version,
         r.last_movement_at,

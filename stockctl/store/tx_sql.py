@@ -119,8 +119,8 @@ class SqlTx(ReservationTx, OutboxTx):
                 "id": row.id,
                 "product_id": row.product_id,
                 "warehouse_id": row.warehouse_id,
-                "quantity_available": row.quantity_available,
-                "quantity_reserved": row.quantity_reserved,
+                "quantity_available": row.on_hand,
+                "quantity_reserved": row.reserved,
                 "low_stock_threshold": row.low_stock_threshold,
                 "version": row.version,
                 "last_movement_at": row.last_movement_at,
@@ -140,8 +140,8 @@ class SqlTx(ReservationTx, OutboxTx):
                 inventory.c.version == row.version - 1,
             )
             .values(
-                quantity_available=row.quantity_available,
-                quantity_reserved=row.quantity_reserved,
+                quantity_available=row.on_hand,
+                quantity_reserved=row.reserved,
                 low_stock_threshold=row.low_stock_threshold,
                 version=row.version,
                 last_movement_at=row.last_movement_at,

@@ -78,7 +78,7 @@ class Target:
 
     @property
     def app(self) -> App:
-        return self.sc._app
+        return self.sc.app
 
     @property
     def keys(self) -> CacheKeys:
@@ -151,7 +151,7 @@ def make_target(kind: str, url: str, **settings: str) -> Iterator[Target]:
     finally:
         try:
             if kind == "redis":
-                client = sc._app.redis()
+                client = sc.app.redis()
                 delete_matching(client, f"{prefix}:*")
                 delete_matching(client, f"stockctl:{prefix}:*")
                 delete_matching(client, f"stockctl:heartbeat:{app_id}:*")
@@ -256,7 +256,7 @@ def test_redis_unreachable_is_exit_3_with_one_line(sqlite_url: str) -> None:
     sc = stockctl.connect(sqlite_url)
     try:
         sc.init()
-        demo.load(sc._app.store, demo.SeedPlan(5, 2), sc._app.ctx.clock(), "test")
+        demo.load(sc.app.store, demo.SeedPlan(5, 2), sc.app.ctx.clock(), "test")
     finally:
         sc.close()
     for args in (["warm-cache"], ["warm-cache", "-o", "json"], ["cache", "verify", "--all"]):

@@ -58,7 +58,7 @@ class Env:
 
     def qty(self, product: str) -> tuple[int, int]:
         (row,) = self.sc.stock(product, self.warehouse).rows
-        return row.quantity_available, row.quantity_reserved
+        return row.on_hand, row.reserved
 
 
 @pytest.fixture
@@ -148,7 +148,7 @@ def test_refusals_are_one_line_with_the_right_exit_code(cli: Env) -> None:
 
 def test_expire_sweeps_overdue_holds_and_verify_repairs_drift(cli: Env) -> None:
     p, w = cli.product, cli.warehouse
-    past = dataclasses.replace(cli.sc._ctx, clock=lambda: datetime.now(UTC) - timedelta(hours=1))
+    past = dataclasses.replace(cli.sc.app.ctx, clock=lambda: datetime.now(UTC) - timedelta(hours=1))
     overdue = reservations.reserve(past, p, w, 2, ttl=timedelta(minutes=5))
     kept = cli.sc.reserve(p, w, 3)
 
@@ -160,7 +160,7 @@ def test_expire_sweeps_overdue_holds_and_verify_repairs_drift(cli: Env) -> None:
     assert cli("reservations", "show", kept.id, "-o", "json").json()["status"] == "ACTIVE"
 
     assert cli("stock", "verify", "-o", "json").json() == []
-    with cli.sc._app.store.engine.begin() as conn:
+    with cli.sc.app.store.engine.begin() as conn:
         conn.execute(
             text("UPDATE inventory SET quantity_reserved = 6 WHERE product_id = :p"), {"p": p}
         )

@@ -41,7 +41,7 @@ def load_demo(database_url: str, **settings: Any) -> None:
     """``stockctl init`` and ``stockctl seed`` (3 products x 2 warehouses), in process."""
     with stockctl.connect(database_url, **settings) as sc:
         sc.init()
-        app = sc._app
+        app = sc.app
         demo.load(app.store, demo.SeedPlan(3, 2), app.ctx.clock(), app.ctx.actor)
 
 
@@ -67,7 +67,7 @@ def beat(pg_url: str, lane: Lane, consumer: str = "host-1") -> None:
             "workers": 1,
             "at": time.time(),
         }
-        sc._app.cache().heartbeat(f"{lane.app_id}:{consumer}", json.dumps(payload), 30)
+        sc.app.cache().heartbeat(f"{lane.app_id}:{consumer}", json.dumps(payload), 30)
 
 
 # -- diagnose -------------------------------------------------------------------------------

@@ -42,7 +42,7 @@ def prepare(database_url: str, **settings: Any) -> None:
     """``stockctl init``, ``seed`` (20 products x 3 warehouses) and ``warm-cache``."""
     with stockctl.connect(database_url, **settings) as sc:
         sc.init()
-        app = sc._app
+        app = sc.app
         demo.load(app.store, demo.SeedPlan(PRODUCTS, 3), app.ctx.clock(), app.ctx.actor)
         warming.warm(app.store, app.cache(), product_ids=app.store.all_product_ids())
 
@@ -55,7 +55,7 @@ def worker(env: dict[str, str], only: str, database_url: str, **settings: Any) -
         with stockctl.connect(database_url, **settings) as sc:
             app_id = sc.settings.app_id
             wait_until(
-                lambda: proc.poll() is not None or bool(sc._app.cache().heartbeats(f"{app_id}:")),
+                lambda: proc.poll() is not None or bool(sc.app.cache().heartbeats(f"{app_id}:")),
                 20,
                 "the worker's first heartbeat",
             )
@@ -210,7 +210,7 @@ def test_a_corrupted_reserved_counter_fails_the_run_and_is_named(tmp_path: Path)
     url = f"sqlite:///{tmp_path / 'broken.db'}"
     prepare(url)
     with stockctl.connect(url) as sc:
-        engine = sc._app.store.engine
+        engine = sc.app.store.engine
         with engine.begin() as conn:
             row = conn.execute(
                 select(inventory.c.product_id, inventory.c.warehouse_id)

@@ -119,7 +119,7 @@ def product(sc: Stockctl, w1: int = 10, w2: int = 0) -> str:
 
 def counts(sc: Stockctl, p: str) -> dict[str, tuple[int, int]]:
     """(available, reserved) per warehouse, from the stock database."""
-    return {r.warehouse_id: (r.quantity_available, r.quantity_reserved) for r in sc.stock(p).rows}
+    return {r.warehouse_id: (r.on_hand, r.reserved) for r in sc.stock(p).rows}
 
 
 def holds(sc: Stockctl, order_id: str) -> list[str]:

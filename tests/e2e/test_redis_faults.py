@@ -202,7 +202,7 @@ def seed(env: dict[str, str], products: int, warehouses: int) -> list[str]:
         done = cli(env, *args, timeout=120)
         assert done.code == 0, done.err
     with stockctl.connect(env["STOCKCTL_DATABASE_URL"]) as sc:
-        return sorted(sc._app.store.all_product_ids())
+        return sorted(sc.app.store.all_product_ids())
 
 
 def test_a_stalled_redis_costs_reads_nothing_and_hits_resume_after_it(
@@ -298,8 +298,8 @@ def behind(app: Any, ids: list[str]) -> list[str]:
                 late.append(p)
                 break
             if mine.version == row.version and (mine.available, mine.reserved) != (
-                row.quantity_available,
-                row.quantity_reserved,
+                row.on_hand,
+                row.reserved,
             ):
                 late.append(p)
                 break
@@ -361,7 +361,7 @@ def test_a_redis_that_lost_its_data_is_rebuilt_by_the_worker_alone(
         daemon(env, tmp_path, "worker", "worker", "run", "--consumer", "w1") as worker,
         serving(env, tmp_path) as (server, url),
     ):
-        app = watcher._app
+        app = watcher.app
         # No warm-cache typed: the worker's sync finds no warm marker and warms it all.
         wait_until(lambda: not behind(app, ids), 60, "the first warm by the worker", every=0.5)
         wait_until(lambda: health_code(env) == 0, 30, "a healthy system", every=0.5)

@@ -202,7 +202,7 @@ def test_stock_writes_history_and_the_lifecycle_go_through_the_api(
         ("W-1", 5),
         ("W-2", 8),
     ]
-    assert [(r.warehouse_id, r.quantity_available) for r in sc.stock(p).rows] == [
+    assert [(r.warehouse_id, r.on_hand) for r in sc.stock(p).rows] == [
         ("W-1", 5),
         ("W-2", 8),
     ]
@@ -219,7 +219,7 @@ def test_stock_writes_history_and_the_lifecycle_go_through_the_api(
     site.remote("confirm", str(held["id"]))
     fulfilled = site.remote("fulfil", str(held["id"]), "-o", "json").json()
     assert fulfilled["status"] == "FULFILLED"
-    assert sc.stock(p, "W-1").rows[0].quantity_available == 3
+    assert sc.stock(p, "W-1").rows[0].on_hand == 3
     assert one_line_error(site.remote("stock", "adjust", p, "W-1", "-9", "--reason", "x"), 1)
 
 
@@ -276,12 +276,12 @@ def test_warm_cache_via_api_fills_the_embedded_cache(site: Site, sc: Stockctl) -
     args = ("--token", TOKEN, "warm-cache", "--via-api", site.server.url, "-o", "json")
     run = site.process({"STOCKCTL_DATABASE_URL": other}, args)
     warmed = run.json()
-    rows = sc._app.store.count_rows()["inventory"]
+    rows = sc.app.store.count_rows()["inventory"]
     assert warmed["rows"] == rows and warmed["products"] >= 1
 
     with stockctl.connect(other) as elsewhere:
-        cached = elsewhere._app.cache().get_products([p])[p]
-        assert elsewhere._app.store.count_rows()["inventory"] == 0  # none of its own: all via API
+        cached = elsewhere.app.cache().get_products([p])[p]
+        assert elsewhere.app.store.count_rows()["inventory"] == 0  # none of its own: all via API
     assert cached is not None
     assert sorted((r.warehouse_id, r.available, r.reserved) for r in cached.rows) == [
         ("W-1", 7, 0),

@@ -117,9 +117,9 @@ def test_the_seeds_order_client_reads_the_reserve_answer_and_confirms_by_its_id(
 
     confirmed = h.post(f"/v1/inventory/reservations/{rid}/confirm")
     assert confirmed.status_code == 200 and confirmed.json()["status"] == "CONFIRMED"
-    assert sc.stock("P000001", "WH002").rows[0].quantity_reserved == 3
+    assert sc.stock("P000001", "WH002").rows[0].reserved == 3
     released = h.post(f"/v1/inventory/reservations/{rid}/release")
     assert released.status_code == 200 and released.json()["status"] == "RELEASED"
-    assert sc.stock("P000001", "WH002").rows[0].quantity_reserved == 0
+    assert sc.stock("P000001", "WH002").rows[0].reserved == 0
     history = sc.history("P000001", "WH002")
     assert [m.reservation_id for m in history[:2]] == [rid, rid]  # the ledger's id is the same

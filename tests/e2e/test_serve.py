@@ -177,7 +177,7 @@ def test_serve_on_postgresql_and_redis(
         assert r.status_code == 200 and r.json()["status"] == "CONFIRMED", r.text
         r = h.get(f"/api/v1/inventory/reservations/{rid}", headers=READ)
         assert r.json()["status"] == "CONFIRMED"
-        assert pg_sc.stock(p1, w1).rows[0].quantity_reserved == 3  # in the database
+        assert pg_sc.stock(p1, w1).rows[0].reserved == 3  # in the database
 
         r = h.post("/v1/batch/stock", json={"product_ids": [p1, p2, "nope"]}, headers=READ)
         assert r.status_code == 200, r.text

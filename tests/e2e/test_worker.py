@@ -54,7 +54,7 @@ def heartbeats(lane: Lane) -> list[bytes]:
 
 
 def converged(sc: Stockctl, lane: Lane) -> None:
-    app = sc._app
+    app = sc.app
     assert_cache_matches_db(app, app.cache(), lane.get, app.cache().keys, all_product_ids(app))
 
 
@@ -94,7 +94,7 @@ def test_sigterm_drains_and_exits_0_and_check_follows_the_heartbeat(
         }
         # It is working: a change reaches the cache.
         sc.receive(p, w, 12)
-        total = sc._app.cache().keys.total(p)
+        total = sc.app.cache().keys.total(p)
         wait_until(lambda: lane.get(total) == "42", 15, "the change to reach the cache")
         started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
@@ -163,7 +163,7 @@ main()
 def test_kill_9_after_the_cache_write_before_the_ack_then_restart(
     sc: Stockctl, lane: Lane, pg_url: str
 ) -> None:
-    app = sc._app
+    app = sc.app
     ps, ws = seed_stock(sc, 10, 3, 30)
     drain(app)
     for i in range(120):
@@ -196,7 +196,7 @@ def test_kill_9_after_the_cache_write_before_the_ack_then_restart(
 
 
 def test_kill_9_while_changes_go_on_then_restart(sc: Stockctl, lane: Lane, pg_url: str) -> None:
-    app = sc._app
+    app = sc.app
     ps, ws = seed_stock(sc, 8, 2, 30)
     env = lane.env(
         pg_url,

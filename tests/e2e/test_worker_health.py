@@ -94,7 +94,7 @@ def test_check_and_health_follow_a_stuck_worker_and_a_stalled_redis(
             with stockctl.connect(pg_url, redis_url=private_redis.url) as sc:
                 started = time.monotonic()
                 with pytest.raises(CacheUnavailable, match="heartbeats unreadable"):
-                    check_workers(sc._app)
+                    check_workers(sc.app)
                 assert time.monotonic() - started < 2
         finally:
             private_redis.resume()

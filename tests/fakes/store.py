@@ -312,9 +312,9 @@ class FakeStore:
     def reserved_drift(self, limit: int) -> list[ReservedDrift]:
         held = _held(self._s)
         drift = [
-            ReservedDrift(p, w, row.quantity_available, row.quantity_reserved, held.get((p, w), 0))
+            ReservedDrift(p, w, row.on_hand, row.reserved, held.get((p, w), 0))
             for (p, w), row in sorted(self._s.inventory.items())
-            if row.quantity_reserved != held.get((p, w), 0)
+            if row.reserved != held.get((p, w), 0)
         ]
         return drift[:limit]
 

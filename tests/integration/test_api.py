@@ -108,7 +108,7 @@ def test_inventory_writes(api: Api) -> None:
 
     # what the database holds, read through the library
     rows = {r.warehouse_id: r for r in api.sc.stock(p).rows}
-    assert (rows[w1].quantity_available, rows[w2].quantity_available) == (20, 18)
+    assert (rows[w1].on_hand, rows[w2].on_hand) == (20, 18)
     kinds = [m.kind.value for m in api.sc.history(p, w1)]
     assert len(kinds) == 6, kinds  # seed receive, 2 x set, receive, adjust, transfer
 
@@ -149,21 +149,21 @@ def test_reservation_lifecycle(api: Api) -> None:
     r = c.post(f"/v1/inventory/reservations/{rid}/fulfil")
     assert r.status_code == 200 and r.json()["status"] == "FULFILLED", r.text
     row = api.sc.stock(p, w2).rows[0]
-    assert (row.quantity_available, row.quantity_reserved) == (6, 0)
+    assert (row.on_hand, row.reserved) == (6, 0)
     assert_problem(c.post(f"/v1/inventory/reservations/{rid}/release"), 409, "invalid-transition")
 
     # no warehouse: the priority strategy picks the first warehouse
     r = c.post("/v1/inventory/reserve", json={"product_id": p, "quantity": 2}, headers=RESERVE)
     assert r.status_code == 201 and r.json()["reservation"]["warehouse_id"] == w1, r.text
     rid = r.json()["reservation"]["id"]
-    assert api.sc.stock(p, w1).rows[0].quantity_reserved == 2
+    assert api.sc.stock(p, w1).rows[0].reserved == 2
     r = c.post(
         f"/v1/inventory/reservations/{rid}/release", json={"reason": "customer"}, headers=RESERVE
     )
     assert r.status_code == 200 and r.json()["status"] == "RELEASED", r.text
     r = c.post(f"/v1/inventory/reservations/{rid}/release", headers=RESERVE)
     assert r.status_code == 200 and r.json()["status"] == "RELEASED", r.text  # safe to retry
-    assert api.sc.stock(p, w1).rows[0].quantity_reserved == 0
+    assert api.sc.stock(p, w1).rows[0].reserved == 0
 
     missing = 2**62 + 9
     for path in ("", "/confirm", "/release"):
@@ -217,13 +217,13 @@ def test_idempotency_key_header(api: Api) -> None:
     again = c.post("/v1/inventory/reserve", json=body, headers=key)
     assert first.status_code == again.status_code == 201, (first.text, again.text)
     assert again.json() == first.json()
-    assert api.sc.stock(p, w).rows[0].quantity_reserved == 2  # held once
+    assert api.sc.stock(p, w).rows[0].reserved == 2  # held once
 
     other = {**body, "quantity": 3}
     assert_problem(
         c.post("/v1/inventory/reserve", json=other, headers=key), 409, "idempotency-conflict"
     )
-    assert api.sc.stock(p, w).rows[0].quantity_reserved == 2
+    assert api.sc.stock(p, w).rows[0].reserved == 2
 
     # the same on a stock write
     receive = {"product_id": p, "warehouse_id": w, "quantity": 5}
@@ -231,7 +231,7 @@ def test_idempotency_key_header(api: Api) -> None:
     a = c.post("/v1/inventory/receive", json=receive, headers=rkey)
     b = c.post("/v1/inventory/receive", json=receive, headers=rkey)
     assert a.status_code == b.status_code == 200 and a.json() == b.json()
-    assert api.sc.stock(p, w).rows[0].quantity_available == 15
+    assert api.sc.stock(p, w).rows[0].on_hand == 15
 
     long_key = {"Idempotency-Key": "k" * 201}
     assert_problem(

@@ -79,7 +79,7 @@ def test_fast_reads_give_the_rows_sqlalchemy_gives(pg_url: str) -> None:
         store._fast = None  # the SQLAlchemy path
         assert fast == [store.get_inventory(p, ws[1]), store.product_inventory(q)]
         assert fast_async == fast[0] and missing is None
-        assert fast[0] is not None and fast[0].quantity_reserved == 2
+        assert fast[0] is not None and fast[0].reserved == 2
         assert fast[0].last_movement_at.tzinfo is not None
         assert [r.warehouse_id for r in fast[1]] == sorted(ws)
 

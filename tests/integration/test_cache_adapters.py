@@ -127,7 +127,7 @@ def adapter(request: pytest.FixtureRequest) -> Iterator[Adapter]:
             client.close()
         return
 
-    store = request.getfixturevalue("sql_databases")[request.param]._app.store
+    store = request.getfixturevalue("sql_databases")[request.param].app.store
     now = [datetime(2024, 6, 1, 12, 0, tzinfo=UTC)]
 
     def make_sql(ttl: int, hash_tags: bool, **options: object) -> StockCache:

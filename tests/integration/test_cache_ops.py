@@ -67,7 +67,7 @@ class World:
 
     @property
     def app(self) -> App:
-        return self.sc._app
+        return self.sc.app
 
     def another_app(self) -> App:
         """A second process's view: its own App (pool, counters) on the same settings."""
@@ -107,7 +107,7 @@ def world_of(kind: str, url: str, **extra: Any) -> Iterator[World]:
         settings["redis_url"] = REDIS_URL
     sc = stockctl.connect(url, **settings)
     sc.init()
-    world = World(kind, url, settings, sc, plain_get(sc._app))
+    world = World(kind, url, settings, sc, plain_get(sc.app))
     try:
         yield world
     finally:
@@ -115,7 +115,7 @@ def world_of(kind: str, url: str, **extra: Any) -> Iterator[World]:
             app.close()
         try:
             if kind == "redis":
-                client = sc._app.redis()
+                client = sc.app.redis()
                 prefix, app_id = settings["cache_prefix"], settings["app_id"]
                 delete_matching(client, f"{prefix}:*")
                 delete_matching(client, f"stockctl:{prefix}:*")
@@ -421,7 +421,7 @@ def test_reads_fall_back_to_the_database_when_redis_is_down(
     sc = stockctl.connect(sqlite_url, redis_url="redis://127.0.0.1:1/0", redis_timeout_seconds=1)
     try:
         sc.init()
-        app = sc._app
+        app = sc.app
         ids = seed(app, 12, 3)
         truth = app.store.inventory_for_products(ids)
         caplog.set_level(logging.WARNING, "stockctl.cache")

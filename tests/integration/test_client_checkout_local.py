@@ -31,7 +31,7 @@ def stock(sc: Stockctl) -> tuple[str, str]:
 
 
 def reserved(sc: Stockctl, product: str) -> int:
-    return sum(r.quantity_reserved for r in sc.stock(product).rows)
+    return sum(r.reserved for r in sc.stock(product).rows)
 
 
 def test_happy_path_confirms(sc: Stockctl, stock: tuple[str, str]) -> None:

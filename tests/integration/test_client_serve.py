@@ -96,7 +96,7 @@ def stocked(sc: Stockctl, *pairs: tuple[str, int]) -> list[str]:
 
 
 def reserved(sc: Stockctl, product: str) -> int:
-    return sum(r.quantity_reserved for r in sc.stock(product).rows)
+    return sum(r.reserved for r in sc.stock(product).rows)
 
 
 def statuses(sc: Stockctl, held: list[Reservation]) -> list[ReservationStatus]:
@@ -104,7 +104,7 @@ def statuses(sc: Stockctl, held: list[Reservation]) -> list[ReservationStatus]:
 
 
 def active_of_order(sc: Stockctl, order: str) -> list[Reservation]:
-    found = sc._app.store.list_reservations(order_id=order, limit=100)
+    found = sc.app.store.list_reservations(order_id=order, limit=100)
     return [r for r in found if r.status is S.ACTIVE]
 
 
@@ -174,7 +174,7 @@ def test_insufficient_stock_holds_nothing_and_never_creates_the_order(
     with pytest.raises(errors.InsufficientStock):
         stockctl.checkout(client, [(a, "W-1", 2), (b, "W-1", 2)], create_order, order_id=order)
     assert (reserved(sc, a), reserved(sc, b)) == (0, 0)
-    assert sc._app.store.list_reservations(order_id=order) == []
+    assert sc.app.store.list_reservations(order_id=order) == []
 
 
 def test_the_same_order_twice_is_one_hold(sc: Stockctl, client: WarehouseClient) -> None:
@@ -197,7 +197,7 @@ def test_reads_and_paging_decode_the_real_responses(sc: Stockctl, client: Wareho
     assert client.sellable(a) == 12
     assert client.sellable(a, "W-1") == 7
     summary = client.get_product_inventory(a)
-    assert [(r.warehouse_id, r.quantity_available, r.quantity_reserved) for r in summary.rows] == [
+    assert [(r.warehouse_id, r.on_hand, r.reserved) for r in summary.rows] == [
         ("W-1", 10, 3),
         ("W-2", 5, 0),
     ]

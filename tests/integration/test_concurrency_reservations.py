@@ -206,6 +206,6 @@ def test_50_concurrent_duplicates_of_one_key_make_one_reservation(pg: Stockctl) 
             assert errors == []
             assert len({r.id for r in results}) == 1
             assert qty(pg, p, w) == (100, 2)
-            held = pg._app.store.list_reservations(product_id=p)
+            held = pg.app.store.list_reservations(product_id=p)
             assert [r.id for r in held] == [results[0].id]
             assert_invariants(pg)

@@ -94,7 +94,7 @@ def test_worker_stopped_while_changes_go_on(pg_url: str, lane: Lane) -> None:
     )
     tight = Thresholds(lag_warn=5, lag_fail=10, backlog_age_warn_s=0.5, backlog_age_fail_s=1.0)
     try:
-        app = sc._app
+        app = sc.app
         (p, *_), (w, *_) = seed(sc, 2, 2)
         with Background(app, only=["relay", "processor"], workers=1, consumer="w1"):
             sc.adjust(p, w, 1, reason="before the stop")
@@ -146,7 +146,7 @@ def test_a_deleted_and_a_wrong_cache_key_are_named_with_both_values(
 ) -> None:
     sc = connect(pg_url, lane)
     try:
-        app = sc._app
+        app = sc.app
         (p,), (w1, w2, w3) = seed(sc, 1, 3, units=40)
         sc.reserve(p, w3, 4, order_id=new_id("o"))
         waiting = named(dg.run(LiveProbe(app), ["stock-not-updating"], p))
@@ -184,7 +184,7 @@ def test_one_second_ttls_with_reads_going_on_warn_on_hit_rate_and_ttl(
 ) -> None:
     sc = connect(pg_url, cache_lane, cache_ttl_seconds=1)
     try:
-        app = sc._app
+        app = sc.app
         ps, _ = seed(sc, 10, 2)
         cache = app.cache()
 
@@ -224,7 +224,7 @@ def test_a_stream_past_its_maxlen_and_dead_letters_fail_queue_overflow(
     maxlen = 20
     sc = connect(pg_url, lane, stream_maxlen=maxlen, worker_max_deliveries=1)
     try:
-        app = sc._app
+        app = sc.app
         (p,), (w,) = seed(sc, 1, 1, units=10_000)
         lane.xadd("warehouse.stock.updated", "not json")  # a poison entry
         drain(app, workers=1)  # groups made, seed events applied, the poison dead-lettered
@@ -270,7 +270,7 @@ def test_a_corrupted_reservation_counter_fails_consistency_and_names_the_row(
 ) -> None:
     sc = connect(pg_url, cache_lane)
     try:
-        app = sc._app
+        app = sc.app
         (p1, p2, _), (w1, w2) = seed(sc, 3, 2)
         sc.reserve(p1, w1, 2, order_id=new_id("o"))
         held = sc.reserve(p2, w2, 3, order_id=new_id("o"))
@@ -304,7 +304,7 @@ def test_a_long_running_query_is_seen_in_pg_stat_activity(pg_url: str, cache_lan
     sc = connect(pg_url, cache_lane)
     engine = create_engine(pg_url)
     try:
-        app = sc._app
+        app = sc.app
         started = threading.Event()
 
         def sleeper() -> None:
@@ -339,7 +339,7 @@ def test_with_redis_unreachable_every_runbook_completes_and_fails_on_redis(pg_ur
     sc = stockctl.connect(pg_url, redis_url="redis://127.0.0.1:1", redis_timeout_seconds=2)
     try:
         sc.init()
-        app = sc._app
+        app = sc.app
         (p,), _ = seed(sc, 1, 2)
         checks = dg.run(LiveProbe(app), list(dg.RUNBOOKS), p)
         for runbook in dg.RUNBOOKS:

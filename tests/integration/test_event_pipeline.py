@@ -85,7 +85,7 @@ def pipeline(pg_url: str, lane: Lane) -> Iterator[Stockctl]:
 
 
 def check_converged(sc: Stockctl, lane: Lane) -> None:
-    app = sc._app
+    app = sc.app
     products = all_product_ids(app)
     assert_cache_matches_db(app, app.cache(), lane.get, app.cache().keys, products)
 
@@ -153,7 +153,7 @@ def test_concurrent_changes_all_reach_the_cache(pg_url: str, lane: Lane) -> None
     try:
         ps, ws = seed_stock(writers, 40, 4, 50)
 
-        @event.listens_for(writers._app.store.engine, "commit")
+        @event.listens_for(writers.app.store.engine, "commit")
         def _delay_commit(conn: object) -> None:  # inside the transaction, just before COMMIT
             if random.random() < 0.2:
                 time.sleep(random.random() * 0.003)
@@ -161,20 +161,20 @@ def test_concurrent_changes_all_reach_the_cache(pg_url: str, lane: Lane) -> None
         per = CHANGES // WRITERS
         with (
             ThreadPoolExecutor(WRITERS) as pool,
-            Background(worker._app, workers=2, consumer="load"),
+            Background(worker.app, workers=2, consumer="load"),
         ):
             tallies = list(pool.map(lambda k: writer(writers, ps, ws, per, k), range(WRITERS)))
-            wait_until(lambda: settled(worker._app, lane), 120, "the worker to catch up")
-        with writers._app.store.engine.connect() as conn:
+            wait_until(lambda: settled(worker.app, lane), 120, "the worker to catch up")
+        with writers.app.store.engine.connect() as conn:
             movements = conn.execute(select(func.count()).select_from(stock_movements)).scalar()
         made = sum(t.movements for t in tallies)
         assert movements == made + len(ps) * len(ws)  # + the seeding receipts
         assert made > CHANGES // 2, tallies  # most changes went through
-        assert_published_exactly_once(worker._app, lane)
+        assert_published_exactly_once(worker.app, lane)
         # Transactions committed out of id order, and those rows were published all the same
         # (with a few thousand changes and the commit delays, out-of-order commits always occur).
         if CHANGES >= 1000:
-            assert published_out_of_id_order(worker._app, lane) > 0
+            assert published_out_of_id_order(worker.app, lane) > 0
         check_converged(worker, lane)
     finally:
         writers.close()
@@ -189,7 +189,7 @@ def test_a_drained_relay_waits_for_notify_and_misses_no_commit(pipeline: Stockct
 
     from stockctl.daemons.workers.relay import OutboxRelay
 
-    app = pipeline._app
+    app = pipeline.app
     ps, ws = seed_stock(pipeline, 1, 1, 50)
     published: list[list[str]] = []
 
@@ -256,7 +256,7 @@ class DiesBeforeAck(StreamConsumer):
 def test_a_batch_written_to_the_cache_but_not_acked_is_finished_by_another_consumer(
     pipeline: Stockctl, lane: Lane
 ) -> None:
-    app = pipeline._app
+    app = pipeline.app
     ps, ws = seed_stock(pipeline, 12, 3, 50)
     drain(app)  # the cache holds every product
     for i in range(160):
@@ -300,7 +300,7 @@ def test_a_restarted_consumer_in_burst_mode_takes_back_all_its_pending_entries(
 ) -> None:
     """`worker run --burst --consumer NAME` after a crash that left several batches pending
     under NAME: it exits only when none is left."""
-    app = pipeline._app
+    app = pipeline.app
     ps, ws = seed_stock(pipeline, 6, 2, 50)
     drain(app)
     for i in range(120):
@@ -337,7 +337,7 @@ def test_processors_take_turns_to_read_and_a_trickle_lingers_into_one_batch(
     """The processors of a worker share a ReadTurn: after a read that found less than a batch,
     the next reader first lingers, and what arrives meanwhile joins its batch; a processor that
     has to wait for its turn first sends the acks it owes; after a full batch nobody waits."""
-    app = pipeline._app
+    app = pipeline.app
     ps, ws = seed_stock(pipeline, 4, 1, 50)
     drain(app)
     turn = ReadTurn()
@@ -417,7 +417,7 @@ def test_malformed_entries_are_dead_lettered_after_n_attempts(
     monkeypatch.setattr(
         "stockctl.daemons.workers.processor.RECOVER_EVERY_SECONDS", 0.1
     )  # retry sooner
-    app = pipeline._app
+    app = pipeline.app
     ps, ws = seed_stock(pipeline, 2, 1, 50)
     drain(app)
     bad = {  # (topic, entry id) -> why
@@ -490,13 +490,13 @@ def envelope(type_: str, data: dict[str, object], **extra: object) -> str:
 def test_changes_keep_committing_while_redis_is_unreachable_and_the_relay_catches_up(
     pg_url: str, pipeline: Stockctl, lane: Lane
 ) -> None:
-    app = pipeline._app
+    app = pipeline.app
     ps, ws = seed_stock(pipeline, 6, 2, 50)
     drain(app)
     # The relay pointed at a Redis that is not there; changes go on meanwhile.
     cut_off = stockctl.connect(pg_url, redis_url="redis://127.0.0.1:1/0", relay_poll_interval_ms=20)
     try:
-        with Background(cut_off._app, only=["relay"], consumer="cut-off") as relay:
+        with Background(cut_off.app, only=["relay"], consumer="cut-off") as relay:
             backlog = []
             for wave in range(3):
                 for i in range(40):
@@ -523,7 +523,7 @@ def test_changes_keep_committing_while_redis_is_unreachable_and_the_relay_catche
 def test_an_entry_written_the_way_dapr_writes_it_is_processed(
     pipeline: Stockctl, lane: Lane
 ) -> None:
-    app = pipeline._app
+    app = pipeline.app
     (p,), (w,) = seed_stock(pipeline, 1, 1, 10)
     drain(app)
     version = pipeline.stock(p, w).rows[0].version
@@ -565,7 +565,7 @@ def test_an_entry_written_the_way_dapr_writes_it_is_processed(
 def test_order_cancelled_and_payment_failed_release_the_orders_reservations(
     pipeline: Stockctl, lane: Lane
 ) -> None:
-    app = pipeline._app
+    app = pipeline.app
     ps, ws = seed_stock(pipeline, 2, 2, 10)
     cancelled, failed, kept = new_id("O"), new_id("O"), new_id("O")
     held = {

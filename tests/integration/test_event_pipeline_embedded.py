@@ -50,13 +50,13 @@ def embedded(sqlite_url: str) -> Iterator[Stockctl]:
 
 
 def cache_of(sc: Stockctl) -> SqlStockCache:
-    cache = sc._app.cache()
+    cache = sc.app.cache()
     assert isinstance(cache, SqlStockCache)
     return cache
 
 
 def check_converged(sc: Stockctl) -> None:
-    app, cache = sc._app, cache_of(sc)
+    app, cache = sc.app, cache_of(sc)
     assert app.store.outbox_backlog() == (0, None)
     assert_cache_matches_db(app, cache, cache.get, cache.keys, all_product_ids(app))
 
@@ -87,21 +87,21 @@ def test_worker_run_burst_brings_the_embedded_cache_to_the_database(
 ) -> None:
     ps, ws = seed_stock(embedded, 8, 3, 20)
     # Changes while an embedded worker runs, then `stockctl worker run --burst` drains the rest.
-    with Background(embedded._app, only=["processor"], consumer="embedded"):
+    with Background(embedded.app, only=["processor"], consumer="embedded"):
         threads = [threading.Thread(target=churn, args=(embedded, ps, ws, 60, k)) for k in range(3)]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
     churn(embedded, ps, ws, 40, 99)
-    assert embedded._app.store.outbox_backlog()[0] > 0
+    assert embedded.app.store.outbox_backlog()[0] > 0
     env = {**os.environ, "STOCKCTL_DATABASE_URL": sqlite_url}
     done = cli(env, "worker", "run", "--burst", "--only", "processor")
     assert done.code == 0, done.err
     check_converged(embedded)
     # Every published row was projected: a replay of the whole outbox applies nothing (the
     # version guard stops it; stock events get no de-duplication marker by default).
-    with embedded._app.store.engine.connect() as conn:
+    with embedded.app.store.engine.connect() as conn:
         found = conn.execute(select(outbox.c.event_id, outbox.c.payload)).all()
     updates = [u for r in found if (u := update_from_event(parse(r.payload))) is not None]
     assert len(updates) == len(found)
@@ -121,14 +121,14 @@ def test_order_events_release_reservations_on_the_embedded_default(
     c = embedded.reserve(p, w2, 4, order_id=failed)
     d = embedded.reserve(p, w1, 2, order_id=kept)
     embedded.confirm(b.id)
-    drain(embedded._app)
+    drain(embedded.app)
     env = {**os.environ, "STOCKCTL_DATABASE_URL": sqlite_url}
     published = cli(
         env, "events", "publish", ev.ORDER_CANCELLED, "--data", json.dumps({"order_id": cancelled})
     )
     assert published.code == 0, published.err
-    catalog.publish(embedded._app.ctx, ev.PAYMENT_FAILED, {"order_id": failed})
-    drain(embedded._app)
+    catalog.publish(embedded.app.ctx, ev.PAYMENT_FAILED, {"order_id": failed})
+    drain(embedded.app)
     status = {r.id: embedded.get_reservation(r.id).status for r in (a, b, c, d)}
     assert status == {
         a.id: ReservationStatus.RELEASED,
@@ -154,10 +154,10 @@ def test_rows_committed_out_of_order_are_not_skipped(pg_url: str) -> None:
     sc.init()
     try:
         (p,), (wa, wb) = seed_stock(sc, 1, 2, 20)
-        drain(sc._app)
+        drain(sc.app)
         in_commit, release = threading.Event(), threading.Event()
 
-        @event.listens_for(sc._app.store.engine, "commit")
+        @event.listens_for(sc.app.store.engine, "commit")
         def _hold(conn: Any) -> None:
             if threading.current_thread().name == "slow-A":
                 in_commit.set()
@@ -167,7 +167,7 @@ def test_rows_committed_out_of_order_are_not_skipped(pg_url: str) -> None:
         slow.start()
         assert in_commit.wait(10)  # A has written its outbox row and not committed
         sc.receive(p, wb, 3)  # B: a later id, committed first
-        drain(sc._app)
+        drain(sc.app)
         assert cache_row(sc, p, wb) == (2, 23)
         assert cache_row(sc, p, wa) == (1, 20)  # A is not visible yet
         release.set()
@@ -175,7 +175,7 @@ def test_rows_committed_out_of_order_are_not_skipped(pg_url: str) -> None:
         ids = outbox_ids(sc, p)
         assert ids[-2][0] < ids[-1][0]  # A's row has the smaller id
         assert ids[-2][1] == wa and ids[-1][1] == wb
-        drain(sc._app)
+        drain(sc.app)
         assert cache_row(sc, p, wa) == (2, 27)
         check_converged(sc)
     finally:
@@ -193,7 +193,7 @@ def outbox_ids(sc: Stockctl, p: str) -> list[tuple[int, str]]:
     stmt = select(outbox.c.id, outbox.c.payload).where(
         outbox.c.subject == p, outbox.c.topic == ev.STOCK_UPDATED
     )
-    with sc._app.store.engine.connect() as conn:
+    with sc.app.store.engine.connect() as conn:
         rows = conn.execute(stmt.order_by(outbox.c.id)).all()
     return [(r.id, json.loads(r.payload)["data"]["warehouse_id"]) for r in rows]
 
@@ -206,11 +206,11 @@ def test_two_embedded_pipelines_on_postgresql_share_the_work(pg_url: str) -> Non
     try:
         ps, ws = seed_stock(sc, 6, 3, 20)
         with (
-            Background(sc._app, only=["processor"], consumer="one") as one,
-            Background(other._app, only=["processor"], consumer="two") as two,
+            Background(sc.app, only=["processor"], consumer="one") as one,
+            Background(other.app, only=["processor"], consumer="two") as two,
         ):
             churn(sc, ps, ws, 150, 5)
-            wait_until(lambda: sc._app.store.outbox_backlog()[0] == 0, 20, "the pipelines")
+            wait_until(lambda: sc.app.store.outbox_backlog()[0] == 0, 20, "the pipelines")
             time.sleep(0.1)
         jobs = [*one.runner.jobs, *two.runner.jobs]
         assert all(j.processed > 0 for j in jobs), "both pipelines took a share"

@@ -325,7 +325,7 @@ def test_lag_top_and_diagnose_read_the_streams_on_each_topology(lane: Lane, tmp_
     try:
         sc.init()
         (p,), _ = seed_stock(sc, 1, 2, 7)
-        drain(sc._app)
+        drain(sc.app)
     finally:
         sc.close()
     env = lane.env(db)
@@ -375,7 +375,7 @@ def test_a_running_worker_recreates_a_lost_group_once_and_says_so_once(
         try:
             sc.init()
             (p,), (w,) = seed_stock(sc, 1, 1, 10)
-            app = sc._app
+            app = sc.app
             key = app.cache().keys.warehouse(p, w)
             direct = redis_server.client()
             with Background(app, workers=2, consumer="w"):
@@ -498,7 +498,7 @@ class Flow:
 def product_client(tmp_path: Path, url: str) -> Any:
     """The Redis client stockctl makes for ``url`` (``App.redis()``), and its app."""
     sc = stockctl.connect(f"sqlite:///{tmp_path / 'flow.db'}", redis_url=url)
-    return sc, sc._app.redis()
+    return sc, sc.app.redis()
 
 
 def test_streams_go_on_through_a_reshard_and_a_killed_master_on_a_cluster(tmp_path: Path) -> None:

@@ -32,7 +32,7 @@ def test_same_key_same_receive_returns_the_first_result_once(sc: Stockctl) -> No
     before = dbutil.snapshot(sc)
     again = sc.receive(p, a, 5, idempotency_key=key)
     assert again == first
-    assert (again.quantity_available, again.version) == (25, 2)
+    assert (again.on_hand, again.version) == (25, 2)
     assert dbutil.snapshot(sc) == before
 
 
@@ -82,7 +82,7 @@ def test_different_keys_apply_twice(sc: Stockctl) -> None:
     p, a, _ = stocked(sc)
     sc.receive(p, a, 5, idempotency_key=new_id("key"))
     row = sc.receive(p, a, 5, idempotency_key=new_id("key"))
-    assert row.quantity_available == 30
+    assert row.on_hand == 30
 
 
 def test_a_refused_write_does_not_burn_its_key(sc: Stockctl) -> None:
@@ -92,7 +92,7 @@ def test_a_refused_write_does_not_burn_its_key(sc: Stockctl) -> None:
         sc.set_stock(p, a, 10, expect_version=7, idempotency_key=key)
     assert dbutil.idempotency_rows(sc) == []
     row = sc.set_stock(p, a, 10, expect_version=1, idempotency_key=key)
-    assert (row.quantity_available, row.version) == (10, 2)
+    assert (row.on_hand, row.version) == (10, 2)
 
 
 def test_key_is_stored_with_the_response(sc: Stockctl) -> None:
@@ -117,7 +117,7 @@ def test_an_expired_key_can_be_used_for_a_new_request(database_url: str) -> None
                 update(t).where(t.c.key == key).values(created_at=utcnow() - timedelta(minutes=5))
             )
         row = sc.receive(p, a, 9, idempotency_key=key)
-        assert row.quantity_available == 34
+        assert row.on_hand == 34
         [stored] = dbutil.idempotency_rows(sc)
         assert stored["created_at"] > utcnow() - timedelta(minutes=1)
 

@@ -35,7 +35,7 @@ def test_products_and_warehouses_are_stored(sc: Stockctl) -> None:
     warehouse = sc.add_warehouse(w, name="Leeds", priority=7, active=False)
     assert product.name == "Blue mug"
     assert (warehouse.priority, warehouse.active) == (7, False)
-    stored = sc._app.store.get_warehouse(w)
+    stored = sc.app.store.get_warehouse(w)
     assert stored is not None and (stored.name, stored.priority, stored.active) == (
         "Leeds",
         7,
@@ -57,7 +57,7 @@ def test_receive_creates_the_row_with_ledger_and_event(sc: Stockctl) -> None:
     )
     assert stored["low_stock_threshold"] == 10
     assert started - timedelta(seconds=1) <= stored["last_movement_at"] <= datetime.now(UTC)
-    assert result.quantity_available == 25 and result.version == 1
+    assert result.on_hand == 25 and result.version == 1
     assert result.last_movement_at == stored["last_movement_at"]
 
     [move] = dbutil.ledger(sc, p)
@@ -92,7 +92,7 @@ def test_receive_again_adds_and_bumps_version_and_time(sc: Stockctl) -> None:
     p, [w, _] = setup_product(sc)
     first = sc.receive(p, w, 5)
     second = sc.receive(p, w, 7)
-    assert (second.quantity_available, second.version) == (12, 2)
+    assert (second.on_hand, second.version) == (12, 2)
     assert first.last_movement_at is not None and second.last_movement_at is not None
     assert second.last_movement_at >= first.last_movement_at
     assert [m["version"] for m in dbutil.ledger(sc, p)] == [1, 2]
@@ -103,7 +103,7 @@ def test_set_is_absolute_and_can_change_the_threshold(sc: Stockctl) -> None:
     p, [w, _] = setup_product(sc)
     sc.receive(p, w, 40)
     row = sc.set_stock(p, w, 15, low_stock_threshold=3, reason="stock take")
-    assert (row.quantity_available, row.low_stock_threshold, row.version) == (15, 3, 2)
+    assert (row.on_hand, row.low_stock_threshold, row.version) == (15, 3, 2)
     stored = dbutil.row(sc, p, w)
     assert stored is not None and stored["low_stock_threshold"] == 3
     move = dbutil.ledger(sc, p)[-1]
@@ -117,7 +117,7 @@ def test_set_creates_a_row_and_zero_is_allowed(sc: Stockctl) -> None:
     p, [w, w2] = setup_product(sc)
     assert sc.set_stock(p, w, 9).version == 1
     row = sc.set_stock(p, w2, 0)
-    assert (row.quantity_available, row.version) == (0, 1)
+    assert (row.on_hand, row.version) == (0, 1)
     assert len(dbutil.ledger(sc, p)) == 2
 
 
@@ -126,14 +126,14 @@ def test_set_with_the_current_version_succeeds(sc: Stockctl) -> None:
     sc.set_stock(p, w, 5, expect_version=0)  # a row that does not exist yet is version 0
     sc.receive(p, w, 1)
     row = sc.set_stock(p, w, 100, expect_version=2)
-    assert (row.quantity_available, row.version) == (100, 3)
+    assert (row.on_hand, row.version) == (100, 3)
 
 
 def test_adjust_records_the_reason_in_ledger_event_and_history(sc: Stockctl) -> None:
     p, [w, _] = setup_product(sc)
     sc.receive(p, w, 20)
     row = sc.adjust(p, w, -5, reason="damage", reference="RMA-1")
-    assert (row.quantity_available, row.version) == (15, 2)
+    assert (row.on_hand, row.version) == (15, 2)
     move = dbutil.ledger(sc, p)[-1]
     assert (move["kind"], move["delta_available"], move["reason"], move["reference"]) == (
         "adjust",
@@ -146,28 +146,28 @@ def test_adjust_records_the_reason_in_ledger_event_and_history(sc: Stockctl) -> 
     assert event["event"]["data"]["reason"] == "damage"
     assert event["event"]["data"]["delta"] == -5
     latest = sc.history(p)[0]
-    assert (latest.kind, latest.reason, latest.delta_available) == ("adjust", "damage", -5)
+    assert (latest.kind, latest.reason, latest.delta_on_hand) == ("adjust", "damage", -5)
 
 
 def test_positive_adjust_creates_a_missing_row(sc: Stockctl) -> None:
     p, [w, _] = setup_product(sc)
     row = sc.adjust(p, w, 3, reason="found in aisle 4")
-    assert (row.quantity_available, row.version) == (3, 1)
+    assert (row.on_hand, row.version) == (3, 1)
 
 
 def test_adjust_down_to_exactly_zero(sc: Stockctl) -> None:
     p, [w, _] = setup_product(sc)
     sc.receive(p, w, 4)
-    assert sc.adjust(p, w, -4, reason="write-off").quantity_available == 0
+    assert sc.adjust(p, w, -4, reason="write-off").on_hand == 0
 
 
 def test_transfer_moves_units_atomically_with_two_ledger_lines(sc: Stockctl) -> None:
     p, [a, b] = setup_product(sc)
     sc.receive(p, a, 30)
     src, dst = sc.transfer(p, a, b, 12, reference="TR-1")
-    assert (src.quantity_available, src.version) == (18, 2)
-    assert (dst.quantity_available, dst.version) == (12, 1)
-    assert sc.stock(p).total_available == 30
+    assert (src.on_hand, src.version) == (18, 2)
+    assert (dst.on_hand, dst.version) == (12, 1)
+    assert sc.stock(p).total_on_hand == 30
 
     out, into = dbutil.ledger(sc, p)[-2:]
     assert (out["kind"], out["warehouse_id"], out["delta_available"]) == ("transfer_out", a, -12)
@@ -188,7 +188,7 @@ def test_transfer_into_an_existing_row(sc: Stockctl) -> None:
     sc.receive(p, a, 10)
     sc.receive(p, b, 10)
     src, dst = sc.transfer(p, b, a, 10)
-    assert (src.quantity_available, dst.quantity_available) == (0, 20)
+    assert (src.on_hand, dst.on_hand) == (0, 20)
     assert (src.version, dst.version) == (2, 2)
 
 
@@ -200,7 +200,7 @@ def test_stock_shows_every_warehouse_and_totals(sc: Stockctl) -> None:
     summary = sc.stock(p)
     assert {r.warehouse_id for r in summary.rows} == {a, b}  # c has no row
     assert c not in {r.warehouse_id for r in summary.rows}
-    assert (summary.total_available, summary.total_reserved, summary.total_sellable) == (15, 5, 10)
+    assert (summary.total_on_hand, summary.total_reserved, summary.total_sellable) == (15, 5, 10)
     only = sc.stock(p, a)
     assert [r.warehouse_id for r in only.rows] == [a]
 

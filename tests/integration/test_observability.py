@@ -170,7 +170,7 @@ def scraped(tmp_path: Path) -> Iterator[Scrape]:
     sc = stockctl.connect(f"sqlite:///{tmp_path / 'metrics.db'}")
     sc.init()
     try:
-        app = sc._app
+        app = sc.app
         sc.add_warehouse("W1")
         sc.add_product("P1")
         sc.receive("P1", "W1", 10)

@@ -123,15 +123,13 @@ def test_stock_writes_and_the_ledger(ops: tuple[Any, Stockctl]) -> None:
     o, sc = ops
     p, w1, w2 = catalog(sc)
     row = o.receive(p, w1, 10, reason="po", reference="PO-1")
-    assert (row.quantity_available, row.version) == (10, 1)
-    assert o.adjust(p, w1, -2, reason="damage").quantity_available == 8
+    assert (row.on_hand, row.version) == (10, 1)
+    assert o.adjust(p, w1, -2, reason="damage").on_hand == 8
     assert o.set_stock(p, w2, 5, low_stock_threshold=2, reason="count").low_stock_threshold == 2
     src, dst = o.transfer(p, w1, w2, 3, reason="rebalance")
-    assert (src.quantity_available, dst.quantity_available) == (5, 8)
+    assert (src.on_hand, dst.on_hand) == (5, 8)
     summary = o.stock(p)
-    assert sorted((r.warehouse_id, r.quantity_available) for r in summary.rows) == sorted(
-        [(w1, 5), (w2, 8)]
-    )
+    assert sorted((r.warehouse_id, r.on_hand) for r in summary.rows) == sorted([(w1, 5), (w2, 8)])
     assert summary.total_sellable == 13
     assert [r.warehouse_id for r in o.stock(p, w2).rows] == [w2]
     moves = o.history(p)
@@ -171,7 +169,7 @@ def test_reservations_from_hold_to_shipment(ops: tuple[Any, Stockctl]) -> None:
     assert longer.expires_at > held.expires_at
     assert o.confirm(held.id).status is ReservationStatus.CONFIRMED
     assert o.fulfil(held.id).status is ReservationStatus.FULFILLED
-    assert sc.stock(p, w1).rows[0].quantity_available == 1
+    assert sc.stock(p, w1).rows[0].on_hand == 1
 
     anywhere = o.reserve(p, None, 2)  # the allocation strategy picks
     assert anywhere.warehouse_id in (w1, w2)

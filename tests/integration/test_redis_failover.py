@@ -290,7 +290,7 @@ class Rig:
 
     @property
     def app(self) -> App:
-        return self.sc._app
+        return self.sc.app
 
     def worker(self, name: str, only: str, **env: str) -> Daemon:
         daemon = Daemon(
@@ -821,7 +821,7 @@ def test_duplicates_shuffled_versions_and_day_old_replays_apply_nothing_twice(
     sc = stockctl.connect(pg_url, **lane.settings())
     other_group = lane.app_id + "-replay"
     replayer = stockctl.connect(pg_url, **lane.settings(app_id=other_group))
-    app = sc._app
+    app = sc.app
 
     def check() -> None:
         assert_cache_matches_db(app, app.cache(), lane.get, app.cache().keys, ps)
@@ -857,7 +857,7 @@ def test_duplicates_shuffled_versions_and_day_old_replays_apply_nothing_twice(
         assert again.applied == 0 and again.duplicates + again.stale == len(ids), again
         check()
         # a new group reads every stream from 0: three copies of every event
-        replay = process(replayer._app, "replayer")
+        replay = process(replayer.app, "replayer")
         assert replay.applied == 0 and replay.duplicates + replay.stale == 3 * len(ids), replay
         check()
         lags = StreamAdmin(lane.client, other_group, DEAD_LETTER, "test").lag(TOPICS)

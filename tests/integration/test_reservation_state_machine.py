@@ -100,7 +100,7 @@ class ReservationMachine(RuleBasedStateMachine):
         super().__init__()
         sc = self.sc
         self.clock = FakeClock(START)
-        self.ctx: Context = dataclasses.replace(sc._ctx, clock=self.clock)
+        self.ctx: Context = dataclasses.replace(sc.app.ctx, clock=self.clock)
         self.products = [new_id("P"), new_id("P")]
         self.warehouses = [new_id("W"), new_id("W")]  # priority 1 and 2
         for p in self.products:
@@ -139,7 +139,7 @@ class ReservationMachine(RuleBasedStateMachine):
         key = self.key(p, w)
         row = inv.receive(self.ctx, *key, n)
         self.model.rows.setdefault(key, [0, 0])[0] += n
-        assert row.quantity_available == self.model.rows[key][0]
+        assert row.on_hand == self.model.rows[key][0]
 
     @rule(p=st.integers(0, 1), w=st.integers(0, 1), delta=st.integers(-20, 20).filter(bool))
     def adjust(self, p: int, w: int, delta: int) -> None:

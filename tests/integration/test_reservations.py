@@ -63,7 +63,7 @@ class FakeClock:
 
 
 def engine_of(sc: Stockctl) -> Engine:
-    return sc._app.store.engine
+    return sc.app.store.engine
 
 
 def qty(sc: Stockctl, product_id: str, warehouse_id: str) -> tuple[int, int] | None:
@@ -158,7 +158,7 @@ def stocked(sc: Stockctl, available: int = 20, **warehouses: int) -> tuple[str, 
 @pytest.fixture
 def clocked(sc: Stockctl) -> Iterator[tuple[Context, FakeClock]]:
     clock = FakeClock()
-    yield dataclasses.replace(sc._ctx, clock=clock), clock
+    yield dataclasses.replace(sc.app.ctx, clock=clock), clock
 
 
 # -- reserve ---------------------------------------------------------------------------------
@@ -618,7 +618,7 @@ def test_reserve_and_release_emit_threshold_crossings(sc: Stockctl, with_key: bo
 def test_fast_path_writes_the_same_events_as_the_general_path(pg_url: str) -> None:
     with stockctl.connect(pg_url) as sc:
         sc.init()
-        store = sc._app.store
+        store = sc.app.store
         fast_calls: list[bool] = []
         real_fast = store.reserve_fast
 
@@ -759,7 +759,7 @@ def test_verify_reserved_finds_drift_and_repairs_it_with_a_ledger_line(sc: Stock
     set_reserved_behind_the_back(sc, p, w, 9)
     (found,) = sc.verify_reserved()
     assert (found.drift.product_id, found.drift.warehouse_id) == (p, w)
-    assert (found.drift.quantity_reserved, found.drift.expected_reserved) == (9, 5)
+    assert (found.drift.reserved, found.drift.expected_reserved) == (9, 5)
     assert found.repaired is False
     assert qty(sc, p, w) == (20, 9)  # verify alone changes nothing
 

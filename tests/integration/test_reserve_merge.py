@@ -64,8 +64,8 @@ def _make_rows(sc: Stockctl, stock: list[tuple[int, bool]]) -> tuple[str, list[s
         sc.receive(p, w, units + (2 if overdue else 0) + 1)
         sc.adjust(p, w, -1, reason="start")  # sellable may start at 0
         if overdue:  # a 2-unit hold made an hour ago with a 1 s TTL: overdue, not yet swept
-            past = sc._ctx.clock() - timedelta(hours=1)
-            old = replace(sc._ctx, clock=lambda past=past: past, hot_rows=None)
+            past = sc.app.ctx.clock() - timedelta(hours=1)
+            old = replace(sc.app.ctx, clock=lambda past=past: past, hot_rows=None)
             reservations.reserve(old, p, w, 2, ttl=timedelta(seconds=1))
     return p, ws
 
@@ -121,7 +121,7 @@ def test_merged_outcome_is_the_one_by_one_outcome(
     sc = pg_sc
     merged_p, ws = _make_rows(sc, stock)
     alone_p, _ = _make_rows(sc, stock)
-    ctx = sc._ctx
+    ctx = sc.app.ctx
 
     # merged: each row's open merge is cut where a request says so, and at the end
     merged: dict[int, Any] = {}
@@ -163,7 +163,7 @@ def test_merged_outcome_is_the_one_by_one_outcome(
 def test_a_merge_that_fails_changes_nothing(pg_sc: Stockctl) -> None:
     sc = pg_sc
     p, ws = _make_rows(sc, [(10, False)])
-    ctx = sc._ctx
+    ctx = sc.app.ctx
     before = dbutil.snapshot(sc)
     good = fast_request(ctx, p, ws[0], 1, TTL, None)
     bad = fast_request(ctx, p, ws[0], 1, TTL, "X" * 500)  # longer than the order_id column
@@ -204,5 +204,5 @@ def test_threads_through_the_coordinator_never_oversell(pg_sc: Stockctl) -> None
     reserved_events = [e for e in reserved_events if e["type"].endswith("reserved")]
     assert sorted(e["data"]["reservation_id"] for e in reserved_events) == sorted(r.id for r in ok)
     assert {r.id for r in sc.list_reservations(product_id=p, limit=1000)} == {r.id for r in ok}
-    stats = sc._ctx.hot_rows.stats if sc._ctx.hot_rows is not None else None
+    stats = sc.app.ctx.hot_rows.stats if sc.app.ctx.hot_rows is not None else None
     assert stats is not None and stats.largest > 1  # merges happened

@@ -67,7 +67,7 @@ def change(sc: Stockctl, ps: Sequence[str], ws: Sequence[str], n: int, seed_: in
 
 def publish(sc: Stockctl) -> None:
     """The outbox to the streams (the relay, in burst mode, in this process)."""
-    Runner(sc._app, WorkerOptions(only=["relay"], burst=True)).run(handle_signals=False)
+    Runner(sc.app, WorkerOptions(only=["relay"], burst=True)).run(handle_signals=False)
 
 
 def entries(lane: Lane) -> int:
@@ -120,7 +120,7 @@ def stop_holding(
     """Stop alpha (SIGSTOP) with its reads outstanding, publish more: it is delivered entries it
     cannot ack. Returns (entries it holds, entries it processed before); retried with more
     changes if it caught none. Nothing is published between ``idle_since`` and the stop."""
-    app = sc._app
+    app = sc.app
     for attempt in range(5):
         change(sc, ps, ws, CHANGES if attempt == 0 else 200, seed_=2 + attempt)
         done = fresh_count(lane, "alpha", idle_since)  # stays so until it is stopped
@@ -142,7 +142,7 @@ def test_two_workers_share_the_load_and_one_killed_loses_nothing(pg_url: str, la
     sc.init()
     alpha = beta = None
     try:
-        app = sc._app
+        app = sc.app
         ps, ws = seed_stock(sc, 30, 4, 10_000)
         drain(app)  # the cache holds every product at its seeded state; the group exists
         alpha, beta = start(lane, pg_url, "alpha"), start(lane, pg_url, "beta")

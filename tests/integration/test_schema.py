@@ -40,7 +40,7 @@ def is_sqlite_expression_index_artifact(diff: Any) -> bool:
 
 def test_migrations_match_the_table_definitions(sc: Stockctl) -> None:
     diffs = schema_diffs(sc)
-    if sc._app.store.backend == "sqlite":
+    if sc.app.store.backend == "sqlite":
         diffs = [d for d in diffs if not is_sqlite_expression_index_artifact(d)]
     assert diffs == []
 

@@ -15,7 +15,7 @@ from tests import dbutil
 
 
 def test_seed_loads_products_times_warehouses_with_a_ledger(sc: Stockctl) -> None:
-    store = sc._app.store
+    store = sc.app.store
     seed.load(store, seed.SeedPlan(30, 3), utcnow(), "seeder")
     counts = store.count_rows()
     assert (counts["products"], counts["warehouses"], counts["inventory"]) == (30, 3, 90)
@@ -47,10 +47,10 @@ def test_seed_loads_products_times_warehouses_with_a_ledger(sc: Stockctl) -> Non
 
 
 def test_seed_refuses_a_database_with_products(sc: Stockctl) -> None:
-    seed.load(sc._app.store, seed.SeedPlan(2, 2), utcnow(), "seeder")
+    seed.load(sc.app.store, seed.SeedPlan(2, 2), utcnow(), "seeder")
     before = dbutil.snapshot(sc)
     with pytest.raises(AlreadyExists):
-        seed.load(sc._app.store, seed.SeedPlan(2, 2), utcnow(), "seeder")
+        seed.load(sc.app.store, seed.SeedPlan(2, 2), utcnow(), "seeder")
     assert dbutil.snapshot(sc) == before
 
 
@@ -68,9 +68,9 @@ def test_a_seed_longer_than_the_statement_timeout_completes(pg_url: str) -> None
     # 20 ms: far below the load of 40,000 rows (hundreds of ms), above a plain small query
     sc = stockctl.connect(pg_url, db_statement_timeout_ms=20)
     try:
-        seed.load(sc._app.store, seed.SeedPlan(4000, 10), utcnow(), "seeder")
+        seed.load(sc.app.store, seed.SeedPlan(4000, 10), utcnow(), "seeder")
         with stockctl.connect(pg_url) as check:  # counting 40,000 rows may take over 20 ms
-            assert check._app.store.count_rows()["inventory"] == 40_000
+            assert check.app.store.count_rows()["inventory"] == 40_000
         with dbutil.engine_of(sc).connect() as conn:
             assert conn.execute(text("SHOW statement_timeout")).scalar() == "20ms"
     finally:

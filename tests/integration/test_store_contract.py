@@ -102,7 +102,7 @@ def test_inventory_rows_lock_insert_and_update(store: Any) -> None:
         ("W2", 1),
     ]
     got = store.get_inventory("P1", "W2")
-    assert got is not None and (got.quantity_available, got.id) == (5, a)
+    assert got is not None and (got.on_hand, got.id) == (5, a)
     assert store.inventory_key(b) == ("P1", "W1") and store.inventory_key(10**9) is None
     assert list(store.inventory_for_products(["P1", "P2"])) == ["P1"]
     with pytest.raises(RuntimeError), store.transaction() as tx:

@@ -39,7 +39,7 @@ def test_threshold_crossings_on_one_row(sc: Stockctl) -> None:
             data = e["event"]["data"]
             assert (data["version"], data["quantity_available"]) == (
                 row.version,
-                row.quantity_available,
+                row.on_hand,
             )
             assert e["event"]["type"] == e["topic"] and e["subject"] == p
         seen += len(got)

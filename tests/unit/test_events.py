@@ -20,7 +20,7 @@ def at(available: int, reserved: int = 0, threshold: int = 5, version: int = 1) 
 
 
 def change(before: Inventory, available: int, reserved: int | None = None) -> Inventory:
-    reserved = before.quantity_reserved if reserved is None else reserved
+    reserved = before.reserved if reserved is None else reserved
     return before.with_quantities(available, reserved, T0 + timedelta(minutes=1))
 
 

@@ -29,9 +29,9 @@ T1 = T0 + timedelta(seconds=5)
 
 
 def make_row(
-    available: int = 10, reserved: int = 0, threshold: int = 3, version: int = 4
+    on_hand: int = 10, reserved: int = 0, threshold: int = 3, version: int = 4
 ) -> Inventory:
-    return Inventory("P1", "W1", available, reserved, threshold, version, T0)
+    return Inventory("P1", "W1", on_hand, reserved, threshold, version, T0)
 
 
 # ids ---------------------------------------------------------------------------------------------
@@ -160,40 +160,40 @@ def test_stock_status(sellable: int, threshold: int, expected: StockStatus) -> N
 
 
 def test_row_status_uses_sellable_not_available() -> None:
-    row = make_row(available=20, reserved=18, threshold=5)
+    row = make_row(on_hand=20, reserved=18, threshold=5)
     assert row.sellable == 2
     assert row.status is StockStatus.LOW_STOCK
-    assert make_row(available=20, reserved=20).status is StockStatus.OUT_OF_STOCK
+    assert make_row(on_hand=20, reserved=20).status is StockStatus.OUT_OF_STOCK
 
 
 # with_quantities ---------------------------------------------------------------------------------
 
 
 def test_with_quantities_returns_a_new_row_with_version_and_time_bumped() -> None:
-    before = make_row(available=10, reserved=2, version=4)
+    before = make_row(on_hand=10, reserved=2, version=4)
     after = before.with_quantities(15, 3, T1)
-    assert (after.quantity_available, after.quantity_reserved) == (15, 3)
+    assert (after.on_hand, after.reserved) == (15, 3)
     assert after.version == 5
     assert after.last_movement_at == T1
     assert (after.product_id, after.warehouse_id, after.low_stock_threshold) == ("P1", "W1", 3)
-    assert (before.quantity_available, before.version, before.last_movement_at) == (10, 4, T0)
+    assert (before.on_hand, before.version, before.last_movement_at) == (10, 4, T0)
 
 
 def test_rows_are_immutable() -> None:
     row = make_row()
     with pytest.raises(FrozenInstanceError):
-        row.quantity_available = 99  # type: ignore[misc]
+        row.on_hand = 99  # type: ignore[misc]
 
 
 def test_with_quantities_allows_the_boundaries() -> None:
-    before = make_row(available=5, reserved=5)
+    before = make_row(on_hand=5, reserved=5)
     assert before.with_quantities(5, 5, T1).sellable == 0
-    assert before.with_quantities(0, 0, T1).quantity_available == 0
-    assert before.with_quantities(MAX_QUANTITY, 5, T1).quantity_available == MAX_QUANTITY
+    assert before.with_quantities(0, 0, T1).on_hand == 0
+    assert before.with_quantities(MAX_QUANTITY, 5, T1).on_hand == MAX_QUANTITY
 
 
 def test_with_quantities_refuses_available_below_reserved() -> None:
-    before = make_row(available=10, reserved=8)
+    before = make_row(on_hand=10, reserved=8)
     with pytest.raises(BelowReserved) as caught:
         before.with_quantities(7, 8, T1)
     assert caught.value.context == {"available": 10, "reserved": 8}
@@ -202,19 +202,19 @@ def test_with_quantities_refuses_available_below_reserved() -> None:
 
 def test_with_quantities_raises_the_given_shortage_error() -> None:
     with pytest.raises(InsufficientStock):
-        make_row(available=3).with_quantities(-1, 0, T1, short=InsufficientStock)
+        make_row(on_hand=3).with_quantities(-1, 0, T1, short=InsufficientStock)
 
 
 def test_with_quantities_refuses_negative_reserved() -> None:
     with pytest.raises(BelowReserved):
-        make_row(available=3, reserved=1).with_quantities(3, -1, T1)
+        make_row(on_hand=3, reserved=1).with_quantities(3, -1, T1)
 
 
 def test_with_quantities_refuses_taking_more_units_than_there_are() -> None:
     with pytest.raises(InsufficientStock):
-        make_row(available=3).with_quantities(-1, 0, T1)
+        make_row(on_hand=3).with_quantities(-1, 0, T1)
     with pytest.raises(InsufficientStock):  # whatever shortage error the caller names
-        make_row(available=3, reserved=2).with_quantities(-1, 2, T1, short=BelowReserved)
+        make_row(on_hand=3, reserved=2).with_quantities(-1, 2, T1, short=BelowReserved)
 
 
 def test_with_quantities_refuses_more_than_the_maximum() -> None:
@@ -226,11 +226,11 @@ def test_with_quantities_refuses_more_than_the_maximum() -> None:
 
 
 def test_movement_between_records_deltas_and_the_state_after() -> None:
-    before = make_row(available=10, reserved=2, version=4)
+    before = make_row(on_hand=10, reserved=2, version=4)
     after = before.with_quantities(7, 2, T1)
     move = Movement.between(before, after, MovementKind.ADJUST, reason="damage", actor="me")
-    assert (move.delta_available, move.delta_reserved) == (-3, 0)
-    assert (move.quantity_available, move.quantity_reserved, move.version) == (7, 2, 5)
+    assert (move.delta_on_hand, move.delta_reserved) == (-3, 0)
+    assert (move.on_hand, move.reserved, move.version) == (7, 2, 5)
     assert (move.created_at, move.reason, move.actor, move.kind) == (T1, "damage", "me", "adjust")
 
 
@@ -241,7 +241,7 @@ def test_summary_totals_ignore_negative_sellable() -> None:
         Inventory("P1", "W3", 0, 0, 3, 1, T0),
     ]
     summary = StockSummary("P1", rows)
-    assert (summary.total_available, summary.total_reserved, summary.total_sellable) == (15, 9, 6)
+    assert (summary.total_on_hand, summary.total_reserved, summary.total_sellable) == (15, 9, 6)
     assert StockSummary("P2").total_sellable == 0
 
 

@@ -55,7 +55,7 @@ def test_random_changes_keep_the_invariants(threshold: int, changes: list[tuple[
         except (StockRuleViolation, InvalidInput):
             assert reserved < 0 or available < reserved or available > MAX_QUANTITY
             continue
-        assert 0 <= after.quantity_reserved <= after.quantity_available <= MAX_QUANTITY
+        assert 0 <= after.reserved <= after.on_hand <= MAX_QUANTITY
         assert after.version == row.version + 1
         assert after.last_movement_at == at
         events = ev.change_events(ev.STOCK_UPDATED, row, after, "test")
@@ -64,6 +64,6 @@ def test_random_changes_keep_the_invariants(threshold: int, changes: list[tuple[
         ledger.append(Movement.between(row, after, MovementKind.ADJUST))
         row = after
     assert row.version == len(ledger)
-    assert sum(m.delta_available for m in ledger) == row.quantity_available
-    assert sum(m.delta_reserved for m in ledger) == row.quantity_reserved
+    assert sum(m.delta_on_hand for m in ledger) == row.on_hand
+    assert sum(m.delta_reserved for m in ledger) == row.reserved
     assert [m.version for m in ledger] == list(range(1, len(ledger) + 1))

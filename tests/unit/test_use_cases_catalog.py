@@ -94,7 +94,7 @@ def test_duplicates_and_any_order_of_versions_end_where_the_database_is(
     cached = cache.get_products(["P1"])["P1"]
     assert cached is not None
     assert {r.warehouse_id: (r.version, r.available) for r in cached.rows} == {
-        w: (r.version, r.quantity_available) for w, r in rows.items()
+        w: (r.version, r.on_hand) for w, r in rows.items()
     }
 
 
@@ -110,7 +110,7 @@ def test_an_order_cancelled_event_releases_its_holds_once(
     assert (first.released, again.released, again.duplicates) == (1, 0, 1)
     assert done == [("O-9", "order_cancelled")]
     row = store.get_inventory("P1", "W1")
-    assert row is not None and row.quantity_reserved == 0
+    assert row is not None and row.reserved == 0
 
 
 def test_reads_come_from_the_cache_and_misses_from_the_database(

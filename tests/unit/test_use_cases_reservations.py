@@ -39,7 +39,7 @@ def stocked(ctx: Context) -> Context:
 def reserved(store: FakeStore, p: str, w: str) -> tuple[int, int]:
     row = store.get_inventory(p, w)
     assert row is not None
-    return row.quantity_available, row.quantity_reserved
+    return row.on_hand, row.reserved
 
 
 def assert_holds_match_rows(store: FakeStore) -> None:
@@ -218,7 +218,7 @@ def test_any_sequence_keeps_rows_and_holds_consistent(ops: list[tuple[str, int]]
         except (InsufficientStock, InvalidTransition, ReservationExpired):
             pass
         row = store.get_inventory("P1", "W1")
-        assert row is not None and 0 <= row.quantity_reserved <= row.quantity_available
+        assert row is not None and 0 <= row.reserved <= row.on_hand
         assert store.reserved_drift(10) == []
     shipped = sum(r.quantity for r in store.list_reservations(status="FULFILLED", limit=1000))
     assert reserved(store, "P1", "W1")[0] == 12 - shipped

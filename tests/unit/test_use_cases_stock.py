@@ -45,10 +45,10 @@ def test_first_receipt_creates_the_row_with_a_ledger_line_and_an_event(
     inventory.add_product(ctx, "P1")
     inventory.add_warehouse(ctx, "W1")
     row = inventory.receive(ctx, "P1", "W1", 7, reason="po-1")
-    assert (row.quantity_available, row.quantity_reserved, row.version) == (7, 0, 1)
+    assert (row.on_hand, row.reserved, row.version) == (7, 0, 1)
     assert row.id is not None and row.last_movement_at == clock.now
     (line,) = store.history("P1", "W1", 10)
-    assert (line.kind, line.delta_available, line.quantity_available, line.reason) == (
+    assert (line.kind, line.delta_on_hand, line.on_hand, line.reason) == (
         MovementKind.RECEIVE,
         7,
         7,
@@ -63,7 +63,7 @@ def test_receipts_count_up_one_version_each(stocked: Context, store: FakeStore) 
     for _ in range(3):
         inventory.receive(stocked, "P1", "W1", 1)
     row = store.get_inventory("P1", "W1")
-    assert row is not None and (row.quantity_available, row.version) == (53, 4)
+    assert row is not None and (row.on_hand, row.version) == (53, 4)
     assert [m.version for m in store.history("P1", "W1", 10)] == [4, 3, 2, 1]
 
 
@@ -101,7 +101,7 @@ def test_adjust_needs_a_reason_and_cannot_go_below_reserved(
     with pytest.raises((BelowReserved, InsufficientStock)):
         inventory.adjust(stocked, "P1", "W1", -51, reason="count")
     row = inventory.adjust(stocked, "P1", "W1", -5, reason="damaged")
-    assert (row.quantity_available, row.version) == (45, 2)
+    assert (row.on_hand, row.version) == (45, 2)
     assert store.history("P1", "W1", 1)[0].kind is MovementKind.ADJUST
 
 
@@ -114,16 +114,16 @@ def test_set_stock_is_a_compare_and_set_on_the_version(stocked: Context, store: 
     with pytest.raises(VersionConflict):
         inventory.set_stock(stocked, "P1", "W1", 10, expect_version=7)
     row = inventory.set_stock(stocked, "P1", "W1", 10, expect_version=1, low_stock_threshold=3)
-    assert (row.quantity_available, row.low_stock_threshold, row.version) == (10, 3, 2)
+    assert (row.on_hand, row.low_stock_threshold, row.version) == (10, 3, 2)
 
 
 def test_transfer_moves_units_between_rows_atomically(stocked: Context, store: FakeStore) -> None:
     src, dst = inventory.transfer(stocked, "P1", "W1", "W2", 20)
-    assert (src.quantity_available, dst.quantity_available) == (30, 20)
+    assert (src.on_hand, dst.on_hand) == (30, 20)
     assert dst.version == 1 and dst.id is not None and dst.id != src.id
     kinds = {m.warehouse_id: m.kind for m in store.history("P1", None, 2)}
     assert kinds == {"W1": MovementKind.TRANSFER_OUT, "W2": MovementKind.TRANSFER_IN}
-    total = sum(r.quantity_available for r in store.product_inventory("P1"))
+    total = sum(r.on_hand for r in store.product_inventory("P1"))
     assert total == 50
 
 
@@ -156,7 +156,7 @@ def test_an_idempotency_key_replays_the_first_answer(stocked: Context, store: Fa
     again = inventory.receive(stocked, "P1", "W1", 5, idempotency_key="k-1")
     assert again == first
     row = store.get_inventory("P1", "W1")
-    assert row is not None and row.quantity_available == 55
+    assert row is not None and row.on_hand == 55
     with pytest.raises(IdempotencyConflict):
         inventory.receive(stocked, "P1", "W1", 6, idempotency_key="k-1")
 
@@ -168,13 +168,13 @@ def test_an_idempotency_key_is_free_again_after_its_window(
     clock.advance(hours=25)
     inventory.receive(stocked, "P1", "W1", 5, idempotency_key="k-1")
     row = store.get_inventory("P1", "W1")
-    assert row is not None and row.quantity_available == 60
+    assert row is not None and row.on_hand == 60
 
 
 def test_stock_and_history_read_what_was_written(stocked: Context) -> None:
     inventory.transfer(stocked, "P1", "W1", "W2", 10)
     summary = inventory.stock(stocked, "P1")
-    assert [(r.warehouse_id, r.quantity_available) for r in summary.rows] == [
+    assert [(r.warehouse_id, r.on_hand) for r in summary.rows] == [
         ("W1", 40),
         ("W2", 10),
     ]

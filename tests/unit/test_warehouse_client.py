@@ -103,11 +103,11 @@ def test_get_product_inventory_decodes_every_row(
     summary = client.get_product_inventory("P-1")
     assert summary.product_id == "P-1"
     first, second = summary.rows
-    assert (first.warehouse_id, first.quantity_available, first.quantity_reserved) == ("W-1", 10, 3)
+    assert (first.warehouse_id, first.on_hand, first.reserved) == ("W-1", 10, 3)
     assert (first.low_stock_threshold, first.version) == (2, 4)
     assert first.last_movement_at == datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)
     assert second.warehouse_id == "W-2" and second.last_movement_at is None
-    assert summary.total_available == 20 and summary.total_reserved == 3
+    assert summary.total_on_hand == 20 and summary.total_reserved == 3
 
 
 def test_reserve_sends_the_body_a_generated_key_and_the_token(

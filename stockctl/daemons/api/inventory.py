@@ -50,7 +50,7 @@ def product_inventory(app: AppDep, product_id: str) -> schemas.ProductInventory:
     return schemas.ProductInventory(
         product_id=s.product_id,
         warehouses=[row_out(r) for r in s.rows],
-        total_available=s.total_available,
+        total_available=s.total_on_hand,
         total_reserved=s.total_reserved,
         total_sellable=s.total_sellable,
     )
