@@ -145,7 +145,7 @@ def bulk_sellable(
             if s is None:
                 missing.append(p)
             elif warehouse_id is None:
-                stocks[p] = s.available
+                stocks[p] = s.sellable
             else:
                 stocks[p] = s.warehouses.get(warehouse_id, 0)
     return {p: stocks[p] for p in ids if p in stocks}, missing

@@ -3,11 +3,11 @@
 One definition, used by every cache adapter (Redis and the embedded table):
 
     catalog:stock:{p}:warehouse:{w}  sellable in that warehouse
-    catalog:stock:{p}:total          sum of quantity_available over warehouses
+    catalog:stock:{p}:total          sum of on hand over warehouses
     catalog:stock:{p}:available      sum of sellable over warehouses
     catalog:stock:{p}:status         in_stock | low_stock | out_of_stock
     catalog:stock:{p}:low_stock      1 | 0
-    catalog:stock:{p}:rows           internal hash: warehouse -> "version:avail:reserved:threshold"
+    catalog:stock:{p}:rows           internal hash: warehouse -> "version:onhand:reserved:threshold"
                                      (on Redis also "#agg" -> the product's running totals)
     catalog:product:{p}              product detail with stock (JSON): product_id, total,
                                      available, status, warehouses {w: sellable}; what the
@@ -48,21 +48,21 @@ class RowState:
 
     warehouse_id: str
     version: int
-    available: int
+    on_hand: int
     reserved: int
     threshold: int
 
     @property
     def sellable(self) -> int:
-        return self.available - self.reserved
+        return self.on_hand - self.reserved
 
     def encode(self) -> str:
-        return f"{self.version}:{self.available}:{self.reserved}:{self.threshold}"
+        return f"{self.version}:{self.on_hand}:{self.reserved}:{self.threshold}"
 
     @classmethod
     def decode(cls, warehouse_id: str, text: str) -> RowState:
-        version, available, reserved, threshold = (int(x) for x in text.split(":"))
-        return cls(warehouse_id, version, available, reserved, threshold)
+        version, on_hand, reserved, threshold = (int(x) for x in text.split(":"))
+        return cls(warehouse_id, version, on_hand, reserved, threshold)
 
     @classmethod
     def of(cls, row: Inventory) -> RowState:
@@ -90,8 +90,8 @@ class StockLevel(NamedTuple):
     tuple: built 1000 at a time per read, at half a frozen dataclass's cost)."""
 
     product_id: str
-    total: int
-    available: int
+    on_hand: int  # the detail's "total"
+    sellable: int  # the detail's "available"
     status: StockStatus
     warehouses: Mapping[str, int]
 
@@ -105,13 +105,13 @@ class StockLevel(NamedTuple):
         try:
             if detail["product_id"] != product_id:
                 return None
-            total, available = detail["total"], detail["available"]
+            on_hand, sellable = detail["total"], detail["available"]
             warehouses, status = detail["warehouses"], _STATUSES[detail["status"]]
         except (KeyError, TypeError, IndexError):
             return None
-        if type(total) is not int or type(available) is not int or type(warehouses) is not dict:
+        if type(on_hand) is not int or type(sellable) is not int or type(warehouses) is not dict:
             return None
-        return cls(product_id, total, available, status, warehouses)
+        return cls(product_id, on_hand, sellable, status, warehouses)
 
 
 _STATUSES = {s.value: s for s in StockStatus}
@@ -125,26 +125,26 @@ class ProductStock:
     rows: tuple[RowState, ...]
 
     @property
-    def total(self) -> int:
-        return sum(r.available for r in self.rows)
+    def on_hand(self) -> int:
+        return sum(r.on_hand for r in self.rows)
 
     @property
-    def available(self) -> int:
+    def sellable(self) -> int:
         return sum(max(r.sellable, 0) for r in self.rows)
 
     @property
     def status(self) -> StockStatus:
-        if self.available <= 0:
+        if self.sellable <= 0:
             return StockStatus.OUT_OF_STOCK
-        if self.available <= max((r.threshold for r in self.rows), default=0):
+        if self.sellable <= max((r.threshold for r in self.rows), default=0):
             return StockStatus.LOW_STOCK
         return StockStatus.IN_STOCK
 
     def level(self) -> StockLevel:
         return StockLevel(
             self.product_id,
-            self.total,
-            self.available,
+            self.on_hand,
+            self.sellable,
             self.status,
             {r.warehouse_id: max(r.sellable, 0) for r in self.rows},
         )
@@ -152,8 +152,8 @@ class ProductStock:
     def detail(self) -> dict[str, Any]:
         return {
             "product_id": self.product_id,
-            "total": self.total,
-            "available": self.available,
+            "total": self.on_hand,
+            "available": self.sellable,
             "status": self.status.value,
             "warehouses": {r.warehouse_id: max(r.sellable, 0) for r in self.rows},
         }
@@ -213,8 +213,8 @@ def product_values(keys: CacheKeys, stock: ProductStock) -> dict[str, str]:
     """Every plain key of a product and its value, as the cache holds them."""
     pid = stock.product_id
     values = {keys.warehouse(pid, r.warehouse_id): str(max(r.sellable, 0)) for r in stock.rows}
-    values[keys.total(pid)] = str(stock.total)
-    values[keys.available(pid)] = str(stock.available)
+    values[keys.total(pid)] = str(stock.on_hand)
+    values[keys.available(pid)] = str(stock.sellable)
     values[keys.status(pid)] = stock.status.value
     values[keys.low_stock(pid)] = "1" if stock.status is StockStatus.LOW_STOCK else "0"
     values[keys.product(pid)] = json.dumps(stock.detail(), separators=(",", ":"))

@@ -87,8 +87,8 @@ class RedisStockCache:
 
         def work(node: Any, group: list[StockUpdate]) -> Any:
             packed = [
-                f"{u.product_id}:{r.warehouse_id}:{max(r.available - r.reserved, 0)}:"
-                f"{r.version}:{r.available}:{r.reserved}:{r.threshold}"
+                f"{u.product_id}:{r.warehouse_id}:{max(r.sellable, 0)}:"
+                f"{r.version}:{r.on_hand}:{r.reserved}:{r.threshold}"
                 for u in group
                 if (r := u.row)
             ]
@@ -116,7 +116,7 @@ class RedisStockCache:
                 rows = products[product_id]
                 args += (product_id, len(rows))
                 args += [
-                    f"{r.warehouse_id}:{r.version}:{r.available}:{r.reserved}:{r.threshold}"
+                    f"{r.warehouse_id}:{r.version}:{r.on_hand}:{r.reserved}:{r.threshold}"
                     for r in rows
                 ]
             return self._fill(node, args)

@@ -297,7 +297,7 @@ def behind(app: Any, ids: list[str]) -> list[str]:
             if mine is None or mine.version < row.version:
                 late.append(p)
                 break
-            if mine.version == row.version and (mine.available, mine.reserved) != (
+            if mine.version == row.version and (mine.on_hand, mine.reserved) != (
                 row.on_hand,
                 row.reserved,
             ):

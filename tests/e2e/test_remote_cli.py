@@ -283,7 +283,7 @@ def test_warm_cache_via_api_fills_the_embedded_cache(site: Site, sc: Stockctl) -
         cached = elsewhere.app.cache().get_products([p])[p]
         assert elsewhere.app.store.count_rows()["inventory"] == 0  # none of its own: all via API
     assert cached is not None
-    assert sorted((r.warehouse_id, r.available, r.reserved) for r in cached.rows) == [
+    assert sorted((r.warehouse_id, r.on_hand, r.reserved) for r in cached.rows) == [
         ("W-1", 7, 0),
         ("W-2", 3, 1),
     ]

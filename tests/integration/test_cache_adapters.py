@@ -515,7 +515,7 @@ def test_totals_kept_by_change_equal_a_recompute_after_every_batch(
             key = (u.product_id, u.row.warehouse_id)
             if key not in held or u.row.version > held[key].version:
                 held[key] = inv(
-                    key[0], key[1], u.row.version, u.row.available, u.row.reserved, u.row.threshold
+                    key[0], key[1], u.row.version, u.row.on_hand, u.row.reserved, u.row.threshold
                 )
         for p in ps:
             assert_plain(adapter, cache, p, *(r for (q, _), r in held.items() if q == p))

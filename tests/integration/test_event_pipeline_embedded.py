@@ -186,7 +186,7 @@ def cache_row(sc: Stockctl, p: str, w: str) -> tuple[int, int]:
     stock = cache_of(sc).get_products([p])[p]
     assert stock is not None
     row = next(r for r in stock.rows if r.warehouse_id == w)
-    return row.version, row.available
+    return row.version, row.on_hand
 
 
 def outbox_ids(sc: Stockctl, p: str) -> list[tuple[int, str]]:

@@ -518,7 +518,7 @@ def test_a_cache_with_a_slot_map_from_before_a_reshard_follows_the_moved_slots(
                 p: tuple(r) for p, r in rows.items()
             }
             writer.fill({p: [RowState("W1", 2, 1, 0, 5)] for p in rows})
-            assert all(lv and lv.total == 1 for lv in reader.get_levels(list(rows)).values())
+            assert all(lv and lv.on_hand == 1 for lv in reader.get_levels(list(rows)).values())
         finally:
             for cache in caches:
                 cache.close()

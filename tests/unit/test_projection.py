@@ -161,7 +161,7 @@ def test_product_totals_and_status(
     rows: tuple[tuple[str, int, int, int], ...], total: int, available: int, status: StockStatus
 ) -> None:
     s = stock(*rows)
-    assert (s.total, s.available, s.status) == (total, available, status)
+    assert (s.on_hand, s.sellable, s.status) == (total, available, status)
 
 
 def test_product_detail_and_plain_values() -> None:

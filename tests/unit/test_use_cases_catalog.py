@@ -93,7 +93,7 @@ def test_duplicates_and_any_order_of_versions_end_where_the_database_is(
     rows = {r.warehouse_id: r for r in store.product_inventory("P1")}
     cached = cache.get_products(["P1"])["P1"]
     assert cached is not None
-    assert {r.warehouse_id: (r.version, r.available) for r in cached.rows} == {
+    assert {r.warehouse_id: (r.version, r.on_hand) for r in cached.rows} == {
         w: (r.version, r.on_hand) for w, r in rows.items()
     }
 
@@ -119,7 +119,7 @@ def test_reads_come_from_the_cache_and_misses_from_the_database(
     first = get_stock(store, cache, ["P1", "P404"])
     assert first["P404"] is None
     level = first["P1"]
-    assert level is not None and (level.total, level.available) == (14, 14)
+    assert level is not None and (level.on_hand, level.sellable) == (14, 14)
     assert (cache.hits, cache.misses) == (0, 2)
     again = get_stock(store, cache, ["P1"])  # filled by the miss
     assert again["P1"] == level and cache.hits == 1
@@ -130,6 +130,6 @@ def test_a_cache_that_is_down_costs_nothing_but_the_database_read(
 ) -> None:
     cache.down = True
     level = get_stock(store, cache, ["P1"])["P1"]
-    assert level is not None and level.available == 14
+    assert level is not None and level.sellable == 14
     cache.down = False
     assert cache.rows == {}  # nothing was written while it was away

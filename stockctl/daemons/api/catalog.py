@@ -21,8 +21,8 @@ READ = [Depends(require("read"))]
 def _out(s: StockLevel) -> schemas.ProductStockOut:
     return schemas.ProductStockOut(
         product_id=s.product_id,
-        total=s.total,
-        available=s.available,
+        total=s.on_hand,
+        available=s.sellable,
         status=s.status.value,
         low_stock=s.low_stock,
         warehouses=dict(sorted(s.warehouses.items())),
