@@ -217,7 +217,7 @@ def test_a_stalled_redis_costs_reads_nothing_and_hits_resume_after_it(
         load = Load(url, products, expected=expected)
         load.start()
         try:
-            time.sleep(3)  # warmed up: hits
+            wait_until(lambda: metric(url, "catalog_cache_hits_total") > 0, 30, "cache hits")
             hits_before = metric(url, "catalog_cache_hits_total")
             assert hits_before > 0
             private_redis.pause()

@@ -53,6 +53,15 @@ def heartbeats(lane: Lane) -> list[bytes]:
     return list(lane.client.scan_iter(f"stockctl:heartbeat:{lane.app_id}:*"))
 
 
+def relay_stepped(lane: Lane) -> bool:
+    """A heartbeat records a relay step that did not fail."""
+    for key in heartbeats(lane):
+        beat = json.loads(lane.get(key.decode()) or "{}")
+        if ((beat.get("health") or {}).get("relay") or {}).get("ok_at") is not None:
+            return True
+    return False
+
+
 def converged(sc: Stockctl, lane: Lane) -> None:
     app = sc.app
     assert_cache_matches_db(app, app.cache(), lane.get, app.cache().keys, all_product_ids(app))
@@ -116,11 +125,13 @@ def test_sigterm_drains_and_exits_0_and_check_follows_the_heartbeat(
 
 def test_a_second_sigterm_stops_at_once(sc: Stockctl, lane: Lane, pg_url: str) -> None:
     # A long relay poll keeps the warm stop waiting, so the second signal lands during it.
-    env = lane.env(pg_url, STOCKCTL_RELAY_POLL_INTERVAL_MS="4000")
+    env = lane.env(
+        pg_url, STOCKCTL_RELAY_POLL_INTERVAL_MS="4000", STOCKCTL_WORKER_HEARTBEAT_TTL_SECONDS="2"
+    )
     proc = spawn(env, "worker", "run", "--only", "relay,processor", "--consumer", "twice")
     try:
-        wait_until(lambda: bool(heartbeats(lane)), 15, "the worker's heartbeat")
-        time.sleep(0.3)  # the relay is waiting for a NOTIFY
+        # Its first batch done (the heartbeat says so), the relay waits for a NOTIFY.
+        wait_until(lambda: relay_stepped(lane), 15, "the relay's first batch")
         proc.send_signal(signal.SIGTERM)
         time.sleep(0.3)
         assert proc.poll() is None, "still finishing its batch"

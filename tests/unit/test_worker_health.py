@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 from typing import Any, cast
 
 import pytest
@@ -49,11 +48,12 @@ def test_a_stale_heartbeat_is_a_problem() -> None:
 def test_failures_are_logged_once_then_rarely_and_the_recovery_once(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    failures = FailureLog(every=0.2)
+    now = [100.0]
+    failures = FailureLog(every=0.2, clock=lambda: now[0])
     with caplog.at_level(logging.INFO, logger="stockctl.worker"):
         for _ in range(50):
             failures.failed("processor", "redis unavailable at redis://x: refused")
-        time.sleep(0.25)
+        now[0] += 0.25
         failures.failed("processor", "redis unavailable at redis://x: refused")
         failures.recovered("processor")
         failures.recovered("processor")  # not failing: nothing to say

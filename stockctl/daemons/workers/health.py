@@ -9,6 +9,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from stockctl.bootstrap import App
@@ -33,13 +34,16 @@ class FailureLog:
     most once every ``every`` seconds while it keeps failing, and once when it recovers:
     an outage of Redis costs a handful of lines, not one per retry."""
 
-    def __init__(self, every: float = STILL_FAILING_LOG_SECONDS) -> None:
+    def __init__(
+        self, every: float = STILL_FAILING_LOG_SECONDS, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.every = every
+        self.clock = clock  # seconds, monotonic
         self._lock = threading.Lock()
         self._failing: dict[str, tuple[float, float]] = {}  # name -> (since, last logged)
 
     def failed(self, name: str, error: str, *, trace: bool = False) -> None:
-        now = time.monotonic()
+        now = self.clock()
         with self._lock:
             since, logged = self._failing.get(name, (None, 0.0))
             if since is None:
@@ -63,7 +67,7 @@ class FailureLog:
         with self._lock:
             since, _ = self._failing.pop(name, (None, 0.0))
         if since is not None:
-            log.info("%s recovered after %.1f s", name, time.monotonic() - since)
+            log.info("%s recovered after %.1f s", name, self.clock() - since)
 
     def failing(self, name: str) -> bool:
         return name in self._failing
