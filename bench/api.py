@@ -433,7 +433,7 @@ def check_answers(server: Server, bodies: Sequence[str]) -> None:
 
 def pgbench_select(url: str, clients: int, seconds: float) -> Any:
     """pgbench -M prepared running the stock check's statement (bound by the store as two
-    parameters; here the ids are built from random numbers like the seed's)."""
+    parameters; here the ids are built from random numbers like the guide's)."""
     from reserve import parse_pgbench
 
     from stockctl.store.tables import inventory

@@ -13,7 +13,7 @@ spread (a random row out of all 200,000) and hot row (P000001 at WH001) -- both 
   on the hot row every call is timed (p99, goal <= 20 ms);
 - pgbench: ``pgbench -n -c 16|64 -j 2 -T N -M prepared`` with a script of the very statement the
   library sends (``_FAST_RESERVE`` of stockctl/store/reservation_sql.py, taken from the library
-  at run time): product / warehouse from ``\\set ... random()`` formatted like the seed's ids,
+  at run time): product / warehouse from ``\\set ... random()`` formatted like the guide's ids,
   event ids from gen_random_uuid(), the reservation id from a random int64, times from now(),
   and the CloudEvent envelopes the library builds
   (captured from it) bound as parameters as the library binds them. -M extended is the fallback
@@ -205,7 +205,7 @@ def library_phase(sc: Any, threads: int, seconds: float, hot: bool) -> Phase:
 # --------------------------------------------------------------------------- pgbench side
 
 # How each bind parameter of _FAST_RESERVE is produced in the pgbench script. Product and
-# warehouse ids come from \set random numbers (formatted like the seed's ids), event ids from
+# warehouse ids come from \set random numbers (formatted like the guide's ids), event ids from
 # gen_random_uuid(), the reservation's int64 id from a random number (so the reservation and
 # its ledger line carry the same one), times from now(); the envelopes, topics and actor are -D
 # variables that pgbench -M prepared binds as parameters, as the library binds them.

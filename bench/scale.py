@@ -1,4 +1,4 @@
-"""Scale: the seed's 10x (100,000 products x 100 warehouses = 10,000,000 inventory rows) on
+"""Scale: the guide's 10x (100,000 products x 100 warehouses = 10,000,000 inventory rows) on
 PostgreSQL against 200,000 rows (10,000 x 20): seed, warm-cache, Redis memory, reservations/s
 and events/s at each size, and the query plans of the reserve statement and the warm scan.
 

@@ -62,7 +62,7 @@ from _pipeline import (
 WARMUP_SECONDS = 5.0
 RELEASE_SHARE = 0.05
 GIVE_UP_SECONDS = 10.0
-P99_GOAL = "<= 50 ms (DESIGN.md: p99 <= 50 ms; the seed's 100 ms)"
+P99_GOAL = "<= 50 ms (DESIGN.md: p99 <= 50 ms; the guide's 100 ms)"
 
 
 # --------------------------------------------------------------------------- the poller process

@@ -151,7 +151,7 @@ class Stockctl:
         return self.stock(product_id, warehouse_id).total_sellable
 
     def check_stock(self, product_id: str, warehouse_id: str | None, quantity: int) -> None:
-        """The seed's ``CheckStock``: returns when ``quantity`` units are sellable (in the
+        """The guide's ``CheckStock``: returns when ``quantity`` units are sellable (in the
         warehouse, or over all with None), else raises ``InsufficientStock``."""
         enough(product_id, warehouse_id, quantity, self.sellable(product_id, warehouse_id))
 

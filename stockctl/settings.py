@@ -2,7 +2,7 @@
 
 Precedence, highest first: keyword overrides (CLI flags, ``connect(...)`` arguments), environment
 variables, the YAML file (``--config PATH``, ``STOCKCTL_CONFIG``, or ``config/stockctl.yaml`` when
-it exists), then the defaults below. Defaults follow the seed document (pool, worker, TTLs).
+it exists), then the defaults below. Defaults follow the guide (pool, worker, TTLs).
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ class Settings(BaseSettings):
     event_dedupe_ttl_seconds: int = Field(86_400, ge=60, le=30 * 86400)
     # Which events get that marker: "unversioned" (default) only events without a row version
     # (order.cancelled, payment.failed: a stock event's version guard already makes a replay a
-    # no-op); "all": every event, as the seed does.
+    # no-op); "all": every event, as the guide does.
     event_dedupe_markers: Literal["unversioned", "all"] = "unversioned"
     idempotency_window_seconds: int = Field(86_400, ge=60)
     bulk_limit: int = Field(1000, ge=1, le=10_000)

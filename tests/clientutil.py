@@ -71,7 +71,7 @@ def reservation_json(**over: Any) -> dict[str, Any]:
 
 
 def reserved_json(**over: Any) -> dict[str, Any]:
-    """The seed's reserve answer: the hold under ``reservation``."""
+    """The guide's reserve answer: the hold under ``reservation``."""
     return {"reservation": reservation_json(**over)}
 
 

@@ -1,6 +1,6 @@
-"""The seed's order service over stockctl: cart, checkout, orders, cancellation, payment.failed.
+"""The guide's order service over stockctl: cart, checkout, orders, cancellation, payment.failed.
 
-Stock goes through ``stockctl.WarehouseClient`` (the seed's warehouse client) and the two-phase
+Stock goes through ``stockctl.WarehouseClient`` (the guide's warehouse client) and the two-phase
 ``stockctl.checkout``: reserve every line (all or none), create the order in this service's own
 SQLite transaction (``create_order`` commits it), then confirm each hold after the commit. If the
 order is not created, every hold is released before the error is answered.
@@ -86,7 +86,7 @@ class OrderService:
         with self.store.transaction() as tx:
             total = orders.in_cart(tx, add.session_id, add.product_id, add.warehouse_id)
             total += add.quantity
-            # the seed's CheckStock: returns, or raises InsufficientStock (answered 409)
+            # the guide's CheckStock: returns, or raises InsufficientStock (answered 409)
             self.client.check_stock(add.product_id, add.warehouse_id, total)
             orders.put_in_cart(tx, add.session_id, add.product_id, add.warehouse_id, total)
             lines = orders.cart_lines(tx, add.session_id)
@@ -155,7 +155,7 @@ def payment_failed(event: dict[str, Any]) -> tuple[str, str]:
         raise HTTPException(422, "event data must be an object")
     order_id = data.get("order_id")
     if isinstance(order_id, int) and not isinstance(order_id, bool):
-        order_id = str(order_id)  # the seed's order ids are int64
+        order_id = str(order_id)  # the guide's order ids are int64
     if not isinstance(order_id, str) or not order_id:
         raise HTTPException(422, "event data needs an order_id")
     reason = data.get("failure_reason") or data.get("reason") or "unknown"

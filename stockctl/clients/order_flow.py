@@ -111,7 +111,7 @@ def _release_all(warehouse: WarehousePort, held: list[Reservation]) -> None:
 
 
 class NoopWarehouse:
-    """Degraded mode (off by default, as in the seed): pretends every hold succeeds.
+    """Degraded mode (off by default, as in the guide): pretends every hold succeeds.
 
     Use it only when selling without a stock check is better than not selling at all; nothing
     is held, so overselling becomes possible. Every call is logged.

@@ -213,10 +213,10 @@ class AsyncWarehouseClient(_Base):
     ) -> list[Reservation]:
         return await self._do(Calls.list_reservations(status, product_id, order_id, expired, limit))
 
-    # the seed's names (its order service's client)
+    # the guide's names (its order service's client)
 
     async def check_stock(self, product_id: str, warehouse_id: str | None, quantity: int) -> None:
-        """The seed's ``CheckStock``: returns when ``quantity`` units are sellable (in the
+        """The guide's ``CheckStock``: returns when ``quantity`` units are sellable (in the
         warehouse, or over all with None), else raises ``InsufficientStock``."""
         enough(product_id, warehouse_id, quantity, await self.sellable(product_id, warehouse_id))
 
@@ -233,7 +233,7 @@ class AsyncWarehouseClient(_Base):
         ttl: timedelta | None = None,
         idempotency_key: str | None = None,
     ) -> Reservation:
-        """The seed's ``ReserveStock(productID, quantity, warehouseID)``: ``reserve``."""
+        """The guide's ``ReserveStock(productID, quantity, warehouseID)``: ``reserve``."""
         return await self.reserve(
             product_id,
             warehouse_id,

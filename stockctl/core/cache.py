@@ -127,7 +127,7 @@ def bulk_sellable(
 ) -> tuple[dict[str, int], list[str]]:
     """Sellable units of many products, summed over warehouses or in one: (stocks, unknown ids).
 
-    The seed's plain keys (``...:available`` / ``...:warehouse:{w}``) answer in one read (MGET
+    The guide's plain keys (``...:available`` / ``...:warehouse:{w}``) answer in one read (MGET
     on Redis); only the products they lack go through ``get_stock`` (product details, then
     the database).
     """

@@ -30,11 +30,11 @@ from stockctl.errors import InvalidInput, InvalidTransition, ReservationExpired,
 S = ReservationStatus
 
 
-MAX_RESERVATION_ID = 2**63 - 1  # the seed's int64
+MAX_RESERVATION_ID = 2**63 - 1  # the guide's int64
 
 
 def check_reservation_id(reservation_id: object) -> int:
-    """A reservation id: the seed's int64 (1 to 2**63 - 1), as an int or its decimal digits
+    """A reservation id: the guide's int64 (1 to 2**63 - 1), as an int or its decimal digits
     (a path segment, a CLI argument); no sign, spaces, float or boolean."""
     value = reservation_id
     if isinstance(value, str) and re.fullmatch(r"[1-9][0-9]{0,18}", value):

@@ -1,6 +1,6 @@
 """Each model's fields under its edge names, once: the inventory row, the reservation and the
 ledger line as the HTTP API, the CLI's JSON, the idempotency replay and the HTTP clients spell
-them (the seed's ``quantity_available`` / ``quantity_reserved`` for on hand and reserved; the
+them (the guide's ``quantity_available`` / ``quantity_reserved`` for on hand and reserved; the
 README's vocabulary table says what each name means).
 
 ``*_fields`` give plain values (times as ``datetime``; callers that need text serialise them,

@@ -73,7 +73,7 @@ class Warehouse:
 class Inventory:
     product_id: str
     warehouse_id: str
-    on_hand: int  # units in the warehouse (the seed's quantity_available)
+    on_hand: int  # units in the warehouse (the guide's quantity_available)
     reserved: int  # units held by ACTIVE and CONFIRMED reservations (quantity_reserved)
     low_stock_threshold: int
     version: int

@@ -7,9 +7,9 @@ HTTP API) implement ``StockOperations``; ``stockctl.AsyncWarehouseClient`` imple
 one order everywhere: product, warehouse, quantity (as in ``Line`` and checkout tuples), then
 keyword-only options.
 
-``check_stock`` is the seed's ``CheckStock(product, warehouse, quantity)``: it returns when
+``check_stock`` is the guide's ``CheckStock(product, warehouse, quantity)``: it returns when
 enough is sellable and raises ``InsufficientStock`` otherwise; ``sellable`` returns the number.
-The seed's other names stay as aliases on the clients: ``reserve_stock``,
+The guide's other names stay as aliases on the clients: ``reserve_stock``,
 ``confirm_reservation`` and ``release_reservation``.
 """
 

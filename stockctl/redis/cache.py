@@ -49,7 +49,7 @@ class RedisStockCache:
         self.ttl = ttl_seconds
         self.target = target
         self.dedupe_ttl = dedupe_ttl_seconds
-        # "all": the seed's catalog:event:processed:{id} marker for every event; otherwise
+        # "all": the guide's catalog:event:processed:{id} marker for every event; otherwise
         # none for stock events, whose version guard already makes a replay a no-op.
         self.markers = dedupe_markers == "all"
         flags = CROSS_SLOT if self.router.cluster else ""
@@ -66,7 +66,7 @@ class RedisStockCache:
         return self._apply_on_nodes(updates, self.dedupe_ttl if self.markers else 0)
 
     def _apply_marked(self, updates: Sequence[StockUpdate]) -> ApplyResult:
-        """The seed's markers on a cluster, where an event's marker lives in another slot
+        """The guide's markers on a cluster, where an event's marker lives in another slot
         than its product: markers read, the unmarked events applied, their markers set.
         Two consumers racing on one event both apply it; the version guard keeps that a
         no-op, and a failure before the markers are set leaves the events to be redelivered."""

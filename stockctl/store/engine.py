@@ -1,4 +1,4 @@
-"""Engines from settings: URL normalisation, the seed's pool knobs, SQLite pragmas, masking."""
+"""Engines from settings: URL normalisation, the guide's pool knobs, SQLite pragmas, masking."""
 
 from __future__ import annotations
 

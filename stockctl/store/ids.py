@@ -1,4 +1,4 @@
-"""Reservation ids: the seed's int64, handed out by the application before the INSERT (the
+"""Reservation ids: the guide's int64, handed out by the application before the INSERT (the
 reservation's events carry it, and PostgreSQL's one-statement reserve writes them together).
 
 * PostgreSQL: blocks of ``RESERVATION_ID_BLOCK`` ids per process. Each ``nextval`` of the

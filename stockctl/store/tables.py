@@ -117,7 +117,7 @@ inventory = Table(
 reservations = Table(
     "reservations",
     metadata,
-    Column("id", BigInteger, primary_key=True, autoincrement=False),  # the seed's int64 id
+    Column("id", BigInteger, primary_key=True, autoincrement=False),  # the guide's int64 id
     Column("product_id", String(64), nullable=False),
     Column("warehouse_id", String(64), nullable=False),
     Column("quantity", Integer, nullable=False),

@@ -126,7 +126,7 @@ def test_loadtest_on_the_embedded_default_with_a_worker(tmp_path: Path) -> None:
 
 
 def test_loadtest_on_a_fresh_embedded_database_without_a_worker(tmp_path: Path) -> None:
-    """The seed's own steps, nothing else: init, seed, loadtest. With no worker the run
+    """The guide's own steps, nothing else: init, seed, loadtest. With no worker the run
     projects the embedded cache itself and checks it."""
     url = f"sqlite:///{tmp_path / 'fresh.db'}"
     env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1", "STOCKCTL_DATABASE_URL": url}

@@ -1,10 +1,10 @@
-"""The seed's own runbook and order-service contract, literally, against stockctl.
+"""The guide's own runbook and order-service contract, literally, against stockctl.
 
 * Its Operations section's commands, run as written (only host, port and ids filled in):
   ``curl -X PUT .../api/v1/inventory/{id}`` with nothing but ``{"quantity_available": 100}``,
   ``redis-cli -n 4 GET "catalog:stock:{productID}:total"`` and
   ``curl .../api/v1/inventory/product/{productID}``, against ``stockctl up`` (the API and the
-  worker jobs) on PostgreSQL and a Redis of the test's own (db 4, the seed's default prefix).
+  worker jobs) on PostgreSQL and a Redis of the test's own (db 4, the guide's default prefix).
 * Its order service's client: the reserve answer read as its Go struct would read it
   (``reservation.id`` an int64, ``reservation.expires_at`` an RFC 3339 time), then confirm and
   release by that id on ``/v1/inventory/reservations/{id}/confirm|release``.

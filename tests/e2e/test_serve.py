@@ -185,7 +185,7 @@ def test_serve_on_postgresql_and_redis(
         r = h.post("/v1/batch/stock", json={"product_ids": [p1], "warehouse_id": w2}, headers=READ)
         assert r.json()["stocks"] == {p1: 10}
         cache = redis.Redis.from_url(REDIS_URL, decode_responses=True)
-        try:  # the read filled Redis, with the seed's key names
+        try:  # the read filled Redis, with the guide's key names
             assert cache.get(f"{prefix}:stock:{p1}:warehouse:{w1}") == "7"
             assert cache.get(f"{prefix}:stock:{p1}:available") == "17"
         finally:

@@ -266,7 +266,7 @@ def test_catalog_routes(api: Api) -> None:
     }
     assert_problem(c.get(f"/v1/products/{ghost}"), 404, "product-not-found")
 
-    # the cache holds the seed's keys (Redis: plain GET; embedded: the cache table)
+    # the cache holds the guide's keys (Redis: plain GET; embedded: the cache table)
     keys = CacheKeys(api.prefix)
     got = api.app.cache().get_keys(
         [keys.warehouse(p1, w1), keys.available(p1), keys.total(p1), keys.status(p1)]

@@ -73,7 +73,7 @@ def test_subscribe_lists_every_topic_and_the_yaml_declares_the_same(api: Api) ->
     assert sorted(s["topic"] for s in subs) == sorted(TOPICS)
     assert {s["pubsubname"] for s in subs} == {"pubsub-redis"}
     routes = {s["topic"]: s["route"] for s in subs}
-    assert routes["warehouse.stock.updated"] == "/events/stock-updated"  # the seed's route
+    assert routes["warehouse.stock.updated"] == "/events/stock-updated"  # the guide's route
     assert routes["order.cancelled"] == "/events/order-cancelled"
     assert len(set(routes.values())) == len(routes)
     paths = api.client.get("/openapi.json").json()["paths"]

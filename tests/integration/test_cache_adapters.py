@@ -220,7 +220,7 @@ def test_the_literal_key_names_hold_the_values(adapter: Adapter) -> None:
     prefix = cache.keys.prefix
     get = adapter.getter(cache)
     p = new_id("P")
-    # On a cluster every key of a product carries it as a hash tag, as the seed's runbook
+    # On a cluster every key of a product carries it as a hash tag, as the guide's runbook
     # reads them there: redis-cli -c GET 'catalog:stock:{P000001}:total'.
     t = f"{{{p}}}" if adapter.kind == "redis-cluster" else p
     fill(cache, inv(p, "WA", 1, 10, 4, 2), inv(p, "WB", 1, 5, 0, 8))
@@ -322,7 +322,7 @@ def test_a_product_with_no_cached_rows_is_reported_incomplete(adapter: Adapter) 
     fill(cache, inv(p, "W1", 3, 9), inv(p, "W2", 1, 2))
     assert cache.apply(batch) == ApplyResult(0, 0, 3, ())
     assert_plain(adapter, cache, p, inv(p, "W1", 3, 9), inv(p, "W2", 1, 2))
-    # With the seed's markers on every event, its events were marked: now duplicates.
+    # With the guide's markers on every event, its events were marked: now duplicates.
     seed = adapter.cache(dedupe_markers="all")
     r = new_id("P")
     batch = [upd(r, "W1", 3, 9), upd(r, "W2", 1, 2)]
@@ -381,7 +381,7 @@ def test_stock_events_get_no_marker_by_default_the_version_guard_stops_a_replay(
 
 
 def test_duplicates_are_counted_and_not_applied(adapter: Adapter) -> None:
-    """With ``event_dedupe_markers: all`` (the seed's way) every event gets its marker."""
+    """With ``event_dedupe_markers: all`` (the guide's way) every event gets its marker."""
     cache = adapter.cache(dedupe_markers="all")
     p = new_id("P")
     fill(cache, inv(p, "W1", 1, 5))
@@ -394,7 +394,7 @@ def test_duplicates_are_counted_and_not_applied(adapter: Adapter) -> None:
     assert cache.get_products([p]) == {p: product(p, inv(p, "W1", 2, 6))}
     assert cache.processed([first.event_id]) == [True]
     value, ttl = cache.inspect([cache.keys.processed(first.event_id)])[0]
-    assert value == "1" and ttl is not None and 86_000 < ttl <= 86_400  # the seed's 24 h
+    assert value == "1" and ttl is not None and 86_000 < ttl <= 86_400  # the guide's 24 h
 
 
 def test_many_products_in_one_batch(adapter: Adapter) -> None:

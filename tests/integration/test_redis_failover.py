@@ -107,7 +107,7 @@ DAY_SECONDS = 86_400
 PROBE, PROBE_AT = (
     "PROBE-ROW",
     "WH001",
-)  # a row the writers leave alone (in the seed's first warehouse)
+)  # a row the writers leave alone (in the guide's first warehouse)
 
 RedisClient = redis.Redis | RedisCluster
 
@@ -809,11 +809,11 @@ def marker_ttls(lane: Lane, event_ids: list[str]) -> set[int]:
 def test_duplicates_shuffled_versions_and_day_old_replays_apply_nothing_twice(
     pg_url: str, lane: Lane, markers: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The cache warmed at the seed's versions; then four changes per row. Their events go on
+    """The cache warmed at the guide's versions; then four changes per row. Their events go on
     the streams twice each, shuffled (a row's versions out of order), then again with a
     CloudEvent ``time`` a day old; then a new consumer group reads every stream from 0. The
     cache ends equal to the database; each event applies at most once, and no replay applies
-    anything. ``event_dedupe_markers: all`` (STOCKCTL_EVENT_DEDUPE_MARKERS) writes the seed's
+    anything. ``event_dedupe_markers: all`` (STOCKCTL_EVENT_DEDUPE_MARKERS) writes the guide's
     ``{prefix}:event:processed:{id}`` marker, 24 h, for every stock event; the default writes
     none for them (their version guard is their de-duplication), one for order events."""
     if markers == "all":
@@ -834,12 +834,12 @@ def test_duplicates_shuffled_versions_and_day_old_replays_apply_nothing_twice(
         Runner(app, WorkerOptions(only=["relay"], burst=True)).run(handle_signals=False)
         published = {t: lane.entries(t) for t in TOPICS}
         ids = stock_event_ids(published)
-        assert len(ids) >= len(ps) * len(ws) * 5  # the seed's receipts and the four changes
+        assert len(ids) >= len(ps) * len(ws) * 5  # the guide's receipts and the four changes
         lane.clean_streams()
         put_back(lane, published)
         first = process(app, "first")
         check()
-        # the seed's versions were cached already; of the rest, each applied at most once
+        # the guide's versions were cached already; of the rest, each applied at most once
         assert first.applied <= len(ids) - len(ps) * len(ws), first
         assert first.applied + first.duplicates + first.stale == 2 * len(ids), first
         if markers == "all":

@@ -61,7 +61,7 @@ def test_seed_plan_bounds(products: int, warehouses: int) -> None:
 
 
 def test_a_seed_longer_than_the_statement_timeout_completes(pg_url: str) -> None:
-    """The seed's COPY is one long statement (10M rows take minutes): the request-path
+    """The guide's COPY is one long statement (10M rows take minutes): the request-path
     statement timeout must not cancel it, and it must still apply afterwards."""
     with stockctl.connect(pg_url) as setup:
         setup.init()

@@ -1,4 +1,4 @@
-"""Settings: the seed's defaults, and overrides > environment > YAML file > defaults.
+"""Settings: the guide's defaults, and overrides > environment > YAML file > defaults.
 
 The autouse fixture in conftest.py removes every STOCKCTL_* variable and runs each test in its own
 empty working directory, so nothing here sees the developer's settings.

@@ -1,4 +1,4 @@
-"""The seed's troubleshooting runbooks as checks: each measures one thing, compares it with a
+"""The guide's troubleshooting runbooks as checks: each measures one thing, compares it with a
 threshold and says what to do. A dependency that cannot be reached is a failed check, never a
 crash.
 

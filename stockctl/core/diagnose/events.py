@@ -154,7 +154,7 @@ def product_event(p: Probe, rb: Runbook) -> list[Check]:
 def dedupe_mode(p: Probe, rb: Runbook) -> Check:
     """Which events get a catalog:event:processed:{id} marker (informational)."""
     if p.dedupe_markers == "all":
-        shown = "every event gets a 24 h marker (event_dedupe_markers: all, the seed's way)"
+        shown = "every event gets a 24 h marker (event_dedupe_markers: all, the guide's way)"
     else:
         shown = (
             "markers only for events without a row version; stock events are de-duplicated "

@@ -80,7 +80,7 @@ def set_stock(
 def set_row(
     app: AppDep, inventory_id: str, body: schemas.SetRow, key: IdemKey
 ) -> schemas.InventoryRow:
-    """Set quantity_available of the inventory row with this id (the seed's form, e.g.
+    """Set quantity_available of the inventory row with this id (the guide's form, e.g.
     ``{"quantity_available": 100}``); expect_version makes it compare-and-set. By product and
     warehouse: ``PUT /inventory/product/{product_id}`` with ``warehouse_id`` in the body."""
     product_id, warehouse_id = inventory.row_key(app.ctx, inventory_id)
@@ -147,7 +147,7 @@ def transfer(app: AppDep, body: schemas.Transfer, key: IdemKey) -> schemas.Trans
 @router.post("/inventory/reserve", dependencies=RESERVE, status_code=201)
 def reserve(app: AppDep, body: schemas.Reserve, key: IdemKey) -> schemas.Reserved:
     """Hold units until expires_at; without warehouse_id the allocation strategy picks one.
-    The answer is the seed's: ``{"reservation": {"id": <int64>, ...}}``."""
+    The answer is the guide's: ``{"reservation": {"id": <int64>, ...}}``."""
     held = reservations.reserve(
         app.ctx,
         body.product_id,

@@ -20,7 +20,7 @@ dapr = APIRouter(tags=["dapr"])
 
 
 def route_for(topic: str) -> str:
-    """``warehouse.stock.updated`` -> ``/events/stock-updated`` (the seed's routes)."""
+    """``warehouse.stock.updated`` -> ``/events/stock-updated`` (the guide's routes)."""
     name = topic.removeprefix("warehouse.").replace(".", "-").replace("_", "-")
     return f"/events/{name}"
 
@@ -62,7 +62,7 @@ def ready(app: AppDep, response: Response) -> schemas.Health:
 
 @router.get("/metrics", response_class=PlainTextResponse)
 def metrics(app: AppDep) -> Response:
-    """Prometheus text format: request counts and latencies, the seed's catalog_* metrics."""
+    """Prometheus text format: request counts and latencies, the guide's catalog_* metrics."""
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
     m = app.metrics()

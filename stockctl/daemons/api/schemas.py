@@ -1,4 +1,4 @@
-"""Request and response models of the HTTP API (field names as in the seed)."""
+"""Request and response models of the HTTP API (field names as in the guide)."""
 
 from __future__ import annotations
 
@@ -223,7 +223,7 @@ class Reservations(BaseModel):
 
 
 class Reserved(BaseModel):
-    """The seed's reserve answer: the hold under ``reservation``."""
+    """The guide's reserve answer: the hold under ``reservation``."""
 
     reservation: ReservationOut
 

@@ -1,4 +1,4 @@
-"""integer ids: inventory rows get a stable id, reservations the seed's int64 id
+"""integer ids: inventory rows get a stable id, reservations the guide's int64 id
 
 Existing reservations are numbered 1, 2, ... in the order they were made (created_at, then
 the old UUID); the ledger's reservation_id and the stored answers of idempotent reserves and
