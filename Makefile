@@ -54,4 +54,4 @@ bench-scale: install services bench-tools
 	$(BIN)/python bench/run_all.py scale --script-args "$(SCALE_ARGS)"
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache
