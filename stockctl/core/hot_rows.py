@@ -97,6 +97,12 @@ class HotRows(Generic[I, O]):
             self._execute(key, self._gather(key, busy, me))
         return me.result()
 
+    def queued(self, key: Hashable) -> int | None:
+        """How many requests wait behind the call in flight for ``key``; None: none in flight."""
+        with self._lock:
+            state = self._busy.get(key)
+            return None if state is None else len(state.queue)
+
     def _gather(
         self, key: Hashable, state: _Key[I, O], leader: _Waiter[I, O]
     ) -> list[_Waiter[I, O]]:

@@ -44,11 +44,15 @@ from stockctl.store.tx_sql import SqlTx
 class SqlStore(SqlReportReads):
     """Store over a primary engine and an optional read replica."""
 
-    def __init__(self, engine: Engine, replica: Engine | None = None) -> None:
+    def __init__(
+        self, engine: Engine, replica: Engine | None = None, *, fast_reads: bool = True
+    ) -> None:
         self.engine = engine
         self.replica = replica or engine
-        # the API's hot reads on PostgreSQL: plain autocommit psycopg (see fast_reads)
-        self._fast = FastReads(self.replica) if self.replica.dialect.name == "postgresql" else None
+        # the API's hot reads on PostgreSQL: plain autocommit psycopg (see fast_reads); off,
+        # every read goes through SQLAlchemy
+        fast = fast_reads and self.replica.dialect.name == "postgresql"
+        self._fast = FastReads(self.replica) if fast else None
         self._afast = AsyncFastReads(self.replica) if self._fast is not None else None
         self._blocks = BlockIds(engine) if engine.dialect.name == "postgresql" else None
 

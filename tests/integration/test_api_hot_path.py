@@ -13,6 +13,7 @@ import pytest
 
 from stockctl.daemons.api.accesslog import ACCESS_LOGGER
 from stockctl.daemons.api.deps import row_out
+from stockctl.store.sql import SqlStore
 from tests.apiutil import READ, READ_TOKEN, api_on, assert_problem, seed, unique
 
 
@@ -74,10 +75,9 @@ def test_fast_reads_give_the_rows_sqlalchemy_gives(pg_url: str) -> None:
         fast = [store.get_inventory(p, ws[1]), store.product_inventory(q)]
         fast_async = asyncio.run(store.get_inventory_async(p, ws[1]))
         missing = asyncio.run(store.get_inventory_async(p, unique("W")))
-        assert store._fast is not None
-        store._fast.close()
-        store._fast = None  # the SQLAlchemy path
-        assert fast == [store.get_inventory(p, ws[1]), store.product_inventory(q)]
+        plain = SqlStore(store.engine, fast_reads=False)  # the SQLAlchemy path
+        assert not plain.reads_async
+        assert fast == [plain.get_inventory(p, ws[1]), plain.product_inventory(q)]
         assert fast_async == fast[0] and missing is None
         assert fast[0] is not None and fast[0].reserved == 2
         assert fast[0].last_movement_at.tzinfo is not None

@@ -35,8 +35,8 @@ class Recorder:
 def queued(hr: HotRows[Any, Any], key: Hashable, n: int) -> None:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        state = hr._busy.get(key)
-        if state is not None and len(state.queue) >= n:
+        waiting = hr.queued(key)
+        if waiting is not None and waiting >= n:
             return
         time.sleep(0.001)
     raise AssertionError(f"{n} requests never queued")
@@ -66,7 +66,7 @@ def test_a_lone_request_runs_at_once_and_never_sleeps() -> None:
     hr = HotRows(run, window=0.002, max_merge=10, sleep=sleeps.append)
     assert hr.submit("row", "a") == "done a"
     assert run.calls == [("row", ["a"])] and sleeps == []
-    assert hr._busy == {}  # the key is idle again
+    assert hr.queued("row") is None  # the key is idle again
 
 
 def test_requests_queued_behind_one_in_flight_run_as_one_merge_in_arrival_order() -> None:
@@ -124,7 +124,7 @@ def test_each_request_gets_its_own_outcome_and_a_failed_merge_fails_all_of_it() 
         t.join(10)
     assert first == {"error": "no bad"}  # its own outcome, an exception, raised in its thread
     assert [str(e) for e in waiting["out"].values()] == ["statement failed"] * 2
-    assert hr._busy == {}
+    assert hr.queued("row") is None
 
 
 def test_keys_do_not_wait_for_each_other() -> None:
