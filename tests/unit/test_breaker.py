@@ -413,7 +413,11 @@ def test_build_client_wires_settings() -> None:
         assert c.breaker.cb.fail_max == 7 and c.breaker.cb.reset_timeout == 12.0
         assert isinstance(c.breaker.storage, pybreaker.CircuitMemoryStorage)
         assert c.options.retries == 4 and c.options.timeout == 2.5
-        assert c._http.headers["Authorization"] == "Bearer tok-0123456789abcdef"
+        with respx.mock(base_url=BASE) as router:
+            route = router.get("/v1/inventory/product/P-1").respond(404)
+            with pytest.raises(errors.StockctlError):
+                c.sellable("P-1")
+        assert route.calls.last.request.headers["Authorization"] == "Bearer tok-0123456789abcdef"
     with pytest.raises(errors.InvalidInput, match="no API URL"):
         build_client(load_settings(None))
 

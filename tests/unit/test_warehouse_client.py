@@ -533,10 +533,13 @@ def test_zero_retries_means_one_attempt(api: respx.MockRouter) -> None:
     assert route.call_count == 1
 
 
-def test_client_options_reach_httpx() -> None:
-    options = ClientOptions(BASE, token=TOKEN, timeout=1.5, max_connections=7)
-    with WarehouseClient(options) as c:
-        assert c._http.timeout == httpx.Timeout(1.5)
-        assert str(c._http.base_url) == BASE
+def test_client_options_reach_httpx(api: respx.MockRouter) -> None:
+    route = api.get("/v1/inventory/product/P-1").respond(503)
+    options = ClientOptions(BASE, token=TOKEN, timeout=1.5, max_connections=7, retries=0)
+    with WarehouseClient(options) as c, pytest.raises(errors.WarehouseUnavailable):
         assert c.options.max_connections == 7
-        assert c._http.headers["Authorization"] == f"Bearer {TOKEN}"
+        c.sellable("P-1")
+    sent = route.calls.last.request
+    assert sent.extensions["timeout"] == httpx.Timeout(1.5).as_dict()
+    assert str(sent.url).startswith(BASE)
+    assert sent.headers["Authorization"] == f"Bearer {TOKEN}"
