@@ -5,6 +5,7 @@ Names follow the seed document where it has one (``catalog_*``); the rest are ``
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -149,9 +150,10 @@ class Metrics:
         self.event_duration.observe(seconds)
         self.queue_size.set(failed)  # left pending, to be retried
         now = datetime.now(UTC)
-        for e in events:
-            if e.time is not None:
-                self.event_latency.observe(max((now - e.time).total_seconds(), 0.0))
+        observe_many(
+            self.event_latency,
+            [max((now - e.time).total_seconds(), 0.0) for e in events if e.time is not None],
+        )
 
     def watch_engine(self, engine: Any, max_open: int) -> None:
         """Time every statement and count connections of a SQLAlchemy engine."""
@@ -171,3 +173,25 @@ class Metrics:
 
         event.listen(engine, "before_cursor_execute", start)
         event.listen(engine, "after_cursor_execute", stop)
+
+
+def observe_many(histogram: Histogram, values: Sequence[float]) -> None:
+    """``histogram.observe(v)`` for each value, each bucket and the sum moved once: a batch's
+    events cost one lock per bucket instead of two locks per event (~2 us of the processor's
+    CPU per event). Falls back to ``observe`` if the client library's buckets look different."""
+    bounds = getattr(histogram, "_upper_bounds", None)
+    buckets = getattr(histogram, "_buckets", None)
+    total = getattr(histogram, "_sum", None)
+    if not values:
+        return
+    if bounds is None or buckets is None or total is None or len(bounds) != len(buckets):
+        for v in values:
+            histogram.observe(v)
+        return
+    counts = [0] * len(bounds)
+    for v in values:
+        counts[bisect_left(bounds, v)] += 1  # the first bound >= v, as observe() picks
+    for bucket, n in zip(buckets, counts, strict=True):
+        if n:
+            bucket.inc(n)
+    total.inc(sum(values))

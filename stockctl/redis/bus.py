@@ -17,44 +17,26 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis
+from redis.client import CaseInsensitiveDict
 from redis.cluster import RedisCluster
 
 from stockctl.core.ports import OutboxEntry
 from stockctl.core.worker_ports import Delivery
 from stockctl.errors import CacheUnavailable
+from stockctl.redis.stream_base import (
+    TRANSIENT,
+    Client,
+    _deliveries,
+    _fields,
+    _first_line,
+    _guard,
+    _nogroup,
+    _text,
+    is_cluster,
+)
 from stockctl.redis.stream_waiter import StreamWaiter
 
 log = logging.getLogger("stockctl.events")
-
-Client = redis.Redis | RedisCluster
-
-# Refusals that a moment's wait, a reconnect or a fresh slot map cures: a node that cannot be
-# reached, a reshard (MOVED, ASK, TRYAGAIN) or a failover (CLUSTERDOWN, MASTERDOWN, a demoted
-# master's READONLY, a replica still LOADING). redis-py already retried them a few times; we
-# report them as CacheUnavailable, and the worker's job loop tries again with a growing pause.
-TRANSIENT = (
-    redis.ConnectionError,  # also BusyLoadingError and sentinel's MasterNotFoundError
-    redis.TimeoutError,
-    redis.exceptions.ClusterError,  # ClusterDownError, MasterDownError, "TTL exhausted"
-    redis.exceptions.RedisClusterException,  # SlotNotCoveredError, no reachable node
-    redis.exceptions.TryAgainError,
-    redis.exceptions.AskError,  # and MovedError, when the redirections ran out
-    redis.exceptions.ReadOnlyError,
-)
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _deliveries(stream: Any, entries: Any) -> list[Delivery]:
-    out = []
-    for entry_id, fields in entries or []:
-        if fields is None:  # trimmed away while pending
-            continue
-        decoded = {_text(k): _text(v) for k, v in fields.items()}
-        out.append(Delivery(_text(stream), _text(entry_id), decoded))
-    return out
 
 
 class StreamPublisher:
@@ -188,6 +170,13 @@ class StreamConsumer:
         self.per_stream = self.cluster if per_stream is None else per_stream
         self._acks: dict[str, list[str]] = {}  # stream -> entry ids to ack with the next read
         self._idle = False  # (per stream) the last read found nothing
+        # Standalone and sentinel: XREADGROUP replies as Redis sends them (lists), without
+        # redis-py's reshaping into a dict per entry, which _deliveries would undo at once
+        # (a quarter of the processor's CPU per event went to reading a batch).
+        self._callbacks: Any = None
+        if not self.cluster and hasattr(client, "response_callbacks"):
+            self._callbacks = CaseInsensitiveDict(client.response_callbacks)
+            self._callbacks.pop("XREADGROUP", None)
 
     def ensure_groups(self) -> int:
         """Create the group on every topic (at 0, making the stream if need be); how many were
@@ -288,14 +277,15 @@ class StreamConsumer:
         """The entries of an XREADGROUP reply. Pending entries trimmed off their stream come
         back without fields: they are acked with the next command, or they would stay pending
         for ever."""
-        out = []
-        for stream, entries in reply or []:
+        out: list[Delivery] = []
+        add = out.append
+        for stream, entries in reply.items() if isinstance(reply, dict) else reply or []:
+            name = _text(stream)
             for entry_id, fields in entries or []:
                 if fields is None:
-                    self._acks.setdefault(_text(stream), []).append(_text(entry_id))
+                    self._acks.setdefault(name, []).append(_text(entry_id))
                     continue
-                decoded = {_text(k): _text(v) for k, v in fields.items()}
-                out.append(Delivery(_text(stream), _text(entry_id), decoded))
+                add(Delivery(name, _text(entry_id), _fields(fields)))
         return out
 
     def ack(self, deliveries: Sequence[Delivery], *, with_next_read: bool = False) -> None:
@@ -325,6 +315,8 @@ class StreamConsumer:
 
         def send() -> list[Any]:
             pipe = self.client.pipeline(transaction=False)
+            if self._callbacks is not None:
+                pipe.response_callbacks = self._callbacks
             for stream, ids in self._acks.items():
                 pipe.xack(stream, self.group, *ids)
             owed = len(self._acks)
@@ -382,28 +374,3 @@ def default_consumer_name() -> str:
     import os
 
     return f"{socket.gethostname()}-{os.getpid()}"
-
-
-def _guard(fn: Any, target: str) -> Any:
-    try:
-        return fn()
-    except TRANSIENT as exc:
-        raise CacheUnavailable(f"redis unavailable at {target}: {_first_line(exc)}") from None
-
-
-def _first_line(exc: BaseException) -> str:
-    """The message's first line, without the client's repr that some carry (sentinel's
-    MasterNotFoundError: "No master found for 'm' : <redis.client.Redis(...)>")."""
-    text = str(exc).strip()
-    line = text.splitlines()[0].split(" : <", 1)[0] if text else type(exc).__name__
-    return line[:300]
-
-
-def _nogroup(exc: BaseException) -> bool:
-    """The group is gone: NOGROUP, or (Redis 7) a blocked read's stream was deleted under it."""
-    text = str(exc)
-    return isinstance(exc, redis.ResponseError) and ("NOGROUP" in text or "UNBLOCKED" in text)
-
-
-def is_cluster(client: Any) -> bool:
-    return isinstance(client, RedisCluster)

@@ -158,13 +158,13 @@ for i = 5, #ARGV, stride do
       local got = redis.call('HMGET', b .. ':rows', w, AGG)
       local t, a, m, at
       if got[2] then t, a, m, at = string.match(got[2], AGG_RE) end
-      st = {b = b, full = false, rows = {[w] = got[1]}, w = {}, list = {}}
-      if t then
-        st.ts, st.as, st.ms, st.ats = t, a, m, at
-        st.total, st.avail, st.maxthr, st.at = tonumber(t), tonumber(a), tonumber(m), tonumber(at)
-        st.total0, st.avail0, st.status0 = st.total, st.avail, status_of(st.avail, st.maxthr)
+      if t then  -- one constructor: a table that grows field by field is rehashed 4 times
+        local nt, na, nm = tonumber(t), tonumber(a), tonumber(m)
+        st = {b = b, full = false, rows = {[w] = got[1]}, w = {}, list = {}, ts = t, as = a,
+              ms = m, ats = at, total = nt, avail = na, maxthr = nm, at = tonumber(at),
+              total0 = nt, avail0 = na, status0 = status_of(na, nm)}
       elseif redis.call('EXISTS', b .. ':rows') == 1 then
-        st.full = true
+        st = {b = b, full = true, rows = {[w] = got[1]}, w = {}, list = {}}
       else
         st = false
         missing[#missing + 1] = p
@@ -192,11 +192,11 @@ for i = 5, #ARGV, stride do
         end
         local c = st.w[w]
         if c == nil then
-          c = {old = cur and os or -1}
-          st.w[w] = c
+          st.w[w] = {old = cur and os or -1, new = s, ns = ss}
           st.list[#st.list + 1] = w
+        else
+          c.new, c.ns = s, ss
         end
-        c.new, c.ns = s, ss
         if not st.full then
           local nt = tonumber(stt)
           st.total = st.total + tonumber(sa) - oa
@@ -230,13 +230,19 @@ for _, p in ipairs(order) do
     if not detail then st.full = true end  -- missing, not ours, or a new warehouse
   end
   if changed then  -- the applied rows, and the moved totals unless recomputed below
-    local hset = {'HSET', b .. ':rows'}
-    for n, w in ipairs(st.list) do hset[2 * n + 1] = w; hset[2 * n + 2] = st.rows[w] end
-    if detail then
-      hset[#hset + 1] = AGG
-      hset[#hset + 1] = ts .. ':' .. as .. ':' .. st.ms .. ':' .. st.ats
+    local w1 = st.list[1]
+    if detail and #st.list == 1 then  -- the usual case, without a table to unpack
+      redis.call('HSET', b .. ':rows', w1, st.rows[w1], AGG,
+                 ts .. ':' .. as .. ':' .. st.ms .. ':' .. st.ats)
+    else
+      local hset = {'HSET', b .. ':rows'}
+      for n, w in ipairs(st.list) do hset[2 * n + 1] = w; hset[2 * n + 2] = st.rows[w] end
+      if detail then
+        hset[#hset + 1] = AGG
+        hset[#hset + 1] = ts .. ':' .. as .. ':' .. st.ms .. ':' .. st.ats
+      end
+      redis.call(unpack(hset))
     end
-    redis.call(unpack(hset))
   end
   if st.full then
     local at = 0

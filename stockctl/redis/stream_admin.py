@@ -14,7 +14,7 @@ from typing import Any
 from redis.cluster import RedisCluster
 
 from stockctl.core.worker_ports import Delivery
-from stockctl.redis.bus import Client, _deliveries, _guard, _text, is_cluster
+from stockctl.redis.stream_base import Client, _deliveries, _guard, _text, is_cluster
 from stockctl.redis.stream_waiter import StreamWaiter
 
 
