@@ -235,13 +235,16 @@ def merge(held: Mapping[str, RowState], updates: Iterable[RowState]) -> dict[str
     return merged
 
 
+_STOCK_TYPES = frozenset(STOCK_EVENT_TYPES)
+
+
 def update_from_event(event: Incoming) -> StockUpdate | None:
     """The row state a stock event carries; None for other types; ``InvalidEvent`` if a stock
     event lacks what the cache needs."""
-    if event.type not in STOCK_EVENT_TYPES:
+    if event.type not in _STOCK_TYPES:
         return None
     data = event.data
-    if not isinstance(data, Mapping):
+    if type(data) is not dict and not isinstance(data, Mapping):  # the ABC check is slow
         raise InvalidEvent(f"{event.type} without a data object")
     try:
         product_id = _known_id(data["product_id"], "product")
