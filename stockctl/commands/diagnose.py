@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from stockctl.commands._common import Output, OutputOpt, console, emit_json, handled, state
+from stockctl.core.heartbeat import decode_all
 from stockctl.errors import InvalidInput
 
 _STYLE = {"ok": "green", "warn": "yellow", "fail": "red"}
@@ -140,7 +141,6 @@ def _heartbeats_unreadable() -> str:
 
 
 def _workers(app: Any) -> str:
-    import json
 
     from stockctl.daemons.workers.health import check
 
@@ -148,7 +148,7 @@ def _workers(app: Any) -> str:
     if found.problems:
         more = f" (+{len(found.problems) - 1} more)" if len(found.problems) > 1 else ""
         raise RuntimeError(found.problems[0] + more)
-    ages = [time.time() - float(json.loads(v).get("at", 0)) for v in found.beats.values()]
+    ages = [b.age(time.time()) for b in decode_all(found.beats).values()] or [float("inf")]
     return f"{len(found.beats)} alive, newest beat {min(ages):.1f} s ago"
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
@@ -11,6 +10,7 @@ from typing import Annotated
 import typer
 
 from stockctl.commands._common import Output, OutputOpt, emit_json, handled, state
+from stockctl.core.heartbeat import decode_all
 
 app = typer.Typer(
     help="The worker daemon: outbox relay, event processor, expiry sweeper, incremental sync."
@@ -46,13 +46,12 @@ def worker(
                 "alive": found.alive,
                 "ok": found.ok,
                 "problems": found.problems,
-                "workers": {k: json.loads(v) for k, v in found.beats.items()},
+                "workers": {k: b.to_dict() for k, b in decode_all(found.beats).items()},
             }
         )
     else:
-        for name, payload in found.beats.items():
-            age = time.time() - float(json.loads(payload).get("at", 0))
-            sys.stdout.write(f"{name}: heartbeat {age:.1f} s ago\n")
+        for name, beat in decode_all(found.beats).items():
+            sys.stdout.write(f"{name}: heartbeat {beat.age(time.time()):.1f} s ago\n")
         for problem in found.problems:
             sys.stdout.write(problem + "\n")
     raise typer.Exit(0 if found.ok else 1)

@@ -11,6 +11,7 @@ from stockctl.bootstrap import App
 from stockctl.core import cache as cache_uc
 from stockctl.core.catalog import TOPICS
 from stockctl.core.diagnose.probe import Thresholds
+from stockctl.core.heartbeat import Heartbeat, decode_all
 
 SAMPLE = 200
 
@@ -47,9 +48,8 @@ class LiveProbe:
     def dead_letters(self) -> int:
         return int(self._admin().dead_letter_count())
 
-    def heartbeats(self) -> dict[str, dict[str, Any]]:
-        beats = self.app.cache().heartbeats(f"{self.app.settings.app_id}:")
-        return {k: json.loads(v) for k, v in beats.items()}
+    def heartbeats(self) -> dict[str, Heartbeat]:
+        return decode_all(self.app.cache().heartbeats(f"{self.app.settings.app_id}:"))
 
     def db_vs_cache(self, product_id: str) -> list[dict[str, Any]]:
         cache = self.app.cache()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,6 +10,7 @@ from rich.console import Group
 from rich.table import Table
 
 from stockctl.bootstrap import App
+from stockctl.core.heartbeat import decode_all
 
 
 @dataclass
@@ -39,10 +39,8 @@ class Sampler:
 
         app = self.app
         backlog, _ = app.store.outbox_backlog()
-        beats = {
-            k: json.loads(v) for k, v in app.cache().heartbeats(f"{app.settings.app_id}:").items()
-        }
-        processed = sum(int(b.get("jobs", {}).get("processor", 0)) for b in beats.values())
+        beats = decode_all(app.cache().heartbeats(f"{app.settings.app_id}:"))
+        processed = sum(b.jobs.get("processor", 0) for b in beats.values())
         now = app.ctx.clock()
         stats = app.store.reservation_stats(now, now + timedelta(minutes=1))
         cache_stats = app.cache().stats()
@@ -55,7 +53,7 @@ class Sampler:
             holding=stats["holding"],
             expiring=stats["expiring_soon"],
             low_stock=sum(t.low_stock + t.out_of_stock for t in app.store.warehouse_totals()),
-            workers={k: time.time() - float(b.get("at", 0)) for k, b in beats.items()},
+            workers={k: b.age(time.time()) for k, b in beats.items()},
         )
         if app.uses_redis:
             from stockctl.core.catalog import TOPICS

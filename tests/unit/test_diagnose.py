@@ -10,6 +10,7 @@ import pytest
 
 from stockctl.core import diagnose as dg
 from stockctl.core.diagnose.probe import Check, Status, Thresholds
+from stockctl.core.heartbeat import Heartbeat
 from stockctl.errors import CacheUnavailable
 
 
@@ -36,8 +37,8 @@ class FakeProbe:
             },
         ]
         self.dead = 0
-        self.beats: dict[str, dict[str, Any]] = {
-            "catalog:w-1": {"at": 0.0, "last_batch_seconds": 0.01}
+        self.beats: dict[str, Heartbeat] = {
+            "catalog:w-1": Heartbeat("w-1", 1, "h", 0.0, last_batch_seconds=0.01)
         }
         self.values: list[dict[str, Any]] = [
             {"warehouse_id": "W1", "db": "5", "cache": "5"},
@@ -87,7 +88,7 @@ class FakeProbe:
     def dead_letters(self) -> int:
         return self._get("dead_letters", self.dead)  # type: ignore[no-any-return]
 
-    def heartbeats(self) -> dict[str, dict[str, Any]]:
+    def heartbeats(self) -> dict[str, Heartbeat]:
         return self._get("heartbeats", self.beats)  # type: ignore[no-any-return]
 
     def db_vs_cache(self, product_id: str) -> list[dict[str, Any]]:
@@ -304,7 +305,10 @@ def test_no_event_for_the_product_warns() -> None:
     ],
 )
 def test_batch_processing_time_of_the_slowest_worker(seconds: float, status: Status) -> None:
-    beats = {"a": {"last_batch_seconds": 0.01}, "b": {"last_batch_seconds": seconds}}
+    beats = {
+        "a": Heartbeat("a", 1, "h", 0.0, last_batch_seconds=0.01),
+        "b": Heartbeat("b", 2, "h", 0.0, last_batch_seconds=seconds),
+    }
     assert one("slow", "batch processing time", _probe(beats=beats)).status is status
 
 

@@ -111,10 +111,10 @@ def test_the_loop_records_failing_since_and_clears_it_on_success(
         run.stop.set()
         thread.join(5)
     assert len(seen) == 40
-    assert all(isinstance(h["failing_since"], float) for h in seen)
-    assert len({h["failing_since"] for h in seen}) == 1  # since the first failure
-    assert seen[-1]["error"] == "redis unavailable at redis://x: Connection refused"
+    assert all(isinstance(h.failing_since, float) for h in seen)
+    assert len({h.failing_since for h in seen}) == 1  # since the first failure
+    assert seen[-1].error == "redis unavailable at redis://x: Connection refused"
     health = run.job_health()["processor"]
-    assert health["failing_since"] is None and health["error"] is None
-    assert isinstance(health["ok_at"], float)
+    assert health.failing_since is None and health.error is None
+    assert isinstance(health.ok_at, float)
     assert len(caplog.records) == 2, [r.getMessage() for r in caplog.records]  # failed, recovered

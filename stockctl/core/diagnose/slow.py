@@ -8,7 +8,7 @@ from stockctl.core.diagnose.probe import Check, Probe, Runbook, Status, level
 
 def processing_time(p: Probe, rb: Runbook) -> Check:
     t = p.thresholds
-    times = [float(b.get("last_batch_seconds") or 0) for b in p.heartbeats().values()]
+    times = [b.last_batch_seconds for b in p.heartbeats().values()]
     worst = max(times, default=0.0)
     return rb.check(
         "batch processing time",

@@ -5,7 +5,6 @@ logged through ``FailureLog``: once when it starts failing, then at most once ev
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -13,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from stockctl.bootstrap import App
+from stockctl.core.heartbeat import Heartbeat, InvalidHeartbeat
 from stockctl.errors import CacheUnavailable, DependencyUnavailable
 
 log = logging.getLogger("stockctl.worker")
@@ -102,19 +102,17 @@ def assess(
     problems: list[str] = []
     for name, raw in sorted(beats.items()):
         try:
-            beat = json.loads(raw)
-        except ValueError:
+            beat = Heartbeat.decode(raw)
+        except InvalidHeartbeat:
             problems.append(f"{name}: heartbeat is not JSON")
             continue
-        age = now - float(beat.get("at") or 0)
+        age = beat.age(now)
         if age > ttl_seconds:
             problems.append(f"{name}: heartbeat {age:.0f} s old")
-        for job, h in sorted((beat.get("health") or {}).items()):
-            since = h.get("failing_since")
-            if since is not None and now - float(since) >= stall_seconds:
-                problems.append(
-                    f"{name}: {job} failing for {now - float(since):.0f} s: {h.get('error')}"
-                )
+        for job, h in sorted(beat.health.items()):
+            since = h.failing_since
+            if since is not None and now - since >= stall_seconds:
+                problems.append(f"{name}: {job} failing for {now - since:.0f} s: {h.error}")
     return problems
 
 

@@ -12,7 +12,6 @@ Second: cold stop, at once.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -27,6 +26,7 @@ from typing import Protocol
 
 from stockctl.bootstrap import App
 from stockctl.core import lifecycle
+from stockctl.core.heartbeat import Heartbeat, JobState
 from stockctl.daemons.workers.health import FailureLog, JobHealth, one_line
 from stockctl.errors import DependencyUnavailable, InvalidInput
 
@@ -278,21 +278,20 @@ class Runner:
         if not any(self.health.get(id(j), JobHealth()).failing_since for j in same):
             self.failures.recovered(job.name)
 
-    def job_health(self) -> dict[str, dict[str, object]]:
+    def job_health(self) -> dict[str, JobState]:
         """Per job kind (its threads together): the last success, since when it has been
         failing (its longest-failing thread) and that thread's last error."""
-        out: dict[str, dict[str, object]] = {}
+        out: dict[str, JobState] = {}
         for j in self.jobs:
             h = self.health.get(id(j), JobHealth())
-            entry = out.setdefault(j.name, {"ok_at": None, "failing_since": None, "error": None})
-            ok_at = entry["ok_at"]
-            if h.ok_at is not None and (not isinstance(ok_at, float) or h.ok_at > ok_at):
-                entry["ok_at"] = h.ok_at
-            since = entry["failing_since"]
-            if h.failing_since is not None and (
-                not isinstance(since, float) or h.failing_since < since
-            ):
-                entry["failing_since"], entry["error"] = h.failing_since, h.error
+            was = out.get(j.name, JobState())
+            ok_at = was.ok_at
+            if h.ok_at is not None and (ok_at is None or h.ok_at > ok_at):
+                ok_at = h.ok_at
+            since, error = was.failing_since, was.error
+            if h.failing_since is not None and (since is None or h.failing_since < since):
+                since, error = h.failing_since, h.error
+            out[j.name] = JobState(ok_at, since, error)
         return out
 
     def _heartbeats(self) -> None:
@@ -300,22 +299,20 @@ class Runner:
         name = f"{s.app_id}:{self.consumer}"
         every = max(1.0, s.worker_heartbeat_ttl_seconds / 3)
         while True:
-            payload = {
-                "consumer": self.consumer,
-                "pid": os.getpid(),
-                "host": socket.gethostname(),
-                "jobs": self._job_totals(),
-                "last_batch_seconds": max(
+            beat = Heartbeat(
+                consumer=self.consumer,
+                pid=os.getpid(),
+                host=socket.gethostname(),
+                at=time.time(),
+                jobs=self._job_totals(),
+                workers=len(self.jobs),
+                last_batch_seconds=max(
                     (getattr(j, "last_batch_seconds", 0.0) for j in self.jobs), default=0.0
                 ),
-                "workers": len(self.jobs),
-                "health": self.job_health(),
-                "at": time.time(),
-            }
+                health=self.job_health(),
+            )
             try:
-                self.app.cache().heartbeat(
-                    name, json.dumps(payload), s.worker_heartbeat_ttl_seconds
-                )
+                self.app.cache().heartbeat(name, beat.encode(), s.worker_heartbeat_ttl_seconds)
             except Exception as exc:  # the heartbeat must never take the worker down
                 self.failures.failed("heartbeat", one_line(exc))
             else:
