@@ -218,6 +218,7 @@ def test_a_stalled_redis_costs_reads_nothing_and_hits_resume_after_it(
         load.start()
         try:
             wait_until(lambda: metric(url, "catalog_cache_hits_total") > 0, 30, "cache hits")
+            time.sleep(2)  # the 2 s the bounds below are measured on, before the stall
             hits_before = metric(url, "catalog_cache_hits_total")
             assert hits_before > 0
             private_redis.pause()
@@ -370,7 +371,11 @@ def test_a_redis_that_lost_its_data_is_rebuilt_by_the_worker_alone(
         writer.start()
         load.start(readers=2, pace=0.05)
         try:
-            time.sleep(2)
+            wait_until(
+                lambda: writer.changes >= 20 and len(load.window(READERS, 0, float("inf"))) >= 20,
+                30,
+                "writes and reads before the loss",
+            )
             private_redis.stop_nosave()  # its data is gone: nothing was saved
             down_at = time.monotonic()
             started = time.monotonic()

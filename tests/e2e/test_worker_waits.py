@@ -11,23 +11,15 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 import stockctl
-from tests.eventutil import COMMAND
+from tests.eventutil import COMMAND, wait_until
 from tests.redisutil import PrivateCluster
 
 pytestmark = pytest.mark.redis
-
-
-def _wait(what: str, done: Callable[[], bool], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not done():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def test_a_worker_started_during_an_outage_waits_then_starts(
@@ -64,12 +56,14 @@ def test_a_worker_started_during_an_outage_waits_then_starts(
                 stderr=subprocess.STDOUT,
             )
         try:
-            _wait("the waiting line", lambda: "waiting to start" in log.read_text())
+            wait_until(
+                lambda: "waiting to start" in log.read_text(), 60, "the waiting line", every=0.1
+            )
             time.sleep(1.5)  # still waiting, not exited
             assert worker.poll() is None, log.read_text()
             for port in ports:
                 cluster.server(port).resume()
-            _wait("the start", lambda: " running " in log.read_text())
+            wait_until(lambda: " running " in log.read_text(), 60, "the start", every=0.1)
             assert worker.poll() is None
         finally:
             for port in ports:

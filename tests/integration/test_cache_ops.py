@@ -13,6 +13,7 @@ streams: their keys are the event types, shared by every run on a Redis database
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import random
@@ -49,6 +50,7 @@ from tests.eventutil import (
     unique,
     wait_until,
 )
+from tests.fakes.clock import ManualClock
 
 PRODUCTS = 500
 WAREHOUSES = 4
@@ -284,18 +286,22 @@ def test_sync_refreshes_what_the_events_missed_and_then_only_the_overlap(world: 
     app, overlap = world.app, timedelta(seconds=0.2)
     cache = app.cache()
     ids = seed(app)
+    # Time passes by hand: the changes below are stamped by this clock (last_movement_at).
+    clock = ManualClock(app.ctx.clock())
+    app.ctx = dataclasses.replace(app.ctx, clock=clock)
+    sc = Stockctl(app)
     warming.warm(app.store, cache)
     first = cache_uc.sync(app.store, cache, app.ctx.clock(), overlap=overlap)
     assert first.products == PRODUCTS  # no checkpoint: the first window holds the seed
-    time.sleep(overlap.total_seconds() * 2)
+    clock.advance(seconds=overlap.total_seconds() * 2)
 
     rng = random.Random(5)
     targets = {(rng.choice(ids), demo.warehouse_id(rng.randint(1, WAREHOUSES))) for _ in range(100)}
     ordered = sorted(targets)
     for n, (p, wh) in enumerate(ordered):
         if n == len(ordered) // 2:  # the later half only falls inside the next overlap
-            time.sleep(overlap.total_seconds() * 3)
-        world.sc.adjust(p, wh, rng.randint(1, 9), reason="missed by the events")
+            clock.advance(seconds=overlap.total_seconds() * 3)
+        sc.adjust(p, wh, rng.randint(1, 9), reason="missed by the events")
     changed = {p for p, _ in targets}
     stale = cache_uc.verify(app.store, cache, cache.keys, ids)
     assert {d.product_id for d in stale} == changed
