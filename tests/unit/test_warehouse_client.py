@@ -18,7 +18,6 @@ from stockctl import errors
 from stockctl.clients import warehouse
 from stockctl.clients.breaker import Breaker
 from stockctl.clients.warehouse import (
-    Call,
     ClientOptions,
     WarehouseClient,
     error_from,
@@ -504,7 +503,7 @@ def test_a_write_without_a_key_is_never_retried(
 
     raw = api.post("/v1/inventory/receive").mock(side_effect=[failure])
     with pytest.raises(errors.WarehouseUnavailable):
-        client._send(Call("POST", "/v1/inventory/receive", json={"quantity": 1}))
+        client.receive("P-1", "W-1", 1)  # no idempotency key: never retried
     assert raw.call_count == 1
     assert sleeps == []
 
