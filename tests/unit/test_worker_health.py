@@ -7,11 +7,13 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any, cast
 
 import pytest
 
 from stockctl.bootstrap import App
+from stockctl.core.heartbeat import JobState
 from stockctl.daemons.workers import runner as runner_mod
 from stockctl.daemons.workers.health import FailureLog, assess
 from stockctl.daemons.workers.runner import Runner, WorkerOptions
@@ -67,13 +69,15 @@ def test_failures_are_logged_once_then_rarely_and_the_recovery_once(
 class FlakyJob:
     name = "processor"
 
-    def __init__(self, fail_steps: int) -> None:
+    def __init__(self, fail_steps: int, before_step: Callable[[], None] = lambda: None) -> None:
         self.fail_steps = fail_steps
+        self.before_step = before_step
         self.steps = 0
         self.processed = 0
         self.done = threading.Event()
 
     def step(self) -> int:
+        self.before_step()
         self.steps += 1
         if self.steps <= self.fail_steps:
             raise CacheUnavailable("redis unavailable at redis://x: Connection refused")
@@ -94,17 +98,15 @@ def test_the_loop_records_failing_since_and_clears_it_on_success(
     monkeypatch.setattr(runner_mod, "BACKOFF_MIN_SECONDS", 0.001)
     monkeypatch.setattr(runner_mod, "BACKOFF_MAX_SECONDS", 0.002)
     run = Runner(cast(App, None), WorkerOptions(only=()))
-    job = FlakyJob(fail_steps=40)
+    seen: list[JobState] = []
+
+    def look() -> None:  # the health as the job starts a step: after each earlier failure
+        if 0 < job.steps <= job.fail_steps:
+            seen.append(run.job_health()["processor"])
+
+    job = FlakyJob(fail_steps=40, before_step=look)
     run.jobs.append(job)
-    seen: list[dict[str, object]] = []
-    original = run._failed
-
-    def spy(*args: Any, **kw: Any) -> None:
-        original(*args, **kw)
-        seen.append(run.job_health()["processor"])
-
-    monkeypatch.setattr(run, "_failed", spy)
-    thread = threading.Thread(target=run._loop, args=(job,), daemon=True)
+    thread = threading.Thread(target=run.run_job, args=(job,), daemon=True)
     with caplog.at_level(logging.INFO, logger="stockctl.worker"):
         thread.start()
         assert job.done.wait(10)

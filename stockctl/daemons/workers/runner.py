@@ -197,7 +197,7 @@ class Runner:
             log.info("metrics on http://%s:%d/metrics", self.app.settings.api_host, port)
         threads = [
             threading.Thread(
-                target=self._loop, args=(job,), name=f"stockctl-{job.name}", daemon=True
+                target=self.run_job, args=(job,), name=f"stockctl-{job.name}", daemon=True
             )
             for job in self.jobs
         ]
@@ -242,7 +242,9 @@ class Runner:
                 log.info("dependencies answer again: starting")
             return True
 
-    def _loop(self, job: Job) -> None:
+    def run_job(self, job: Job) -> None:
+        """One job's loop, until ``stop``: what each job thread runs (failures backed off and
+        recorded in ``health``, never raised)."""
         backoff = BACKOFF_MIN_SECONDS
         health = self.health.setdefault(id(job), JobHealth())
         while not self.stop.is_set():
