@@ -210,27 +210,27 @@ class StreamConsumer:
                 )
             )
             return self._deliveries(reply)
-        got, marks = self._read_each(count, ">", marks=self._idle and bool(block_ms))
+        got, marks = self.read_each(count, ">", marks=self._idle and bool(block_ms))
         if not got and block_ms and marks is None:  # nothing, after a busy spell: see where
-            got, marks = self._read_each(count, ">", marks=True)  # each stream ends, to wait
+            got, marks = self.read_each(count, ">", marks=True)  # each stream ends, to wait
         if not got and block_ms and marks is not None:
             woken = self.shared.waiter(self.client, self.topics).wait(marks, block_ms / 1000)
             if woken:  # read those now; the next read reads every topic again
-                got, _ = self._read_each(count, ">", marks=False, topics=woken)
+                got, _ = self.read_each(count, ">", marks=False, topics=woken)
         self._idle = not got
         return got
 
     def read_pending(self, count: int) -> list[Delivery]:
         """This consumer's own delivered-but-unacked entries (after a failure or a restart)."""
         if self.per_stream:
-            return self._read_each(count, "0", marks=False)[0]
+            return self.read_each(count, "0", marks=False)[0]
         streams: dict[Any, Any] = dict.fromkeys(self.topics, "0")
         (reply,) = self._exchange(
             lambda pipe: pipe.xreadgroup(self.group, self.consumer, streams, count=count)
         )
         return self._deliveries(reply)
 
-    def _read_each(
+    def read_each(
         self, count: int, from_id: str, *, marks: bool, topics: Sequence[str] | None = None
     ) -> tuple[list[Delivery], dict[str, str] | None]:
         """One XREADGROUP per topic, pipelined; with ``marks``, each stream's last entry id

@@ -54,6 +54,11 @@ class StreamWaiter:
         self._threads: list[threading.Thread] = []
         self._closed = False
 
+    @property
+    def watchers(self) -> list[threading.Thread]:
+        """The watcher threads started so far (one per stream, on the first wait)."""
+        return list(self._threads)
+
     def wait(self, marks: Mapping[str, str], timeout: float) -> list[str]:
         """Wait up to ``timeout`` seconds for an entry after ``marks[stream]`` on any stream;
         the streams that got one (all of them if a watcher failed: the caller's next read

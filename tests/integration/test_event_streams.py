@@ -170,7 +170,7 @@ def test_a_waiting_cluster_consumer_wakes_for_any_topic_and_idles_without_spinni
         assert consumer.read(10, 200) == []
         reads += 1
     assert 4 <= reads <= 6 and consumer.exchanges <= reads + 1
-    watchers = consumer.shared.waiter(streams.client, streams.topics)._threads
+    watchers = consumer.shared.waiter(streams.client, streams.topics).watchers
     assert len(watchers) == len(streams.topics)
     consumer.close()  # as the processor does when the worker stops: the threads end
     wait_until(lambda: not any(t.is_alive() for t in watchers), 5, "the waiter's threads")
@@ -180,7 +180,7 @@ def test_an_entry_added_between_the_empty_read_and_the_wait_is_not_missed(
     streams: Streams,
 ) -> None:
     consumer = streams.consumer("racer")
-    got, marks = consumer._read_each(10, ">", marks=True)  # the read before a wait
+    got, marks = consumer.read_each(10, ">", marks=True)  # the read before a wait
     assert got == [] and marks is not None
     streams.client.xadd(streams.topics[4], {"data": '"raced"'})  # lands before the XREADs
     started = time.monotonic()
@@ -197,12 +197,12 @@ def test_an_entry_seen_by_a_watcher_of_an_earlier_wait_still_wakes_the_next_one(
     consumer = streams.consumer("racer")
     waiter = consumer.shared.waiter(streams.client, streams.topics)
     a, b = streams.topics[0], streams.topics[1]
-    _, marks = consumer._read_each(10, ">", marks=True)
+    _, marks = consumer.read_each(10, ">", marks=True)
     assert marks is not None
     threading.Timer(0.2, lambda: streams.client.xadd(a, {"data": '"a"'})).start()
     assert waiter.wait(marks, 5.0) == [a]  # b's watcher blocks on
     assert [d.data for d in consumer.read(10, None)] == ['"a"']
-    _, marks = consumer._read_each(10, ">", marks=True)
+    _, marks = consumer.read_each(10, ">", marks=True)
     assert marks is not None
     streams.client.xadd(b, {"data": '"b"'})  # b's watcher of the first wait sees it ...
     time.sleep(0.2)  # ... and fires, with nobody waiting
