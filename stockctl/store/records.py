@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import Row
 
 from stockctl.core.events import CloudEvent
+from stockctl.core.mappings import movement_fields, reservation_fields
 from stockctl.core.model import Inventory, Movement, MovementKind, Product, Reservation, Warehouse
 
 
@@ -53,21 +54,11 @@ def movement_from_row(r: Row[Any]) -> Movement:
 
 
 def movement_values(m: Movement) -> dict[str, Any]:
-    return {
-        "product_id": m.product_id,
-        "warehouse_id": m.warehouse_id,
-        "kind": m.kind.value,
-        "delta_available": m.delta_on_hand,
-        "delta_reserved": m.delta_reserved,
-        "quantity_available": m.on_hand,
-        "quantity_reserved": m.reserved,
-        "version": m.version,
-        "reason": m.reason,
-        "reference": m.reference,
-        "reservation_id": m.reservation_id,
-        "actor": m.actor,
-        "created_at": m.created_at,
-    }
+    """Insert values of a ledger line: its columns are the edge names ``core.mappings`` spells
+    (the id is the database's)."""
+    values = movement_fields(m)
+    del values["id"]
+    return values
 
 
 def event_values(e: CloudEvent) -> dict[str, Any]:
@@ -81,14 +72,5 @@ def event_values(e: CloudEvent) -> dict[str, Any]:
 
 
 def reservation_values(r: Reservation) -> dict[str, Any]:
-    return {
-        "id": r.id,
-        "product_id": r.product_id,
-        "warehouse_id": r.warehouse_id,
-        "quantity": r.quantity,
-        "status": r.status.value,
-        "order_id": r.order_id,
-        "created_at": r.created_at,
-        "expires_at": r.expires_at,
-        "updated_at": r.updated_at,
-    }
+    """Insert values of a reservation: its columns are the edge names ``core.mappings`` spells."""
+    return reservation_fields(r)
