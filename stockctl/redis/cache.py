@@ -86,6 +86,8 @@ class RedisStockCache:
         head = [*self._head, marker_ttl]
 
         def work(node: Any, group: list[StockUpdate]) -> Any:
+            if not marker_ttl:  # a product's updates side by side, in order: written once
+                group = sorted(group, key=_product_of)
             packed = [
                 f"{u.product_id}:{r.warehouse_id}:{max(r.sellable, 0)}:"
                 f"{r.version}:{r.on_hand}:{r.reserved}:{r.threshold}"

@@ -143,10 +143,19 @@ end
 local ROW = '^([^:]+):([^:]+):(%d+):((%d+):(%d+):%d+:(%d+))$'
 local AGG_RE = '^(%d+):(%d+):(%d+):(%d+)$'
 local OLD = '^(%d+):(%d+):(%d+):(%d+)$'
-local state, order, missing = {}, {}, {}
+local missing = {}
 local applied, dup, stale = 0, 0, 0
 local stride = pttl > 0 and 2 or 1
-for i = 5, #ARGV, stride do
+local now = nil
+local function clock()
+  if not now then now = now_ms() end
+  return now
+end
+-- The updates in ARGV[first..last], in order, whatever their products: a product's state is
+-- kept in a table while they are read, and its keys written once at the end.
+local function many(first, last)
+local state, order = {}, {}
+for i = first, last, stride do
   local p, w, ss, row, vs, sa, stt = string.match(ARGV[i + stride - 1], ROW)
   if pttl > 0 and not redis.call('SET', prefix .. ':event:processed:' .. ARGV[i], '1', 'NX',
                                  'EX', ARGV[4]) then
@@ -208,11 +217,6 @@ for i = 5, #ARGV, stride do
     end
   end
 end
-local now = nil
-local function clock()
-  if not now then now = now_ms() end
-  return now
-end
 for _, p in ipairs(order) do
   local st = state[p]
   local b, changed = st.b, #st.list > 0
@@ -263,6 +267,78 @@ for _, p in ipairs(order) do
       keep(b .. ':low_stock', status == 'low_stock' and '1' or '0', at, ats)
     end
     keep(product_key(p), detail, at, ats)
+  end
+end
+end
+-- The usual case, one update of a product not next to another of it (no markers): the same
+-- guard and writes as many(), in locals (a product's state table costs more than its keys'
+-- reads). False, having written nothing, where many() is needed: no #agg, the highest
+-- threshold lowered, the deadline to renew, a detail it cannot patch.
+local ONE = '^([^:]+):([^:]+):(%d+):((%d+):(%d+):%d+:(%d+))$'
+local function one(arg)
+  local p, w, ss, row, vs, sa, stt = string.match(arg, ONE)
+  local b = base(p)
+  local rk = b .. ':rows'
+  local got = redis.call('HMGET', rk, w, AGG)
+  local cur, ts, as, ms, ats = got[1], nil, nil, nil, nil
+  if got[2] then ts, as, ms, ats = string.match(got[2], AGG_RE) end
+  if not ts then return false end
+  local total, avail, maxthr = tonumber(ts), tonumber(as), tonumber(ms)
+  local na, nt, s = tonumber(sa), tonumber(stt), tonumber(ss)
+  local os, ot, ntotal, navail = -1, 0, total + na, avail + s
+  if cur then
+    local ov, oa, orr, ot_ = string.match(cur, OLD)
+    if tonumber(ov) >= tonumber(vs) then
+      stale = stale + 1
+      return true
+    end
+    oa, orr, ot = tonumber(oa), tonumber(orr), tonumber(ot_)
+    if oa > orr then os = oa - orr else os = 0 end
+    ntotal, navail = ntotal - oa, navail - os
+  end
+  local nms = ms
+  if nt > maxthr then nms = stt elseif nt < ot and ot >= maxthr then return false end
+  local at = tonumber(ats)
+  if ttl > 0 and (at == 0 or at - clock() < ttl * 500) then return false end
+  local nts, nas = ts, as
+  if ntotal ~= total then nts = tostring(ntotal) end
+  if navail ~= avail then nas = tostring(navail) end
+  local status = status_of(navail, tonumber(nms))
+  local pk = product_key(p)
+  local raw = redis.call('GET', pk)
+  if not raw then return false end
+  local k = string.find(raw, ',"warehouses":{', 1, true)
+  if not k then return false end
+  local _, e = string.find(raw, '"' .. w .. '":', k + 15, true)
+  if not e then return false end
+  local _, d = string.find(raw, '^%d+', e + 1)
+  if not d then return false end
+  applied = applied + 1
+  redis.call('HSET', rk, w, row, AGG, nts .. ':' .. nas .. ':' .. nms .. ':' .. ats)
+  if s ~= os then keep(b .. ':warehouse:' .. w, ss, at, ats) end
+  if nts ~= ts then keep(b .. ':total', nts, at, ats) end
+  if nas ~= as then keep(b .. ':available', nas, at, ats) end
+  if status ~= status_of(avail, maxthr) then
+    keep(b .. ':status', status, at, ats)
+    keep(b .. ':low_stock', status == 'low_stock' and '1' or '0', at, ats)
+  end
+  keep(pk, detail_head(p, nts, nas, status) .. string.sub(raw, k + 15, e) .. ss ..
+       string.sub(raw, d + 1), at, ats)
+  return true
+end
+local last = #ARGV
+if pttl > 0 then
+  many(5, last)
+else
+  -- runs of one product's updates (the caller sorts a batch by product) go to many(), which
+  -- writes the product's keys once; a lone update goes to one()
+  local i = 5
+  while i <= last do
+    local j = i
+    local p = string.match(ARGV[i], '^[^:]+:')
+    while j < last and string.find(ARGV[j + 1], p, 1, true) == 1 do j = j + 1 end
+    if j > i or not one(ARGV[i]) then many(i, j) end
+    i = j + 1
   end
 end
 return {applied, dup, stale, missing}
