@@ -98,10 +98,12 @@ local function recompute(p, at)
 end
 """
 
-# ARGV: prefix, tags, ttl, processed_ttl (0: no markers), then per update its row packed in one
-# argument, "product:warehouse:sellable:version:available:reserved:threshold" (ids never hold
-# ':'; sellable = max(available - reserved, 0), formatted by the caller), after its event id when
-# there are markers. The row's "version:available:reserved:threshold" is stored as it came.
+# ARGV: prefix, tags, ttl, processed_ttl (0: no markers), then the updates, each a row packed as
+# "product:warehouse:sellable:version:available:reserved:threshold" (ids never hold ':';
+# sellable = max(available - reserved, 0), formatted by the caller): with markers, one argument
+# each after its event id; without, all in one argument, a line each, sorted by product (one
+# argument costs redis-py and Redis less than a thousand). The row's
+# "version:available:reserved:threshold" is stored as it came.
 # Incremental: an applied row moves its product's totals (#agg) by its difference from the row
 # it replaces; only the keys whose values change are written, all with the product's deadline.
 # A product is recomputed from all its rows (every key rewritten) only when needed: no #agg,
@@ -141,142 +143,134 @@ local function patch(raw, head, st)
   return head .. map
 end
 local ROW = '^([^:]+):([^:]+):(%d+):((%d+):(%d+):%d+:(%d+))$'
+local ROWS = '([^:\n]+):([^:]+):(%d+):((%d+):(%d+):%d+:(%d+))'
 local AGG_RE = '^(%d+):(%d+):(%d+):(%d+)$'
 local OLD = '^(%d+):(%d+):(%d+):(%d+)$'
 local missing = {}
 local applied, dup, stale = 0, 0, 0
-local stride = pttl > 0 and 2 or 1
 local now = nil
 local function clock()
   if not now then now = now_ms() end
   return now
 end
--- The updates in ARGV[first..last], in order, whatever their products: a product's state is
--- kept in a table while they are read, and its keys written once at the end.
-local function many(first, last)
-local state, order = {}, {}
-for i = first, last, stride do
-  local p, w, ss, row, vs, sa, stt = string.match(ARGV[i + stride - 1], ROW)
-  if pttl > 0 and not redis.call('SET', prefix .. ':event:processed:' .. ARGV[i], '1', 'NX',
-                                 'EX', ARGV[4]) then
-    dup = dup + 1
-  else
-    local st = state[p]
-    if st == nil then
-      local b = base(p)
-      local got = redis.call('HMGET', b .. ':rows', w, AGG)
-      local t, a, m, at
-      if got[2] then t, a, m, at = string.match(got[2], AGG_RE) end
-      if t then  -- one constructor: a table that grows field by field is rehashed 4 times
-        local nt, na, nm = tonumber(t), tonumber(a), tonumber(m)
-        st = {b = b, full = false, rows = {[w] = got[1]}, w = {}, list = {}, ts = t, as = a,
-              ms = m, ats = at, total = nt, avail = na, maxthr = nm, at = tonumber(at),
-              total0 = nt, avail0 = na, status0 = status_of(na, nm)}
-      elseif redis.call('EXISTS', b .. ':rows') == 1 then
-        st = {b = b, full = true, rows = {[w] = got[1]}, w = {}, list = {}}
-      else
-        st = false
-        missing[#missing + 1] = p
-      end
-      state[p] = st
-      if st then order[#order + 1] = p end
-    elseif st and st.rows[w] == nil then
-      st.rows[w] = redis.call('HGET', st.b .. ':rows', w)
-    end
-    if st then
-      local cur = st.rows[w]
-      local ov, oa, orr, ot
-      if cur then ov, oa, orr, ot = string.match(cur, OLD) end
-      if cur and tonumber(ov) >= tonumber(vs) then
-        stale = stale + 1
-      else
-        st.rows[w] = row
-        applied = applied + 1
-        local s, os = tonumber(ss), 0
-        if cur then
-          oa, orr, ot = tonumber(oa), tonumber(orr), tonumber(ot)
-          if oa > orr then os = oa - orr end
-        else
-          oa, ot = 0, 0
-        end
-        local c = st.w[w]
-        if c == nil then
-          st.w[w] = {old = cur and os or -1, new = s, ns = ss}
-          st.list[#st.list + 1] = w
-        else
-          c.new, c.ns = s, ss
-        end
-        if not st.full then
-          local nt = tonumber(stt)
-          st.total = st.total + tonumber(sa) - oa
-          st.avail = st.avail + s - os
-          if nt > st.maxthr then st.maxthr, st.ms = nt, stt
-          elseif nt < ot and ot >= st.maxthr then st.full = true end
-        end
-      end
-    end
-  end
-end
-for _, p in ipairs(order) do
+-- Updates of any products, in order: absorb() reads each product's state into a table once
+-- and moves it by each row; flush() writes every product's keys once.
+local function absorb(state, order, p, w, ss, row, vs, sa, stt)
   local st = state[p]
-  local b, changed = st.b, #st.list > 0
-  -- A changing product gets a fresh deadline once less than half its TTL is left (or it has
-  -- none): hot products stay cached, and renewing costs one recompute per half TTL.
-  local renew = ttl > 0 and not st.full and changed and (st.at == 0 or st.at - clock() < ttl * 500)
-  if renew then st.full = true end
-  local detail, status, ts, as = nil, nil, st.ts, st.as
-  if not st.full and changed then
-    if st.total ~= st.total0 then ts = tostring(st.total) end
-    if st.avail ~= st.avail0 then as = tostring(st.avail) end
-    status = status_of(st.avail, st.maxthr)
-    local raw = redis.call('GET', product_key(p))
-    if raw then detail = patch(raw, detail_head(p, ts, as, status), st) end
-    if not detail then st.full = true end  -- missing, not ours, or a new warehouse
-  end
-  if changed then  -- the applied rows, and the moved totals unless recomputed below
-    local w1 = st.list[1]
-    if detail and #st.list == 1 then  -- the usual case, without a table to unpack
-      redis.call('HSET', b .. ':rows', w1, st.rows[w1], AGG,
-                 ts .. ':' .. as .. ':' .. st.ms .. ':' .. st.ats)
+  if st == nil then
+    local b = base(p)
+    local got = redis.call('HMGET', b .. ':rows', w, AGG)
+    local t, a, m, at
+    if got[2] then t, a, m, at = string.match(got[2], AGG_RE) end
+    if t then  -- one constructor: a table that grows field by field is rehashed 4 times
+      local nt, na, nm = tonumber(t), tonumber(a), tonumber(m)
+      st = {b = b, full = false, rows = {[w] = got[1]}, w = {}, list = {}, ts = t, as = a,
+            ms = m, ats = at, total = nt, avail = na, maxthr = nm, at = tonumber(at),
+            total0 = nt, avail0 = na, status0 = status_of(na, nm)}
+    elseif redis.call('EXISTS', b .. ':rows') == 1 then
+      st = {b = b, full = true, rows = {[w] = got[1]}, w = {}, list = {}}
     else
-      local hset = {'HSET', b .. ':rows'}
-      for n, w in ipairs(st.list) do hset[2 * n + 1] = w; hset[2 * n + 2] = st.rows[w] end
-      if detail then
-        hset[#hset + 1] = AGG
-        hset[#hset + 1] = ts .. ':' .. as .. ':' .. st.ms .. ':' .. st.ats
-      end
-      redis.call(unpack(hset))
+      st = false
+      missing[#missing + 1] = p
     end
+    state[p] = st
+    if st then order[#order + 1] = p end
+  elseif st and st.rows[w] == nil then
+    st.rows[w] = redis.call('HGET', st.b .. ':rows', w)
   end
-  if st.full then
-    local at = 0
-    local left = redis.call('PTTL', b .. ':rows')
-    if renew or (left <= 0 and ttl > 0) then at = clock() + ttl * 1000
-    elseif left > 0 then at = clock() + left end
-    recompute(p, at)
-  elseif detail then
-    local at, ats = st.at, st.ats
-    for _, w in ipairs(st.list) do
+  if st then
+    local cur = st.rows[w]
+    local ov, oa, orr, ot
+    if cur then ov, oa, orr, ot = string.match(cur, OLD) end
+    if cur and tonumber(ov) >= tonumber(vs) then
+      stale = stale + 1
+    else
+      st.rows[w] = row
+      applied = applied + 1
+      local s, os = tonumber(ss), 0
+      if cur then
+        oa, orr, ot = tonumber(oa), tonumber(orr), tonumber(ot)
+        if oa > orr then os = oa - orr end
+      else
+        oa, ot = 0, 0
+      end
       local c = st.w[w]
-      if c.new ~= c.old then keep(b .. ':warehouse:' .. w, c.ns, at, ats) end
+      if c == nil then
+        st.w[w] = {old = cur and os or -1, new = s, ns = ss}
+        st.list[#st.list + 1] = w
+      else
+        c.new, c.ns = s, ss
+      end
+      if not st.full then
+        local nt = tonumber(stt)
+        st.total = st.total + tonumber(sa) - oa
+        st.avail = st.avail + s - os
+        if nt > st.maxthr then st.maxthr, st.ms = nt, stt
+        elseif nt < ot and ot >= st.maxthr then st.full = true end
+      end
     end
-    if ts ~= st.ts then keep(b .. ':total', ts, at, ats) end
-    if as ~= st.as then keep(b .. ':available', as, at, ats) end
-    if status ~= st.status0 then
-      keep(b .. ':status', status, at, ats)
-      keep(b .. ':low_stock', status == 'low_stock' and '1' or '0', at, ats)
-    end
-    keep(product_key(p), detail, at, ats)
   end
 end
+local function flush(state, order)
+  for _, p in ipairs(order) do
+    local st = state[p]
+    local b, changed = st.b, #st.list > 0
+    -- A changing product gets a fresh deadline once less than half its TTL is left (or it has
+    -- none): hot products stay cached, and renewing costs one recompute per half TTL.
+    local renew = ttl > 0 and not st.full and changed and
+                  (st.at == 0 or st.at - clock() < ttl * 500)
+    if renew then st.full = true end
+    local detail, status, ts, as = nil, nil, st.ts, st.as
+    if not st.full and changed then
+      if st.total ~= st.total0 then ts = tostring(st.total) end
+      if st.avail ~= st.avail0 then as = tostring(st.avail) end
+      status = status_of(st.avail, st.maxthr)
+      local raw = redis.call('GET', product_key(p))
+      if raw then detail = patch(raw, detail_head(p, ts, as, status), st) end
+      if not detail then st.full = true end  -- missing, not ours, or a new warehouse
+    end
+    if changed then  -- the applied rows, and the moved totals unless recomputed below
+      local w1 = st.list[1]
+      if detail and #st.list == 1 then  -- the usual case, without a table to unpack
+        redis.call('HSET', b .. ':rows', w1, st.rows[w1], AGG,
+                   ts .. ':' .. as .. ':' .. st.ms .. ':' .. st.ats)
+      else
+        local hset = {'HSET', b .. ':rows'}
+        for n, w in ipairs(st.list) do hset[2 * n + 1] = w; hset[2 * n + 2] = st.rows[w] end
+        if detail then
+          hset[#hset + 1] = AGG
+          hset[#hset + 1] = ts .. ':' .. as .. ':' .. st.ms .. ':' .. st.ats
+        end
+        redis.call(unpack(hset))
+      end
+    end
+    if st.full then
+      local at = 0
+      local left = redis.call('PTTL', b .. ':rows')
+      if renew or (left <= 0 and ttl > 0) then at = clock() + ttl * 1000
+      elseif left > 0 then at = clock() + left end
+      recompute(p, at)
+    elseif detail then
+      local at, ats = st.at, st.ats
+      for _, w in ipairs(st.list) do
+        local c = st.w[w]
+        if c.new ~= c.old then keep(b .. ':warehouse:' .. w, c.ns, at, ats) end
+      end
+      if ts ~= st.ts then keep(b .. ':total', ts, at, ats) end
+      if as ~= st.as then keep(b .. ':available', as, at, ats) end
+      if status ~= st.status0 then
+        keep(b .. ':status', status, at, ats)
+        keep(b .. ':low_stock', status == 'low_stock' and '1' or '0', at, ats)
+      end
+      keep(product_key(p), detail, at, ats)
+    end
+  end
 end
 -- The usual case, one update of a product not next to another of it (no markers): the same
--- guard and writes as many(), in locals (a product's state table costs more than its keys'
--- reads). False, having written nothing, where many() is needed: no #agg, the highest
--- threshold lowered, the deadline to renew, a detail it cannot patch.
-local ONE = '^([^:]+):([^:]+):(%d+):((%d+):(%d+):%d+:(%d+))$'
-local function one(arg)
-  local p, w, ss, row, vs, sa, stt = string.match(arg, ONE)
+-- guard and writes as absorb() and flush(), in locals (a product's state table costs more
+-- than its keys' reads). False, having written nothing, where the state table is needed: no
+-- #agg, the highest threshold lowered, the deadline to renew, a detail it cannot patch.
+local function one(p, w, ss, row, vs, sa, stt)
   local b = base(p)
   local rk = b .. ':rows'
   local got = redis.call('HMGET', rk, w, AGG)
@@ -326,19 +320,47 @@ local function one(arg)
        string.sub(raw, d + 1), at, ats)
   return true
 end
-local last = #ARGV
+local function single(p, w, ss, row, vs, sa, stt)
+  local state, order = {}, {}
+  absorb(state, order, p, w, ss, row, vs, sa, stt)
+  flush(state, order)
+end
 if pttl > 0 then
-  many(5, last)
+  local state, order = {}, {}
+  for i = 5, #ARGV, 2 do
+    if redis.call('SET', prefix .. ':event:processed:' .. ARGV[i], '1', 'NX', 'EX', ARGV[4]) then
+      absorb(state, order, string.match(ARGV[i + 1], ROW))
+    else
+      dup = dup + 1
+    end
+  end
+  flush(state, order)
 else
-  -- runs of one product's updates (the caller sorts a batch by product) go to many(), which
-  -- writes the product's keys once; a lone update goes to one()
-  local i = 5
-  while i <= last do
-    local j = i
-    local p = string.match(ARGV[i], '^[^:]+:')
-    while j < last and string.find(ARGV[j + 1], p, 1, true) == 1 do j = j + 1 end
-    if j > i or not one(ARGV[i]) then many(i, j) end
-    i = j + 1
+  -- A run of one product's rows (the caller sorts by product) is absorbed and flushed once;
+  -- a lone row goes to one(). A row is held (p1...) until the next shows which it is.
+  local p1, w1, ss1, row1, vs1, sa1, stt1
+  local run, state, order = nil, nil, nil
+  for p, w, ss, row, vs, sa, stt in string.gmatch(ARGV[5] or '', ROWS) do
+    if run == p then
+      absorb(state, order, p, w, ss, row, vs, sa, stt)
+    else
+      if run then
+        flush(state, order)
+        run = nil
+      elseif p1 == p then
+        run, state, order = p, {}, {}
+        absorb(state, order, p1, w1, ss1, row1, vs1, sa1, stt1)
+        absorb(state, order, p, w, ss, row, vs, sa, stt)
+      elseif p1 and not one(p1, w1, ss1, row1, vs1, sa1, stt1) then
+        single(p1, w1, ss1, row1, vs1, sa1, stt1)
+      end
+      if run then p1 = nil else p1, w1, ss1, row1, vs1, sa1, stt1 = p, w, ss, row, vs, sa, stt end
+    end
+  end
+  if run then
+    flush(state, order)
+  elseif p1 and not one(p1, w1, ss1, row1, vs1, sa1, stt1) then
+    single(p1, w1, ss1, row1, vs1, sa1, stt1)
   end
 end
 return {applied, dup, stale, missing}
