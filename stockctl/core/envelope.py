@@ -6,6 +6,7 @@ A Dapr sidecar publishing plain data wraps it as ``type: com.dapr.event.sent`` w
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -21,7 +22,9 @@ class InvalidEvent(ValueError):
     """An envelope that can never be processed: it goes to the dead-letter stream."""
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: the processor builds one per event, and a frozen dataclass costs five times as
+# much to build (0.8 against 0.16 us for five fields). Treat it as a value: never assign to it.
+@dataclass(slots=True)
 class Incoming:
     id: str
     type: str
@@ -50,28 +53,30 @@ def parse(raw: bytes | str, topic: str | None = None) -> Incoming:
 def from_dict(env: Any, topic: str | None = None) -> Incoming:
     if not isinstance(env, dict):
         raise InvalidEvent("envelope is not a JSON object")
-    if env.get("specversion") != "1.0":
-        raise InvalidEvent(f"unsupported specversion {env.get('specversion')!r}")
-    for attr in ("id", "source", "type"):
-        value = env.get(attr)
-        if not isinstance(value, str) or not value or len(value) > MAX_ID_LENGTH:
-            raise InvalidEvent(f"attribute {attr!r} missing or not a short string")
-    subject = env.get("subject")
+    get: Callable[[str], Any] = env.get
+    if get("specversion") != "1.0":
+        raise InvalidEvent(f"unsupported specversion {get('specversion')!r}")
+    ident, source, kind = get("id"), get("source"), get("type")
+    if not (  # the usual envelope, checked inline; the loop names what is wrong
+        type(ident) is str
+        and type(source) is str
+        and type(kind) is str
+        and 0 < len(ident) <= MAX_ID_LENGTH
+        and 0 < len(source) <= MAX_ID_LENGTH
+        and 0 < len(kind) <= MAX_ID_LENGTH
+    ):
+        for attr in ("id", "source", "type"):
+            value = get(attr)
+            if not isinstance(value, str) or not value or len(value) > MAX_ID_LENGTH:
+                raise InvalidEvent(f"attribute {attr!r} missing or not a short string")
+    subject = get("subject")
     if subject is not None and not isinstance(subject, str):
         raise InvalidEvent("attribute 'subject' is not a string")
-    kind = env["type"]
     if kind == DAPR_WRAPPED:
         kind = env.get("topic") or topic or ""
         if not isinstance(kind, str) or not kind:
             raise InvalidEvent("Dapr envelope without a topic")
-    return Incoming(
-        id=env["id"],
-        type=kind,
-        source=env["source"],
-        data=env.get("data"),
-        subject=subject,
-        time=_time(env.get("time")),
-    )
+    return Incoming(ident, kind, source, get("data"), subject, _time(get("time")))
 
 
 def _time(value: Any) -> datetime | None:

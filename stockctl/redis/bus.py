@@ -284,8 +284,12 @@ class StreamConsumer:
             for entry_id, fields in entries or []:
                 if fields is None:
                     self._acks.setdefault(name, []).append(_text(entry_id))
-                    continue
-                add(Delivery(name, _text(entry_id), _fields(fields)))
+                elif type(fields) is list and len(fields) == 2 and type(fields[1]) is bytes:
+                    # a Dapr entry as hiredis hands it over: [b"data", b"{...}"]
+                    f = {fields[0].decode(): fields[1].decode()}
+                    add(Delivery(name, entry_id.decode(), f))
+                else:
+                    add(Delivery(name, _text(entry_id), _fields(fields)))
         return out
 
     def ack(self, deliveries: Sequence[Delivery], *, with_next_read: bool = False) -> None:

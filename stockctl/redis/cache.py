@@ -24,8 +24,9 @@ from stockctl.core.projection import (
     StockUpdate,
 )
 from stockctl.errors import CacheUnavailable
+from stockctl.redis.apply_script import APPLY
 from stockctl.redis.nodes import CROSS_SLOT, CROSS_SLOT_READ, NodeRouter, Script
-from stockctl.redis.scripts import AGG_FIELD, APPLY, FILL, GETS
+from stockctl.redis.scripts import AGG_FIELD, FILL, GETS
 
 
 class RedisStockCache:
@@ -90,7 +91,7 @@ class RedisStockCache:
             if not marker_ttl:  # a product's updates side by side, in order: written once
                 group = sorted(group, key=_PRODUCT)
             packed = [
-                f"{u.product_id}:{r.warehouse_id}:{max(r.sellable, 0)}:"
+                f"{u.product_id}:{r.warehouse_id}:{s if (s := r.on_hand - r.reserved) > 0 else 0}:"
                 f"{r.version}:{r.on_hand}:{r.reserved}:{r.threshold}"
                 for u in group
                 if (r := u.row)

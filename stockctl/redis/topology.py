@@ -180,7 +180,7 @@ def connect(target: RedisTarget, timeout: float, *, fail_fast: bool = False, **o
     if target.kind == "cluster":
         try:  # reads the slot map now: no seed node answering is an outage, not a bug
             return RedisCluster(
-                startup_nodes=[ClusterNode(h, p) for h, p in target.nodes],  # type: ignore[no-untyped-call]
+                startup_nodes=[ClusterNode(h, p) for h, p in target.nodes],  # type: ignore[no-untyped-call, unused-ignore]
                 **common,
             )
         except (redis.RedisError, redis.exceptions.RedisClusterException) as exc:
@@ -201,9 +201,12 @@ def connect(target: RedisTarget, timeout: float, *, fail_fast: bool = False, **o
             sentinel_kwargs["username"] = target.sentinel_username
         if fail_fast:
             sentinel_kwargs["retry"] = options["retry"]
-        sentinel = Sentinel(list(target.nodes), sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
+        # redis-py 8.2 types these; older releases do not (the dependency allows >= 5.0)
+        sentinel = Sentinel(  # type: ignore[no-untyped-call, unused-ignore]
+            list(target.nodes), sentinel_kwargs=sentinel_kwargs
+        )
         assert target.master is not None
-        return sentinel.master_for(  # type: ignore[no-untyped-call]
+        return sentinel.master_for(  # type: ignore[no-untyped-call, unused-ignore]
             target.master,
             connection_pool_class=_following_pool(),
             db=target.db,
@@ -235,7 +238,7 @@ def _following_pool() -> type:
 
     class FollowingPool(SentinelConnectionPool):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
+            super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call, unused-ignore]
             self._asked = time.monotonic()
             self._asking = threading.Lock()
 
@@ -244,7 +247,7 @@ def _following_pool() -> type:
             if now - self._asked >= SENTINEL_RECHECK_SECONDS and self._asking.acquire(False):
                 try:
                     self._asked = now  # on a change it closes the idle connections:
-                    self.get_master_address()  # type: ignore[no-untyped-call]
+                    self.get_master_address()  # type: ignore[no-untyped-call, unused-ignore]
                 except redis.ConnectionError:
                     pass  # no master named now: the connection's own connect says so
                 finally:

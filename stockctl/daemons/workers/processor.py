@@ -123,9 +123,9 @@ class StreamProcessor:
         failed: list[tuple[Delivery, str]] = []
         for d in deliveries:
             try:
-                if d.data is None:
+                if (data := d.data) is None:
                     raise InvalidEvent("entry has no 'data' field")
-                parsed.append((d, parse(d.data, topic=d.stream)))
+                parsed.append((d, parse(data, topic=d.stream)))
             except InvalidEvent as exc:
                 failed.append((d, str(exc)))
         outcome = project(self.store, self.cache, [e for _, e in parsed], self.release_order)
