@@ -14,7 +14,7 @@ import pytest
 from stockctl.daemons.api.accesslog import ACCESS_LOGGER
 from stockctl.daemons.api.deps import row_out
 from stockctl.store.sql import SqlStore
-from tests.apiutil import READ, READ_TOKEN, api_on, assert_problem, seed, unique
+from tests.apiutil import READ, READ_TOKEN, api_on, assert_problem, bearer, seed, unique
 
 
 class Lines(logging.Handler):
@@ -108,3 +108,58 @@ def test_access_log_is_one_json_line_per_request_with_secrets_masked(
     assert health["route"] == "/health"
     text = "\n".join(access_lines)
     assert "s3cr3t" not in text and READ_TOKEN not in text
+
+
+def test_the_stock_check_lane_answers_the_routes_bytes_and_leaves_the_rest_to_it(
+    pg_url: str, access_lines: list[str]
+) -> None:
+    """The plain stock check is answered by the lane (``stock_lane``), with the bytes and
+    headers the FastAPI route gives; every other form of it goes on to the route."""
+    with api_on(pg_url) as api:
+        (p,), (w, other) = seed(api.sc, 1, 2, qty=9)
+        api.sc.reserve(p, w, 2)
+        lane = api.client.app.state  # type: ignore[attr-defined]
+        plain = api.client.get(f"/v1/inventory?product_id={p}&warehouse_id={w}", headers=READ)
+        assert lane.stock_lane.served == 1
+        routed = api.client.get(
+            f"/api/v1/inventory?warehouse_id={w}&product_id={p}&x=1", headers=READ
+        )
+        assert lane.stock_lane.served == 1  # an extra parameter: the route's
+        assert plain.status_code == routed.status_code == 200
+        assert plain.content == routed.content
+        assert plain.json()["sellable"] == 7 and plain.json()["quantity_reserved"] == 2
+        for name in ("content-type", "content-length"):
+            assert plain.headers[name] == routed.headers[name]
+        flipped = api.client.get(f"/api/v1/inventory?warehouse_id={w}&product_id={p}")
+        assert flipped.content == plain.content and lane.stock_lane.served == 2
+        # what the lane does not answer, the route answers as before
+        cases = [
+            (f"product_id={p}&warehouse_id={w}", {}, 401, "unauthorized"),  # no token
+            (f"product_id={p}&warehouse_id={w}", bearer("nope"), 401, "unauthorized"),
+            (f"product_id={p}&warehouse_id={unique('W')}", READ, 404, "warehouse-not-found"),
+            (f"product_id={unique('P')}&warehouse_id={w}", READ, 404, "product-not-found"),
+            (f"product_id={p}&warehouse_id={other}x", READ, 404, "warehouse-not-found"),
+            (f"product_id=a:b&warehouse_id={w}", READ, 422, "invalid-input"),
+            (f"product_id={'P' * 65}&warehouse_id={w}", READ, 422, "invalid-input"),
+            (f"product_id=&warehouse_id={w}", READ, 422, "invalid-input"),
+            (f"product_id={p}&product_id={p}", READ, 422, "invalid-input"),
+            (f"product_id={p}", READ, 422, "invalid-input"),
+        ]
+        for query, headers, status, slug in cases:
+            no_auth = {"Authorization": ""} if not headers else headers
+            got = api.client.get(f"/v1/inventory?{query}", headers=no_auth)
+            assert_problem(got, status, slug)
+        assert lane.stock_lane.served == 2
+        # Dapr's header is the route's: answered there, as before
+        dapr = api.client.get(
+            f"/v1/inventory?product_id={p}&warehouse_id={w}",
+            headers={"Authorization": "", "dapr-api-token": READ_TOKEN},
+        )
+        assert dapr.status_code == 200 and dapr.content == plain.content
+        assert lane.stock_lane.served == 2
+        # the lane's requests are logged under the route's template
+        access_lines.clear()
+        api.client.get(f"/v1/inventory?product_id={p}&warehouse_id={w}", headers=READ)
+        (line,) = (json.loads(x) for x in access_lines)
+        assert line["route"] == "/v1/inventory" and line["status"] == 200
+        assert lane.stock_lane.served == 3

@@ -19,6 +19,7 @@ from stockctl.daemons.api import catalog, inventory, ops, schemas
 from stockctl.daemons.api.accesslog import PREFIXES, RequestLog, route_label
 from stockctl.daemons.api.deps import problem
 from stockctl.daemons.api.fastpath import serialise_in_worker
+from stockctl.daemons.api.stock_lane import StockLane, lane_routes
 from stockctl.errors import StockctlError
 
 log = logging.getLogger("stockctl.api")
@@ -53,6 +54,10 @@ def create_app(app: App) -> FastAPI:
     api.include_router(ops.dapr, responses=problems(401, 403, 413, 422))
     _errors(api)
     _document_problems(api)
+    # innermost first: the stock check's lane runs inside the request log and the body limit
+    api.add_middleware(
+        StockLane, stockctl=app, routes=lane_routes(inventory.router, PREFIXES), state=api.state
+    )
     api.add_middleware(RequestLog, stockctl=app, secrets=secrets)
     api.add_middleware(BodyLimit, limit=app.settings.api_max_body_bytes)
     return api

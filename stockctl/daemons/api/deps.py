@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, HTTPException, Request
@@ -58,19 +58,26 @@ def require(scope: str) -> Callable[..., Awaitable[None]]:
         presented = bearer.credentials.strip() if bearer else dapr_api_token
         if not presented:
             raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
-        granted: set[str] = set()
-        matched = False
-        for t in tokens:  # compare with every token, in constant time each
-            if hmac.compare_digest(t.token.get_secret_value().encode(), presented.encode()):
-                matched = True
-                for s in t.scopes:
-                    granted |= _IMPLIED[s]
-        if not matched:
+        granted = grants(tokens, presented)
+        if granted is None:
             raise HTTPException(401, "invalid bearer token", headers={"WWW-Authenticate": "Bearer"})
         if scope not in granted:
             raise HTTPException(403, f"token lacks the {scope!r} scope")
 
     return check
+
+
+def grants(tokens: Sequence[Any], presented: str) -> set[str] | None:
+    """The scopes the presented token grants (implied ones included); None if it matches no
+    configured token. Compared with every token, in constant time each."""
+    granted: set[str] = set()
+    matched = False
+    for t in tokens:
+        if hmac.compare_digest(t.token.get_secret_value().encode(), presented.encode()):
+            matched = True
+            for s in t.scopes:
+                granted |= _IMPLIED[s]
+    return granted if matched else None
 
 
 async def idempotency_key(
