@@ -8,6 +8,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -163,3 +164,61 @@ def test_the_stock_check_lane_answers_the_routes_bytes_and_leaves_the_rest_to_it
         (line,) = (json.loads(x) for x in access_lines)
         assert line["route"] == "/v1/inventory" and line["status"] == 200
         assert lane.stock_lane.served == 3
+
+
+def test_the_reserve_lane_answers_as_the_route_and_leaves_the_rest_to_it(pg_url: str) -> None:
+    """A plain reserve is answered by the lane (``reserve_lane``): the route's status, body and
+    headers, its idempotency and its problems; any request the route's model would refuse, or
+    that is not plain JSON with a bearer token, goes on to the route with its body."""
+    with api_on(pg_url) as api:
+        (p,), (w,) = seed(api.sc, 1, 1, qty=5)
+        state = api.client.app.state  # type: ignore[attr-defined]
+        routed_kind = {"Content-Type": "application/json; charset=UTF-8"}  # not the lane's
+
+        def post(body: object, **headers: str) -> Any:
+            raw = body if isinstance(body, str) else json.dumps(body)
+            kind = {"Content-Type": "application/json", **headers}
+            return api.client.post("/v1/inventory/reserve", content=raw, headers=kind)
+
+        one = {"product_id": p, "warehouse_id": w, "quantity": 1, "order_id": "o-1"}
+        lane = post(one)
+        assert lane.status_code == 201, lane.text
+        assert state.reserve_lane.served == 1
+        routed = post(one, **routed_kind)
+        assert routed.status_code == 201 and state.reserve_lane.served == 1
+        assert lane.headers["content-type"] == routed.headers["content-type"]
+        a, b = lane.json()["reservation"], routed.json()["reservation"]
+        assert set(a) == set(b) and a["id"] != b["id"]
+        assert {k: a[k] for k in ("product_id", "warehouse_id", "quantity", "status")} == {
+            k: b[k] for k in ("product_id", "warehouse_id", "quantity", "status")
+        }
+        # idempotency: the lane and the route answer a key with the same reservation
+        first = post(one, **{"Idempotency-Key": "k-1"})
+        again = post(one, **{"Idempotency-Key": "k-1"})
+        other_way = post(one, **{"Idempotency-Key": "k-1", **routed_kind})
+        ids = {r.json()["reservation"]["id"] for r in (first, again, other_way)}
+        assert len(ids) == 1 and state.reserve_lane.served == 3
+        # the core's refusal: the route's problem, byte for byte
+        big = {"product_id": p, "warehouse_id": w, "quantity": 50}
+        refused, refused_routed = post(big), post(big, **routed_kind)
+        assert_problem(refused, 409, "insufficient-stock")
+        assert refused.content == refused_routed.content
+        assert refused.headers["content-type"] == refused_routed.headers["content-type"]
+        assert state.reserve_lane.served == 3  # a refusal is not counted as served
+        # what the route's model or auth refuses goes on to the route, which says why
+        cases: list[tuple[object, dict[str, str], int, str]] = [
+            ({**one, "quantity": 0}, {}, 422, "invalid-input"),
+            ({**one, "extra": 1}, {}, 422, "invalid-input"),
+            ({**one, "product_id": "a:b"}, {}, 422, "invalid-input"),
+            (f'{{"product_id":"{p}","quantity":1,"quantity":2}}', {}, 422, "invalid-input"),
+            (f'{{"product_id":"{p}","quantity":NaN}}', {}, 422, "invalid-input"),
+            ("not json", {}, 422, "invalid-input"),
+            (one, {"Idempotency-Key": "k" * 201}, 422, "invalid-input"),
+            (one, {"Authorization": ""}, 401, "unauthorized"),
+            (one, {"Authorization": f"Bearer {READ_TOKEN}"}, 403, "forbidden"),
+        ]
+        for body, headers, status, slug in cases:
+            assert_problem(post(body, **headers), status, slug)
+        assert state.reserve_lane.served == 3
+        held = api.sc.stock(p, w).rows[0]
+        assert held.reserved == 3  # the lane's, the route's, the keyed one; nothing else

@@ -19,7 +19,13 @@ from stockctl.daemons.api import catalog, inventory, ops, schemas
 from stockctl.daemons.api.accesslog import PREFIXES, RequestLog, route_label
 from stockctl.daemons.api.deps import problem
 from stockctl.daemons.api.fastpath import serialise_in_worker
-from stockctl.daemons.api.stock_lane import StockLane, lane_routes
+from stockctl.daemons.api.lanes import (
+    RESERVE_PATH,
+    STOCK_PATH,
+    ReserveLane,
+    StockLane,
+    lane_routes,
+)
 from stockctl.errors import StockctlError
 
 log = logging.getLogger("stockctl.api")
@@ -55,9 +61,9 @@ def create_app(app: App) -> FastAPI:
     _errors(api)
     _document_problems(api)
     # innermost first: the stock check's lane runs inside the request log and the body limit
-    api.add_middleware(
-        StockLane, stockctl=app, routes=lane_routes(inventory.router, PREFIXES), state=api.state
-    )
+    for lane, path, method in ((StockLane, STOCK_PATH, "GET"), (ReserveLane, RESERVE_PATH, "POST")):
+        routes = lane_routes(inventory.router, path, method, PREFIXES)
+        api.add_middleware(lane, routes=routes, state=api.state)
     api.add_middleware(RequestLog, stockctl=app, secrets=secrets)
     api.add_middleware(BodyLimit, limit=app.settings.api_max_body_bytes)
     return api
