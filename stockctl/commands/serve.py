@@ -101,10 +101,11 @@ def serve(
     _exit_zero_on_stop_signals()
     if workers == 1:
         from stockctl.daemons.api.app import create_app
+        from stockctl.daemons.api.factory import served
         from stockctl.daemons.api.protocol import ProblemH11Protocol
 
         uvicorn.run(
-            create_app(st.app()),
+            served(create_app(st.app())),
             host=bind,
             port=at,
             log_level="info",
