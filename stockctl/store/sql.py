@@ -30,6 +30,7 @@ from stockctl.store.records import (
 )
 from stockctl.store.reports_sql import SqlReportReads
 from stockctl.store.reservation_sql import fast_reserve, reservation_from_row, reserved_drift
+from stockctl.store.row_reads import RowReads
 from stockctl.store.tables import (
     idempotency_keys,
     inventory,
@@ -54,6 +55,7 @@ class SqlStore(SqlReportReads):
         fast = fast_reads and self.replica.dialect.name == "postgresql"
         self._fast = FastReads(self.replica) if fast else None
         self._afast = AsyncFastReads(self.replica) if self._fast is not None else None
+        self.row_reads = RowReads(self._afast) if self._afast is not None else None
         self._blocks = BlockIds(engine) if engine.dialect.name == "postgresql" else None
 
     def fast_reservation_id(self) -> int | None:
@@ -119,12 +121,10 @@ class SqlStore(SqlReportReads):
 
     async def get_inventory_async(self, product_id: str, warehouse_id: str) -> Inventory | None:
         """:meth:`get_inventory` for a coroutine, on the event loop (only if ``reads_async``)."""
-        assert self._afast is not None
+        assert self.row_reads is not None
         with guard(self.replica):
-            rows = await self._afast.select(
-                inventory, "product_id = %s AND warehouse_id = %s", (product_id, warehouse_id)
-            )
-        return inventory_from_row(rows[0]) if rows else None
+            row = await self.row_reads.get(product_id, warehouse_id)
+        return inventory_from_row(row) if row is not None else None
 
     def product_inventory(self, product_id: str) -> list[Inventory]:
         if self._fast is not None:

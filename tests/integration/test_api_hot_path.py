@@ -222,3 +222,24 @@ def test_the_reserve_lane_answers_as_the_route_and_leaves_the_rest_to_it(pg_url:
         assert state.reserve_lane.served == 3
         held = api.sc.stock(p, w).rows[0]
         assert held.reserved == 3  # the lane's, the route's, the keyed one; nothing else
+
+
+def test_concurrent_async_stock_reads_share_statements_and_give_each_its_row(
+    pg_url: str,
+) -> None:
+    """The stock checks of one event-loop turn are read in one statement (``RowReads``):
+    each gets the row a read of its own gives, a missing row is None."""
+    with api_on(pg_url) as api:
+        ps, ws = seed(api.sc, 3, 3, qty=4)
+        api.sc.reserve(ps[1], ws[2], 3)
+        store = api.app.store
+        wanted = [(p, w) for p in ps for w in ws] + [(ps[0], ws[0]), (ps[0], unique("W"))]
+
+        async def together() -> list[Any]:
+            return await asyncio.gather(*(store.get_inventory_async(p, w) for p, w in wanted))
+
+        before = store.row_reads.statements
+        got = asyncio.run(together())
+        assert store.row_reads.statements - before == 1
+        assert got == [store.get_inventory(p, w) for p, w in wanted]
+        assert got[-1] is None and got[5].reserved == 3
