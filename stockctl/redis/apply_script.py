@@ -51,7 +51,7 @@ local function patch(raw, head, st)
   return head .. map
 end
 local ROW = '^([^:]+):([^:]+):(%d+):((%d+):(%d+):%d+:(%d+))$'
-local ROWS = '([^:\n]+):([^:]+):(%d+):((%d+):(%d+):%d+:(%d+))'
+local ROWS = '([^:\n]+):([^:\n]+):(%d+):((%d+):(%d+):%d+:(%d+))'
 local AGG_RE = '^(%d+):(%d+):(%d+):(%d+)$'
 local OLD = '^(%d+):(%d+):(%d+):(%d+)$'
 local missing = {}
