@@ -29,6 +29,7 @@ class RowReads:
         self._pending: list[tuple[Key, asyncio.Future[Any]]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self.statements = 0  # sent so far (for tests and diagnosis)
+        self._running: set[asyncio.Task[None]] = set()  # the loop holds tasks only weakly
 
     async def get(self, product_id: str, warehouse_id: str) -> Any | None:
         """The row (as ``AsyncFastReads`` returns rows), or None if there is none."""
@@ -44,7 +45,9 @@ class RowReads:
     def _send(self) -> None:
         batch, self._pending = self._pending, []
         for start in range(0, len(batch), MAX_BATCH):
-            asyncio.ensure_future(self._read(batch[start : start + MAX_BATCH]))
+            task = asyncio.ensure_future(self._read(batch[start : start + MAX_BATCH]))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
 
     async def _read(self, batch: list[tuple[Key, asyncio.Future[Any]]]) -> None:
         keys = list(dict.fromkeys(key for key, _ in batch))
