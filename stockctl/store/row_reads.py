@@ -62,7 +62,11 @@ class RowReads:
             rows = await self.reads.select(inventory, where, [v for key in keys for v in key])
         except BaseException as exc:
             for _, future in batch:
-                if not future.done():
+                if future.done():
+                    continue
+                if isinstance(exc, asyncio.CancelledError):  # the loop is shutting down
+                    future.cancel()
+                else:
                     future.set_exception(exc)
             if not isinstance(exc, Exception):
                 raise
