@@ -163,10 +163,11 @@ def up(
     shown = "127.0.0.1" if bind in ("0.0.0.0", "::") else bind
     sys.stdout.write(_banner(shown, at, app))
     sys.stdout.flush()
+    from stockctl.daemons.api.factory import served
     from stockctl.daemons.api.protocol import ProblemH11Protocol
 
     config = uvicorn.Config(
-        create_app(app),
+        served(create_app(app)),
         host=bind,
         port=at,
         log_level="info",
