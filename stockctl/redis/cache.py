@@ -89,7 +89,7 @@ class RedisStockCache:
 
         def work(node: Any, group: list[StockUpdate]) -> Any:
             if not marker_ttl:  # a product's updates side by side, in order: written once
-                group = sorted(group, key=_PRODUCT)
+                group = sorted(group, key=_product_of)
             packed = [
                 f"{u.product_id}:{r.warehouse_id}:{s if (s := r.on_hand - r.reserved) > 0 else 0}:"
                 f"{r.version}:{r.on_hand}:{r.reserved}:{r.threshold}"
@@ -324,11 +324,7 @@ class RedisStockCache:
             raise CacheUnavailable(f"redis cluster unavailable at {self.target}: {exc}") from None
 
 
-_PRODUCT = operator.attrgetter("product_id")
-
-
-def _product_of(u: StockUpdate) -> str:
-    return u.product_id
+_product_of = operator.attrgetter("product_id")  # a StockUpdate's slot key and sort key
 
 
 def _same(product_id: str) -> str:

@@ -12,6 +12,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from stockctl.bootstrap import App
 from stockctl.core.mappings import movement_fields, reservation_fields, row_fields
 from stockctl.core.model import Inventory, Movement, Reservation
+from stockctl.core.values import MAX_IDEMPOTENCY_KEY
 from stockctl.daemons.api import schemas
 
 # admin implies reserve implies read
@@ -81,7 +82,9 @@ def grants(tokens: Sequence[Any], presented: str) -> set[str] | None:
 
 
 async def idempotency_key(
-    key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)] = None,
+    key: Annotated[
+        str | None, Header(alias="Idempotency-Key", max_length=MAX_IDEMPOTENCY_KEY)
+    ] = None,
 ) -> str | None:
     return key
 

@@ -21,6 +21,7 @@ FastAPI path would.
 from __future__ import annotations
 
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 import orjson
@@ -28,7 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from stockctl.bootstrap import App
 from stockctl.core import reservations
-from stockctl.core.values import check_id
+from stockctl.core.values import MAX_IDEMPOTENCY_KEY, check_id
 from stockctl.daemons.api import schemas
 from stockctl.daemons.api.deps import grants, problem, reservation_out, row_out
 from stockctl.daemons.api.fastpath import in_worker
@@ -37,7 +38,6 @@ from stockctl.errors import InvalidInput, StockctlError
 
 STOCK_PATH = "/inventory"
 RESERVE_PATH = "/inventory/reserve"
-MAX_IDEMPOTENCY_KEY = 200  # the route's Header(max_length=200)
 _JSON = (b"content-type", b"application/json")
 _PROBLEM = (b"content-type", b"application/problem+json")
 _row_json = schemas.InventoryRow.__pydantic_serializer__.to_json
@@ -109,14 +109,16 @@ class ReserveLane:
         ttl = None if r.ttl_seconds is None else timedelta(seconds=r.ttl_seconds)
         try:
             held = await in_worker(
-                _reserve,
-                app,
-                r.product_id,
-                r.warehouse_id,
-                r.quantity,
-                ttl,
-                r.order_id,
-                key,
+                partial(
+                    reservations.reserve,
+                    app.ctx,
+                    r.product_id,
+                    r.warehouse_id,
+                    r.quantity,
+                    ttl=ttl,
+                    order_id=r.order_id,
+                    idempotency_key=key,
+                )
             )
         except StockctlError as exc:
             await refused(send, exc)
@@ -125,20 +127,6 @@ class ReserveLane:
         out = schemas.Reserved(reservation=reservation_out(held))
         await answer(send, 201, _reserved_json(out, by_alias=True))
         return True
-
-
-def _reserve(
-    app: App,
-    product_id: str,
-    warehouse_id: str | None,
-    quantity: int,
-    ttl: timedelta | None,
-    order_id: str | None,
-    key: str | None,
-) -> Any:
-    return reservations.reserve(
-        app.ctx, product_id, warehouse_id, quantity, ttl=ttl, order_id=order_id, idempotency_key=key
-    )
 
 
 def app_of(scope: Scope) -> App:
@@ -175,9 +163,9 @@ def _ids(query: bytes) -> tuple[str, str] | None:
             return None
         got[name] = value.decode("latin-1")
     p, w = got.get(b"product_id"), got.get(b"warehouse_id")
-    try:
-        if p is None or w is None or len(p) > 64 or len(w) > 64:
-            return None
+    if p is None or w is None:
+        return None
+    try:  # 1-64 characters of the id alphabet, as the route's query and the core check them
         return check_id(p, "product"), check_id(w, "warehouse")
     except InvalidInput:
         return None
